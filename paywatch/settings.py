@@ -1,0 +1,79 @@
+"""One validated configuration for every paywatch process (ARCHITECTURE §4).
+
+All variables carry the ``PAYWATCH_`` prefix. Secrets are ``SecretStr`` so they
+never show up in a repr or a log line. Dev secrets are refused outside
+``PAYWATCH_ENV=dev``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Documented dev-only key (README "Configuration"); refused when PAYWATCH_ENV=prod.
+DEV_SECRET_KEY = "paywatch-dev-secret-key-do-not-use-in-prod"
+
+BODY_LIMIT_BYTES = 256 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration read from the environment, frozen after validation."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYWATCH_", frozen=True, extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    kafka_bootstrap: str | None = None
+    database_url: SecretStr | None = None
+    ingest_port: int = Field(8080, ge=1, le=65535)
+    api_port: int = Field(8081, ge=1, le=65535)
+    bind_host: str = "127.0.0.1"
+    time_scale: float = Field(1.0, gt=0)
+    state_dir: Path = Path(".paywatch")
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    secret_grace_hours: float = Field(24.0, ge=0)
+
+    # Topics: a prefix lets tests (and staging next to prod) use their own names.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(12, ge=1, le=1000)
+    topic_replication: int = Field(1, ge=1)
+    app_id: str = "paywatch"
+    table_store: str = "rocksdb://"
+    table_standby_replicas: int = Field(1, ge=0)
+    schema_registry_url: str | None = None
+
+    # Embedded infrastructure (only used when the two URLs above are unset).
+    embedded_kafka_port: int = Field(9092, ge=1, le=65535)
+    embedded_kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    embedded_pg_port: int = Field(55432, ge=1, le=65535)
+    kafka_heap: str = "512m"
+
+    # Ingest behaviour.
+    ingest_ack_timeout_s: float = Field(5.0, gt=0)
+    stripe_tolerance_s: int = Field(300, ge=0)
+    projector_batch: int = Field(500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_prod(self) -> Settings:
+        if self.env == "prod" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+            raise ValueError("PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod")
+        if self.env == "prod" and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
+        return self
+
+    @cached_property
+    def state_path(self) -> Path:
+        """Absolute state directory for embedded Kafka/Postgres."""
+        return self.state_dir.expanduser().resolve()
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a logical topic (prefix applied)."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; keyword overrides win (used by the CLI)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
