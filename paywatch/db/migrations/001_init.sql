@@ -101,6 +101,7 @@ CREATE TABLE invoices (
     last_decline_code       text,
     last_decline_category   text,
     last_decline_message    text,
+    last_decline_at         timestamptz,
     first_failed_at         timestamptz,
     last_failed_at          timestamptz,
     recovered_at            timestamptz,

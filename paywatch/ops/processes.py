@@ -1,0 +1,86 @@
+"""`paywatch run <process>`: each process in the foreground, one at a time (ARCHITECTURE §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import uvicorn
+
+from paywatch.ops.infra import Endpoints
+from paywatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROCESSES = ("ingest", "worker", "projector", "api", "executor")
+
+
+def _serve(app: object, settings: Settings, port: int) -> None:
+    config = uvicorn.Config(
+        app, host=settings.bind_host, port=port, log_level="info", access_log=False,  # type: ignore[arg-type]
+        lifespan="on", limit_concurrency=1000,
+    )
+    uvicorn.Server(config).run()
+
+
+def run_ingest(settings: Settings, ends: Endpoints) -> None:
+    """Serve provider webhooks on settings.ingest_port."""
+    from paywatch.api.ingest.app import create_app
+
+    _serve(create_app(settings, ends.bootstrap, ends.dsn), settings, settings.ingest_port)
+
+
+def run_api(settings: Settings, ends: Endpoints) -> None:
+    """Serve the query API on settings.api_port."""
+    from paywatch.api.query.app import create_app
+
+    _serve(create_app(settings, ends.dsn), settings, settings.api_port)
+
+
+def run_worker(settings: Settings, ends: Endpoints) -> None:
+    """Run the Faust worker (normalize agent and its tables) until SIGTERM/SIGINT."""
+    from faust.worker import Worker as FaustWorker
+
+    from paywatch.streams.app import create_worker
+
+    worker = create_worker(settings, ends.bootstrap)
+    FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
+
+
+def run_projector(settings: Settings, ends: Endpoints) -> None:
+    """Run the projector until SIGTERM/SIGINT."""
+    asyncio.run(_projector(settings, ends))
+
+
+async def _projector(settings: Settings, ends: Endpoints) -> None:
+    from paywatch.db import create_pool
+    from paywatch.projections.runner import Projector
+    from paywatch.schemas.codec import make_codec
+
+    pool = await create_pool(ends.dsn, min_size=1, max_size=3)
+    projector = Projector(settings, ends.bootstrap, pool, make_codec(settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, projector.stop)
+    try:
+        await projector.run()
+    finally:
+        await pool.close()
+
+
+def run_executor(settings: Settings, ends: Endpoints) -> None:
+    """The recovery executor is built with the recovery sagas (issue 4)."""
+    raise SystemExit(
+        "paywatch: the executor process arrives with the recovery sagas; nothing to run yet"
+    )
+
+
+RUNNERS: dict[str, Callable[[Settings, Endpoints], None]] = {
+    "ingest": run_ingest,
+    "worker": run_worker,
+    "projector": run_projector,
+    "api": run_api,
+    "executor": run_executor,
+}

@@ -1,0 +1,33 @@
+"""Read model `failures`: one row per failed-attempt event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paywatch.projections import Coords
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
+
+INSERT = (
+    "INSERT INTO failures (event_id, tenant, invoice_ref, provider, customer_ref, payment_ref,"
+    " occurred_at, amount_minor, currency, attempt, decline_code, decline_category,"
+    " decline_network, network_code, advice_code, decline_message, card_brand, card_last4,"
+    " topic, partition, \"offset\")"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
+    " $18, $19, $20, $21) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...] | None:
+    """The failures row of a PAYMENT_FAILED event, else None."""
+    if event.type is not EventType.PAYMENT_FAILED:
+        return None
+    d = event.decline
+    pm = event.payment_method
+    return (
+        event.event_id, event.tenant, event.invoice_ref, event.provider, event.customer_ref,
+        event.payment_ref, event.occurred_at, event.amount_minor, event.currency, event.attempt,
+        d.code if d else None, (d.category if d else DeclineCategory.UNKNOWN).value,
+        d.network if d else None, d.network_code if d else None, d.advice_code if d else None,
+        d.message if d else None, pm.brand if pm else None, pm.last4 if pm else None,
+        at.topic, at.partition, at.offset,
+    )

@@ -1,0 +1,130 @@
+"""The projector process: payments.events -> Postgres read models, exactly-once effect.
+
+On every partition assignment the consumer seeks to the checkpoint stored in Postgres
+(not Kafka's committed offset); each polled batch is written with its checkpoints in
+one transaction. Kafka offsets are committed afterwards for monitoring only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from paywatch.errors import CodecError
+from paywatch.projections import Coords
+from paywatch.projections.sink import PostgresSink
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import DeadLetter, PaymentEvent
+from paywatch.settings import Settings
+
+log = logging.getLogger(__name__)
+PROJECTION = "read_models"
+
+
+class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: str) -> None:
+        self._consumer = consumer
+        self._pool = pool
+        self._projection = projection
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Nothing to flush: batches are written before the next poll."""
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Seek each partition to checkpoint (or the beginning when none)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM projection_checkpoints"
+                " WHERE projection = $1",
+                self._projection,
+            )
+        stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        log.info("projector assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class Projector:
+    """Consumes payments.events and writes the read models in batches."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, pool: asyncpg.Pool, codec: Codec,
+        projection: str = PROJECTION,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._codec = codec
+        self._projection = projection
+        self._topic = settings.topic("payments.events")
+        self._dlq = settings.topic("payments.events.dlq")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=f"{settings.app_id}-projector-{projection}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until `stop()`."""
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(
+            [self._topic], listener=_SeekToCheckpoint(self._consumer, self._pool, self._projection)
+        )
+        try:
+            while not self._stopping.is_set():
+                await self.step()
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current batch."""
+        self._stopping.set()
+
+    async def step(self) -> int:
+        """Poll one batch and write it; returns the number of events written."""
+        batches = await self._consumer.getmany(
+            timeout_ms=500, max_records=self._settings.projector_batch
+        )
+        if not batches:
+            return 0
+        sink = PostgresSink(self._projection)
+        for records in batches.values():
+            for rec in records:
+                sink.add(await self._decode(rec), Coords(rec.topic, rec.partition, rec.offset))
+        async with self._pool.acquire() as conn:
+            written = await sink.write(conn)
+        await self._consumer.commit()
+        return written
+
+    async def _decode(self, rec: Any) -> PaymentEvent | None:
+        try:
+            return self._codec.decode(rec.value, PaymentEvent, topic=self._topic)
+        except CodecError as exc:
+            await self._dead_letter(rec, exc)
+            return None
+
+    async def _dead_letter(self, rec: Any, exc: CodecError) -> None:
+        log.warning("dead letter %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
+        letter = DeadLetter(
+            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
+            stage="project", error=str(exc)[:2000], key=rec.key, payload=rec.value or b"",
+            failed_at=datetime.now(UTC),
+        )
+        value = self._codec.encode(letter, topic=self._dlq)
+        await self._producer.send_and_wait(self._dlq, key=rec.key, value=value)

@@ -1,0 +1,50 @@
+"""Pure step of the normalize agent: one raw record -> canonical events or a dead letter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from paywatch.errors import CodecError, PayloadError, UnknownProvider
+from paywatch.providers.registry import get_provider
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import DeadLetter, PaymentEvent, RawWebhook
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """Events for one raw webhook plus the key that identifies the delivery for dedupe."""
+
+    dedupe_key: str
+    events: list[PaymentEvent] = field(default_factory=list)
+
+
+def event_key(event: PaymentEvent) -> bytes:
+    """Kafka key of payments.events: tenant/invoice_ref (one saga per key)."""
+    return f"{event.tenant}/{event.invoice_ref}".encode()
+
+
+def normalize_record(
+    codec: Codec, value: bytes, topic: str, partition: int, offset: int
+) -> Normalized:
+    """Decode and normalize one webhooks.raw record; raises CodecError/PayloadError/UnknownProvider."""
+    raw = codec.decode(value, RawWebhook, topic=topic)
+    provider = get_provider(raw.provider)
+    doc = provider.parse(raw.body)
+    key = f"{raw.tenant}/{raw.provider}/{provider.provider_event_id(doc)}"
+    return Normalized(key, provider.normalize(raw, topic, partition, offset))
+
+
+def dead_letter(
+    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+    error: Exception, now: datetime,
+) -> DeadLetter:
+    """A DeadLetter for a record the normalize step could not handle."""
+    return DeadLetter(
+        source_topic=topic, source_partition=partition, source_offset=offset, stage="normalize",
+        error=f"{type(error).__name__}: {error}"[:2000], key=key, payload=value, failed_at=now,
+    )
+
+
+POISON = (CodecError, PayloadError, UnknownProvider)
+"""Errors that will never succeed on retry: the record goes to the DLQ."""

@@ -1,0 +1,1 @@
+"""Tenants, their provider secrets (encrypted at rest) and API keys (hashed)."""
