@@ -25,7 +25,7 @@ bootstrap: $(STAMP) ## create .venv and install paywatch with its dev tools
 
 tools: ## install Debian's docker-compose (validates docker-compose.yml without an engine)
 	@command -v docker-compose >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
 	  else echo "docker-compose missing: run 'sudo apt-get install docker-compose'"; exit 1; fi; }
 
 run: bootstrap ## start Kafka, Postgres and every paywatch process (Ctrl-C stops all)

@@ -86,6 +86,7 @@ CREATE TABLE failures (
 );
 CREATE INDEX failures_page ON failures (tenant, occurred_at DESC, event_id DESC);
 CREATE INDEX failures_invoice ON failures (tenant, invoice_ref);
+CREATE INDEX failures_customer ON failures (tenant, customer_ref, occurred_at DESC);
 
 -- One row per tenant/invoice that has had at least one failure.
 CREATE TABLE invoices (
@@ -112,4 +113,5 @@ CREATE TABLE invoices (
     PRIMARY KEY (tenant, invoice_ref)
 );
 CREATE INDEX invoices_page ON invoices (tenant, last_event_at DESC, invoice_ref DESC);
-CREATE INDEX invoices_status ON invoices (tenant, status);
+CREATE INDEX invoices_status ON invoices (tenant, status, last_event_at DESC, invoice_ref DESC);
+CREATE INDEX invoices_customer ON invoices (tenant, customer_ref);

@@ -1,0 +1,154 @@
+"""The query API process (`paywatch run api`, :8081): read models over HTTP, per tenant."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from paywatch.api.query.deps import ApiError
+from paywatch.api.query.routes import failures, health, invoices
+from paywatch.api.query.schemas import ErrorBody
+from paywatch.db import create_pool
+from paywatch.settings import Settings
+
+_UNMATCHED = "<unmatched>"
+_MAX_INPUT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Per-app request metrics (own registry, so several apps can live in one process)."""
+
+    requests: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> RequestMetrics:
+        """Register the paywatch_api_* request metrics in ``registry``."""
+        labels = ["method", "route", "status"]
+        return cls(
+            requests=Counter(
+                "paywatch_api_requests", "HTTP requests answered.", labels, registry=registry
+            ),
+            latency=Histogram(
+                "paywatch_api_request_duration_seconds",
+                "Time to answer an HTTP request.",
+                labels,
+                registry=registry,
+            ),
+        )
+
+
+class MetricsMiddleware:
+    """ASGI middleware: counts and times requests by route template, never by raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through and record its status and duration."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+
+        async def send_and_observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_observe)
+        finally:
+            # The router stores the matched route in the (shared) scope.
+            route = getattr(scope.get("route"), "path", _UNMATCHED)
+            labels = (scope["method"], route, str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _error(status: int, error: str, detail: str, headers: Any = None) -> JSONResponse:
+    body = ErrorBody(error=error, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ApiError):
+        code = exc.error
+    else:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    return _error(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    text = f"{where}: {error['msg']}"
+    if "input" in error and error["input"] is not None:
+        given = repr(error["input"])
+        if len(given) > _MAX_INPUT_CHARS:
+            given = given[:_MAX_INPUT_CHARS] + "..."
+        text += f" (got {given})"
+    return text
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    # Bad query/path parameters are the client's fault: 400 everywhere, with every reason.
+    assert isinstance(exc, RequestValidationError)
+    detail = "; ".join(_describe(e) for e in exc.errors())
+    return _error(400, "invalid_request", detail)
+
+
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def create_app(settings: Settings, dsn: str) -> FastAPI:
+    """Build the query API; the lifespan opens (and closes) the Postgres pool."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(dsn)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="paywatch query API",
+        summary="Payment failures, invoices and recovery read models, per tenant.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = _registry()
+    app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (invoices, failures, health):
+        app.include_router(module.router)
+    return app

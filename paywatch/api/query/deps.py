@@ -1,0 +1,91 @@
+"""Dependencies of the query API: the pool, the authenticated caller and role checks.
+
+The tenant of every request comes from its API key, never from the URL or query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from paywatch.api.query.keys import hash_api_key
+
+Role = Literal["analyst", "operator", "admin"]
+# admin ⊇ operator ⊇ analyst.
+_RANK: dict[str, int] = {"analyst": 0, "operator": 1, "admin": 2}
+
+_KEY_LOOKUP = "SELECT tenant, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `paywatch apikey create`, sent as `Authorization: Bearer <key>`.",
+)
+
+
+class ApiError(HTTPException):
+    """An error answered as ErrorBody {error, detail} (app.py renders it)."""
+
+    def __init__(
+        self, status_code: int, error: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's tenant and role."""
+
+    tenant: str
+    role: Role
+
+    def has_role(self, role: Role) -> bool:
+        """True when this caller's role includes ``role``."""
+        return _RANK[self.role] >= _RANK[role]
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    """The asyncpg pool opened by the app's lifespan."""
+    return request.app.state.pool
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _unauthorized(detail: str, *, invalid_token: bool) -> ApiError:
+    challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
+
+
+async def get_caller(pool: Pool, credentials: Credentials) -> Principal:
+    """Authenticate the bearer API key by its SHA-256 hash; 401 when missing, unknown or revoked."""
+    if credentials is None:
+        raise _unauthorized(
+            "missing or malformed Authorization header: expected 'Bearer <api key>'",
+            invalid_token=False,
+        )
+    row = await pool.fetchrow(_KEY_LOOKUP, hash_api_key(credentials.credentials))
+    if row is None:
+        raise _unauthorized("unknown or revoked API key", invalid_token=True)
+    return Principal(tenant=row["tenant"], role=row["role"])
+
+
+Caller = Annotated[Principal, Depends(get_caller)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """Dependency factory: the caller, or 403 when its role does not include ``role``."""
+
+    async def check(caller: Caller) -> Principal:
+        if not caller.has_role(role):
+            raise ApiError(403, "forbidden", f"this endpoint needs the {role} role")
+        return caller
+
+    return check

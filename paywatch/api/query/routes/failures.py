@@ -1,0 +1,117 @@
+"""GET /v1/failures: one row per failed payment attempt, per tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.pagination import (
+    DEFAULT_LIMIT,
+    CursorCodec,
+    CursorParam,
+    Limit,
+    Where,
+    build_page,
+)
+from paywatch.api.query.schemas import (
+    Card,
+    ErrorBody,
+    Failure,
+    FailureDecline,
+    KafkaCoordinates,
+    Page,
+)
+from paywatch.schemas.models import DeclineCategory
+
+router = APIRouter(prefix="/v1/failures", tags=["failures"])
+
+# Sort key (occurred_at DESC, event_id DESC), served by index failures_page.
+CURSOR: CursorCodec[tuple[datetime, UUID]] = CursorCodec(tuple[AwareDatetime, UUID])
+
+_COLUMNS = (
+    "event_id, invoice_ref, provider, customer_ref, payment_ref, occurred_at, amount_minor,"
+    " currency, attempt, decline_code, decline_category, decline_network, network_code,"
+    ' advice_code, decline_message, card_brand, card_last4, topic, partition, "offset"'
+)
+
+Filter = Annotated[str | None, Query(min_length=1, max_length=256)]
+Instant = Annotated[
+    AwareDatetime | None, Query(description="ISO 8601 with a UTC offset, e.g. 2024-05-01T00:00:00Z")
+]
+
+
+def _failure(row: Any) -> Failure:
+    card = None
+    if row["card_brand"] is not None or row["card_last4"] is not None:
+        card = Card(brand=row["card_brand"], last4=row["card_last4"])
+    return Failure(
+        event_id=row["event_id"],
+        invoice_ref=row["invoice_ref"],
+        provider=row["provider"],
+        customer_ref=row["customer_ref"],
+        payment_ref=row["payment_ref"],
+        occurred_at=row["occurred_at"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        attempt=row["attempt"],
+        decline=FailureDecline(
+            code=row["decline_code"],
+            category=DeclineCategory(row["decline_category"]),
+            network=row["decline_network"],
+            network_code=row["network_code"],
+            advice_code=row["advice_code"],
+            message=row["decline_message"],
+        ),
+        card=card,
+        kafka=KafkaCoordinates(
+            topic=row["topic"], partition=row["partition"], offset=row["offset"]
+        ),
+    )
+
+
+def _cursor_of(failure: Failure) -> str:
+    return CURSOR.encode((failure.occurred_at, failure.event_id))
+
+
+@router.get(
+    "",
+    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}},
+    summary="List failed payment attempts, newest first",
+)
+async def list_failures(
+    pool: Pool,
+    caller: Caller,
+    invoice_ref: Filter = None,
+    customer_ref: Filter = None,
+    category: DeclineCategory | None = None,
+    provider: Filter = None,
+    since: Instant = None,
+    until: Instant = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> Page[Failure]:
+    """The tenant's failures with since <= occurred_at < until, newest first."""
+    if since is not None and until is not None and until <= since:
+        raise ApiError(400, "invalid_request", "query.until: must be later than since")
+    where = Where(caller.tenant)
+    where.add_if("invoice_ref = {}", invoice_ref)
+    where.add_if("customer_ref = {}", customer_ref)
+    where.add_if("decline_category = {}", category.value if category else None)
+    where.add_if("provider = {}", provider)
+    where.add_if("occurred_at >= {}", since)
+    where.add_if("occurred_at < {}", until)
+    if cursor is not None:
+        where.add("(occurred_at, event_id) < ({}, {})", *CURSOR.decode(cursor))
+    fetch = where.param(limit + 1)
+    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
+    query = (
+        f"SELECT {_COLUMNS} FROM failures WHERE {where.sql}"  # noqa: S608
+        f" ORDER BY occurred_at DESC, event_id DESC LIMIT {fetch}"
+    )
+    rows = await pool.fetch(query, *where.args)
+    return build_page([_failure(r) for r in rows], limit, _cursor_of)

@@ -1,0 +1,102 @@
+"""GET /v1/invoices and /v1/invoices/{invoice_ref}: the invoices read model, per tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, StringConstraints
+
+from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.pagination import (
+    DEFAULT_LIMIT,
+    CursorCodec,
+    CursorParam,
+    Limit,
+    Where,
+    build_page,
+)
+from paywatch.api.query.schemas import Decline, ErrorBody, Invoice, Page
+from paywatch.schemas.models import DeclineCategory, SagaState
+
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+
+# Sort key (last_event_at DESC, invoice_ref DESC), served by index invoices_page.
+CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(
+    tuple[AwareDatetime, Annotated[str, StringConstraints(min_length=1)]]
+)
+
+_COLUMNS = (
+    "invoice_ref, status, provider, customer_ref, subscription_ref, amount_minor, currency,"
+    " attempts, last_decline_code, last_decline_category, last_decline_message,"
+    " first_failed_at, last_failed_at, recovered_at, canceled_at, last_event_at, updated_at"
+)
+_ONE = f"SELECT {_COLUMNS} FROM invoices WHERE tenant = $1 AND invoice_ref = $2"  # noqa: S608
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody},
+    401: {"model": ErrorBody},
+}
+
+Filter = Annotated[str | None, Query(min_length=1, max_length=256)]
+
+
+def _decline(row: Any) -> Decline | None:
+    code, category = row["last_decline_code"], row["last_decline_category"]
+    if code is None and category is None:
+        return None
+    return Decline(
+        code=code,
+        category=DeclineCategory(category) if category else DeclineCategory.UNKNOWN,
+        message=row["last_decline_message"],
+    )
+
+
+def _invoice(row: Any) -> Invoice:
+    fields = {k: row[k] for k in Invoice.model_fields if k != "last_decline"}
+    return Invoice(**fields, last_decline=_decline(row))
+
+
+def _cursor_of(invoice: Invoice) -> str:
+    return CURSOR.encode((invoice.last_event_at, invoice.invoice_ref))
+
+
+@router.get("", responses=_ERRORS, summary="List invoices, newest activity first")
+async def list_invoices(
+    pool: Pool,
+    caller: Caller,
+    status: SagaState | None = None,
+    provider: Filter = None,
+    customer_ref: Filter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> Page[Invoice]:
+    """Invoices of the caller's tenant, filtered, by (last_event_at, invoice_ref) descending."""
+    where = Where(caller.tenant)
+    where.add_if("status = {}", status.value if status else None)
+    where.add_if("provider = {}", provider)
+    where.add_if("customer_ref = {}", customer_ref)
+    if cursor is not None:
+        where.add("(last_event_at, invoice_ref) < ({}, {})", *CURSOR.decode(cursor))
+    fetch = where.param(limit + 1)
+    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
+    query = (
+        f"SELECT {_COLUMNS} FROM invoices WHERE {where.sql}"  # noqa: S608
+        f" ORDER BY last_event_at DESC, invoice_ref DESC LIMIT {fetch}"
+    )
+    rows = await pool.fetch(query, *where.args)
+    return build_page([_invoice(r) for r in rows], limit, _cursor_of)
+
+
+@router.get(
+    "/{invoice_ref}",
+    responses={**_ERRORS, 404: {"model": ErrorBody}},
+    summary="One invoice",
+)
+async def get_invoice(pool: Pool, caller: Caller, invoice_ref: str) -> Invoice:
+    """The caller's tenant's invoice; 404 when it has none by that ref (even if another does)."""
+    row = await pool.fetchrow(_ONE, caller.tenant, invoice_ref)
+    if row is None:
+        raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
+    return _invoice(row)
