@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.infra import infra_status, resolve_endpoints, stop_infra
+from paywatch.ops.procs import log_tail, pid_alive
 from paywatch.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -109,7 +110,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from paywatch.ops.banner import render
 
     pid_file = supervisor.supervisor_pid_file(settings)
-    if pid_file.exists() and supervisor.pid_alive(int(pid_file.read_text() or 0)):
+    if pid_file.exists() and pid_alive(int(pid_file.read_text() or 0)):
         print(f"paywatch is already running (supervisor pid {pid_file.read_text()}); "
               "`paywatch status` shows it, `paywatch down` stops it")
         return 1
@@ -139,7 +140,7 @@ def _up_detached(settings: Settings) -> int:
     deadline = time.monotonic() + supervisor.READY_TIMEOUT_S + 120
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            print(f"paywatch failed to start; last log lines:\n{supervisor.tail(log)}", file=sys.stderr)
+            print(f"paywatch failed to start; last log lines:\n{log_tail(log)}", file=sys.stderr)
             return 1
         time.sleep(0.25)
     seeded = json.loads(ready.read_text() or "{}")
@@ -153,12 +154,12 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
     pid_file = supervisor.supervisor_pid_file(settings)
     pid = int(pid_file.read_text() or 0) if pid_file.exists() else 0
-    if pid and supervisor.pid_alive(pid):
+    if pid and pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 90
-        while supervisor.pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if supervisor.pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         print("paywatch stopped")
         return 0
@@ -174,10 +175,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     status: dict[str, Any] = {"infra": infra_status(settings)}
     procs = settings.state_path / "processes.json"
     pid_file = supervisor.supervisor_pid_file(settings)
-    running = pid_file.exists() and supervisor.pid_alive(int(pid_file.read_text() or 0))
+    running = pid_file.exists() and pid_alive(int(pid_file.read_text() or 0))
     if running and procs.exists():
         status["processes"] = {
-            name: {"pid": pid, "running": supervisor.pid_alive(pid)}
+            name: {"pid": pid, "running": pid_alive(pid)}
             for name, pid in json.loads(procs.read_text()).items()
         }
     status["ingest_health"] = supervisor.http_ok(

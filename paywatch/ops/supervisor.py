@@ -20,6 +20,7 @@ from pathlib import Path
 
 from paywatch.errors import InfraError
 from paywatch.ops.infra import Endpoints, start_infra, stop_infra
+from paywatch.ops.procs import log_tail
 from paywatch.settings import Settings
 
 UP_PROCESSES = ("ingest", "worker", "projector", "api")
@@ -41,25 +42,6 @@ def supervisor_pid_file(settings: Settings) -> Path:
 def ready_file(settings: Settings) -> Path:
     """Written by the supervisor once every process is ready."""
     return settings.state_path / "ready.json"
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last lines of a log file (empty when missing)."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -155,7 +137,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 def local_url(settings: Settings, port: int) -> str:
     """http://host:port for a local process (0.0.0.0 is reached through loopback)."""
-    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host  # noqa: S104
+    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
     return f"http://{host}:{port}"
 
 
@@ -167,13 +149,13 @@ def wait_ready(sup: Supervisor, timeout: float = READY_TIMEOUT_S) -> None:
     while time.monotonic() < deadline:
         dead = sup.dead_on_start()
         if dead is not None:
-            raise InfraError(f"{dead.name} exited during start-up; last log lines:\n{tail(dead.log)}")
+            raise InfraError(f"{dead.name} exited during start-up; last log lines:\n{log_tail(dead.log)}")
         if all(http_ok(u) for u in urls):
             return
         time.sleep(0.25)
     raise InfraError(
         f"paywatch did not become ready within {timeout:.0f}s; see {logs_dir(s)}\n"
-        + "\n".join(f"--- {c.name}\n{tail(c.log, 10)}" for c in sup.children)
+        + "\n".join(f"--- {c.name}\n{log_tail(c.log, 10)}" for c in sup.children)
     )
 
 

@@ -27,13 +27,22 @@ PROJECTION = "read_models"
 
 
 class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Seeks assigned partitions to their Postgres checkpoint and marks them `ready`.
+
+    aiokafka may hand out records of a new assignment while this listener is still
+    awaiting Postgres; records of partitions not yet in `ready` are ignored (and
+    fetched again from the checkpoint), so nothing is processed from a wrong position.
+    """
+
     def __init__(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: str) -> None:
         self._consumer = consumer
         self._pool = pool
         self._projection = projection
+        self.ready: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Nothing to flush: batches are written before the next poll."""
+        """Batches are written before the next poll; just forget the partitions."""
+        self.ready.difference_update(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek each partition to checkpoint (or the beginning when none)."""
@@ -44,12 +53,12 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._projection,
             )
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        # No await from here on: every seek and the `ready` mark happen together, so the
+        # fetcher cannot hand out records from the pre-seek position in between. Offset 0
+        # below the log start falls back to the earliest offset (auto_offset_reset).
         for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
+            self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+        self.ready.update(assigned)
         log.info("projector assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
@@ -77,14 +86,13 @@ class Projector:
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
         )
         self._stopping = asyncio.Event()
+        self._listener = _SeekToCheckpoint(self._consumer, pool, projection)
 
     async def run(self) -> None:
         """Run until `stop()`."""
         await self._producer.start()
         await self._consumer.start()
-        self._consumer.subscribe(
-            [self._topic], listener=_SeekToCheckpoint(self._consumer, self._pool, self._projection)
-        )
+        self._consumer.subscribe([self._topic], listener=self._listener)
         try:
             while not self._stopping.is_set():
                 await self.step()
@@ -104,7 +112,9 @@ class Projector:
         if not batches:
             return 0
         sink = PostgresSink(self._projection)
-        for records in batches.values():
+        for tp, records in batches.items():
+            if tp not in self._listener.ready:
+                continue  # fetched before the seek to the checkpoint: will come again
             for rec in records:
                 sink.add(await self._decode(rec), Coords(rec.topic, rec.partition, rec.offset))
         async with self._pool.acquire() as conn:

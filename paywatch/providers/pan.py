@@ -1,0 +1,105 @@
+"""Find card numbers (PANs) in raw webhook bytes before they reach the immutable log.
+
+PCI DSS 3.5.1 wants a PAN unreadable wherever it is stored, logs included; Kafka keeps
+``webhooks.raw`` forever, so ingest rejects any body that carries one (ARCHITECTURE §6,
+reference/reliability.md §6).
+
+What counts as a PAN here:
+
+* 13-19 digits passing the Luhn check;
+* written contiguously or in groups joined by one space or one dash
+  (``4242 4242 4242 4242``, ``4242-4242-4242-4242``);
+* not part of a longer digit run: the digits next to it are not digits (nor a digit
+  behind one separator), so a 20-digit id never hides a 16-digit "card";
+* first digit 2-6. Card networks issue from these IIN ranges (Mastercard 2/5, Amex 3,
+  Visa 4, Discover/Maestro/UnionPay 6). Numbers starting with 1 are millisecond Unix
+  timestamps (13 digits until 2286), and 7/8/9 are petroleum, telecom and national
+  ranges, not payment cards; excluding them avoids most false positives, which matter
+  because a rejected webhook is lost once the provider stops retrying.
+* not a decimal fraction (``0.4242...``) nor an E.164 phone number (``+4930...``).
+
+Speed: one linear regex pass finds digit chains of 13+ digits (no nested quantifiers, so
+no catastrophic backtracking); each chain is checked with prefix sums, so every candidate
+window costs O(1). A 256 KiB body takes milliseconds, an adversarial one well under a second.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import accumulate
+
+# A maximal chain of digits joined by at most one separator, holding 13+ digits. The
+# lookbehinds pin the match to the chain's start (not after a digit, nor digit+separator)
+# and skip decimal fractions and phone numbers.
+_CHAIN = re.compile(rb"(?<![0-9+])(?<![0-9][ -])(?<![0-9]\.)[0-9](?:[ -]?[0-9]){12,}")
+_SEPARATOR = re.compile(rb"[ -]")
+
+_MIN_DIGITS = 13
+_MAX_DIGITS = 19
+_IIN_FIRST_DIGITS = frozenset(b"23456")
+_DIGITS = b"0123456789"
+_VALUE = bytes.maketrans(_DIGITS, bytes(range(10)))
+# Luhn doubles every second digit from the right; a doubled digit counts its digit sum.
+_DOUBLED = bytes.maketrans(_DIGITS, bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
+
+
+def contains_pan(body: bytes) -> bool:
+    """True when ``body`` contains a Luhn-valid 13-19 digit card number (see module doc)."""
+    return any(_chain_has_pan(match.group()) for match in _CHAIN.finditer(body))
+
+
+def luhn_valid(digits: bytes) -> bool:
+    """Luhn checksum of ASCII digits (True for a well-formed card number)."""
+    values = digits.translate(_VALUE)
+    doubled = digits.translate(_DOUBLED)
+    # From the right: last digit as is, the one before doubled, and so on.
+    return (sum(values[-1::-2]) + sum(doubled[-2::-2])) % 10 == 0
+
+
+def _chain_has_pan(chain: bytes) -> bool:
+    groups = _SEPARATOR.split(chain)
+    if len(groups) == 1:
+        return _MIN_DIGITS <= len(chain) <= _MAX_DIGITS and _is_card_start(chain[0]) and (
+            luhn_valid(chain)
+        )
+    return _windows_have_pan(b"".join(groups), groups)
+
+
+def _is_card_start(first: int) -> bool:
+    return first in _IIN_FIRST_DIGITS
+
+
+def _windows_have_pan(digits: bytes, groups: list[bytes]) -> bool:
+    # Candidates start and end on group boundaries, so no group is split in two.
+    starts: list[int] = []
+    is_end = bytearray(len(digits) + 1)
+    position = 0
+    for group in groups:
+        starts.append(position)
+        position += len(group)
+        is_end[position] = 1
+    even_end, odd_end = _luhn_prefix_sums(digits)
+    for start in starts:
+        if not _is_card_start(digits[start]):
+            continue
+        last = min(start + _MAX_DIGITS, len(digits))
+        for end in range(start + _MIN_DIGITS, last + 1):
+            sums = odd_end if (end - 1) % 2 else even_end
+            if is_end[end] and (sums[end] - sums[start]) % 10 == 0:
+                return True
+    return False
+
+
+def _luhn_prefix_sums(digits: bytes) -> tuple[list[int], list[int]]:
+    """Prefix sums of Luhn weights for windows ending on an even / odd index.
+
+    A window ending at index e doubles the digits whose index has the other parity than e,
+    so one prefix array per parity of e gives any window's checksum in O(1).
+    """
+    values = digits.translate(_VALUE)
+    doubled = digits.translate(_DOUBLED)
+    even = bytearray(values)  # window ends on an even index: odd indexes are doubled
+    even[1::2] = doubled[1::2]
+    odd = bytearray(doubled)  # window ends on an odd index: even indexes are doubled
+    odd[1::2] = values[1::2]
+    return [0, *accumulate(even)], [0, *accumulate(odd)]

@@ -1,0 +1,26 @@
+"""Which provider modules are enabled, by the name used in ``/webhooks/{provider}/{tenant}``."""
+
+from __future__ import annotations
+
+from paywatch.errors import UnknownProvider
+from paywatch.providers.base import Provider
+from paywatch.providers.stripe import stripe
+
+KNOWN_PROVIDERS = (
+    "stripe", "paypal", "braintree", "authorizenet", "xero", "quickbooks", "adyen",
+    "checkout", "generic",
+)
+"""Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
+
+PROVIDERS: dict[str, Provider] = {stripe.name: stripe}
+"""Enabled provider modules by name."""
+
+
+def get_provider(name: str) -> Provider:
+    """The enabled provider called ``name``, or UnknownProvider."""
+    provider = PROVIDERS.get(name)
+    if provider is not None:
+        return provider
+    if name in KNOWN_PROVIDERS:
+        raise UnknownProvider(f"provider {name!r} is not enabled yet")
+    raise UnknownProvider(f"unknown provider {name!r}")
