@@ -45,6 +45,7 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
 
     from paywatch.streams.app import create_worker
 
+    (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
     worker = create_worker(settings, ends.bootstrap)
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
 

@@ -87,7 +87,7 @@ async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
         fut = await w.raw_dlq.send(key=msg.key, value=codec.encode(letter, topic=w.raw_dlq.get_topic_name()))
         await fut
         return
-    first = w.seen[result.dedupe_key]
+    first = w.seen.get(result.dedupe_key)
     if first is not None and first != msg.offset:
         return  # a redelivery of a provider event that was already normalized
     futures = []
