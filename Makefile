@@ -37,8 +37,7 @@ down: bootstrap ## stop what `paywatch up -d` started
 status: bootstrap ## show what is running
 	$(BIN)/paywatch status
 
-test: bootstrap tools ## unit, contract, integration and e2e tests on real Kafka + Postgres
-	$(BIN)/ruff check paywatch tests bench
+test: bootstrap tools lint ## lint, then unit, contract, integration and e2e tests on real Kafka + Postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: bootstrap ## only the tests that need no Kafka or Postgres

@@ -1,16 +1,16 @@
 """paywatch's exception tree. HTTP status codes are chosen only at the route edge.
 
-    PaywatchError
-    ├── ConfigError                 bad or missing configuration (exit 2 in the CLI)
-    ├── InfraError                  embedded Kafka/Postgres could not start or be reached
-    │   └── StackNotRunning         a command needs a stack that is not running
-    ├── ProviderError               raised by providers/*: pure, never I/O
-    │   ├── VerificationError       signature missing/invalid/expired -> 401
-    │   ├── PayloadError            verified but malformed body -> 400
-    │   └── CardDataError           a PAN in the body -> 422, never written
-    ├── UnknownTenant / UnknownProvider  -> 404
-    ├── CodecError                  bytes that are not a known Avro record -> DLQ
-    └── Retryable                   transient (broker unavailable, timeout) -> 503 / retry
+PaywatchError
+├── ConfigError                 bad or missing configuration (exit 2 in the CLI)
+├── InfraError                  embedded Kafka/Postgres could not start or be reached
+│   └── StackNotRunning         a command needs a stack that is not running
+├── ProviderError               raised by providers/*: pure, never I/O
+│   ├── VerificationError       signature missing/invalid/expired -> 401
+│   ├── PayloadError            verified but malformed body -> 400
+│   └── CardDataError           a PAN in the body -> 422, never written
+├── UnknownTenant / UnknownProvider  -> 404
+├── CodecError                  bytes that are not a known Avro record -> DLQ
+└── Retryable                   transient (broker unavailable, timeout) -> 503 / retry
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Documented dev-only key (README "Configuration"); refused when PAYWATCH_ENV=prod.
-DEV_SECRET_KEY = "paywatch-dev-secret-key-do-not-use-in-prod"
+DEV_SECRET_KEY = "paywatch-dev-secret-key-do-not-use-in-prod"  # noqa: S105 (public dev value)
 
 BODY_LIMIT_BYTES = 256 * 1024
 
@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Settings:
         if self.env == "prod" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
-            raise ValueError("PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod")
+            raise ValueError(
+                "PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod"
+            )
         if self.env == "prod" and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
         return self

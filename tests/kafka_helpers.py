@@ -20,7 +20,9 @@ async def topic_records(bootstrap: str, topic: str) -> list[Any]:
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in await asyncio.to_thread(_partitions, bootstrap, topic)]
+        tps = [
+            TopicPartition(topic, p) for p in await asyncio.to_thread(_partitions, bootstrap, topic)
+        ]
         if not tps:
             return []
         consumer.assign(tps)
@@ -46,7 +48,10 @@ def _partitions(bootstrap: str, topic: str) -> list[int]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0, every: float = 0.25,
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 60.0,  # noqa: ASYNC109 (a deadline, not a cancellation scope)
+    every: float = 0.25,
     what: str = "condition",
 ) -> T:
     """Poll `probe` until it returns a truthy value; fail with `what` after `timeout` s."""

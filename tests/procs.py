@@ -13,8 +13,15 @@ from pathlib import Path
 from paywatch.settings import Settings
 
 _FIELDS = (
-    "env", "ingest_port", "api_port", "topic_prefix", "topic_partitions", "app_id",
-    "table_store", "table_standby_replicas", "time_scale",
+    "env",
+    "ingest_port",
+    "api_port",
+    "topic_prefix",
+    "topic_partitions",
+    "app_id",
+    "table_store",
+    "table_standby_replicas",
+    "time_scale",
 )
 
 
@@ -33,13 +40,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def paywatch_process(settings: Settings, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def paywatch_process(
+    settings: Settings, *args: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run `python -m paywatch <args>`; SIGTERM (then SIGKILL) it by pid on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch", *args], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=settings_env(settings),
+            [sys.executable, "-m", "paywatch", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=settings_env(settings),
         )
     try:
         yield proc

@@ -27,13 +27,13 @@ def write_sample(settings: Settings) -> Path:
 
 
 def signed_curl(url: str, secret: str, body_path: Path) -> str:
-    """A shell line that signs the body like Stripe does (t + '.' + body, HMAC-SHA256) and posts it."""
+    """A shell line that signs the body as Stripe does (HMAC-SHA256 of t.body) and posts it."""
     body = shlex.quote(str(body_path))
     return (
         f"ts=$(date +%s); sig=$( (printf '%s.' \"$ts\"; cat {body}) | "
         f"openssl dgst -sha256 -hmac {shlex.quote(secret)} -r | cut -d' ' -f1); "
         f"curl -sS -X POST {url} -H 'Content-Type: application/json' "
-        f"-H \"Stripe-Signature: t=$ts,v1=$sig\" --data-binary @{body}"
+        f'-H "Stripe-Signature: t=$ts,v1=$sig" --data-binary @{body}'
     )
 
 

@@ -15,7 +15,7 @@ from paywatch.tenants.store import create_tenant, insert_api_key, set_secrets, v
 
 # Documented dev-only credentials (README "Dev credentials"); seeded only when PAYWATCH_ENV=dev.
 DEMO_TENANT = "demo"
-DEMO_STRIPE_SECRET = "whsec_paywatch_demo_signing_secret"
+DEMO_STRIPE_SECRET = "whsec_paywatch_demo_signing_secret"  # noqa: S105 (public dev value)
 DEMO_KEYS = {
     "analyst": "pw_analyst_demo_dev_only_key",
     "operator": "pw_operator_demo_dev_only_key",

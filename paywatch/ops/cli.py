@@ -98,8 +98,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch init: create topics and run migrations against the configured stack."""
     from paywatch.ops.bootstrap import prepare
 
-    prepare(settings.model_copy(update={"env": "prod"}) if not args.seed else settings,
-            resolve_endpoints(settings))
+    prepare(
+        settings.model_copy(update={"env": "prod"}) if not args.seed else settings,
+        resolve_endpoints(settings),
+    )
     print("topics and database ready")
     return 0
 
@@ -111,8 +113,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     pid_file = supervisor.supervisor_pid_file(settings)
     if pid_file.exists() and pid_alive(int(pid_file.read_text() or 0)):
-        print(f"paywatch is already running (supervisor pid {pid_file.read_text()}); "
-              "`paywatch status` shows it, `paywatch down` stops it")
+        print(
+            f"paywatch is already running (supervisor pid {pid_file.read_text()}); "
+            "`paywatch status` shows it, `paywatch down` stops it"
+        )
         return 1
     if args.detach:
         return _up_detached(settings)
@@ -131,8 +135,11 @@ def _up_detached(settings: Settings) -> int:
     log = supervisor.logs_dir(settings) / "supervisor.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch", "up"], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "paywatch", "up"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             env={**os.environ, "PAYWATCH_STATE_DIR": str(settings.state_path)},
         )
     print(f"starting paywatch in the background (pid {proc.pid}, log {log})...", flush=True)
@@ -182,9 +189,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             for name, pid in json.loads(procs.read_text()).items()
         }
     status["ingest_health"] = supervisor.http_ok(
-        f"{supervisor.local_url(settings, settings.ingest_port)}/health")
+        f"{supervisor.local_url(settings, settings.ingest_port)}/health"
+    )
     status["api_health"] = supervisor.http_ok(
-        f"{supervisor.local_url(settings, settings.api_port)}/health")
+        f"{supervisor.local_url(settings, settings.api_port)}/health"
+    )
     print(json.dumps(status, indent=2, default=str))
     return 0 if running else 3
 
@@ -206,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one process in the foreground")
     run.add_argument("process", choices=PROCESSES)
     run.set_defaults(func=cmd_run)
-    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="tcmd", required=True)
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="tcmd", required=True
+    )
     tc = tenant.add_parser("create", help="create a tenant")
     tc.add_argument("name")
     tc.set_defaults(func=cmd_tenant_create)
@@ -215,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("provider")
     ts.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
     ts.set_defaults(func=cmd_tenant_secret)
-    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="kcmd", required=True)
+    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(
+        dest="kcmd", required=True
+    )
     ak = apikey.add_parser("create", help="create an API key (printed once)")
     ak.add_argument("name")
     ak.add_argument("--role", required=True, choices=("analyst", "operator", "admin"))
@@ -242,4 +255,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-

@@ -12,11 +12,19 @@ def sample_failure_body(now: int | None = None) -> bytes:
 
     created = int(time.time()) if now is None else now
     invoice = samples.stripe_invoice(
-        invoice_id="in_demo_0001", customer="cus_demo_0001", subscription="sub_demo_0001",
-        amount_due=4900, currency="usd", attempt_count=1, basil=True,
+        invoice_id="in_demo_0001",
+        customer="cus_demo_0001",
+        subscription="sub_demo_0001",
+        amount_due=4900,
+        currency="usd",
+        attempt_count=1,
+        basil=True,
     )
     event = samples.stripe_event(
-        "invoice.payment_failed", invoice, event_id=f"evt_demo_{created}", created=created,
+        "invoice.payment_failed",
+        invoice,
+        event_id=f"evt_demo_{created}",
+        created=created,
         api_version="2025-03-31.basil",
     )
     return json.dumps(event, separators=(",", ":")).encode()

@@ -164,16 +164,25 @@ def _env_dsn(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
-def _write_stack(settings: Settings, ends: Endpoints, kafka: EmbeddedKafka | None,
-                 pg: EmbeddedPostgres | None) -> None:
+def _write_stack(
+    settings: Settings, ends: Endpoints, kafka: EmbeddedKafka | None, pg: EmbeddedPostgres | None
+) -> None:
     data = {
         "state_dir": str(settings.state_path),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "kafka": {"embedded": kafka is not None, "bootstrap": ends.bootstrap,
-                  "pid": kafka.pid() if kafka else None, "from_env": kafka is None},
+        "kafka": {
+            "embedded": kafka is not None,
+            "bootstrap": ends.bootstrap,
+            "pid": kafka.pid() if kafka else None,
+            "from_env": kafka is None,
+        },
         # An external URL may carry a password: record only that it came from the environment.
-        "postgres": {"embedded": pg is not None, "dsn": pg.dsn if pg else None,
-                     "pid": pg.pid() if pg else None, "from_env": pg is None},
+        "postgres": {
+            "embedded": pg is not None,
+            "dsn": pg.dsn if pg else None,
+            "pid": pg.pid() if pg else None,
+            "from_env": pg is None,
+        },
     }
     path = stack_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,8 +213,11 @@ def _resolve_dsn(settings: Settings, stack: dict[str, Any]) -> str:
         return _env_dsn(settings)
     entry = stack.get("postgres") or {}
     if not entry.get("embedded"):
-        raise StackNotRunning(_not_running(
-            settings, " (this stack uses PAYWATCH_DATABASE_URL: set it in this shell too)"))
+        raise StackNotRunning(
+            _not_running(
+                settings, " (this stack uses PAYWATCH_DATABASE_URL: set it in this shell too)"
+            )
+        )
     if not EmbeddedPostgres(settings).is_running():
         raise StackNotRunning(_not_running(settings, " (the embedded Postgres is not running)"))
     return str(entry["dsn"])
@@ -225,5 +237,3 @@ def _host_port(dsn: str) -> str:
     """host:port of a database URL, without user or password."""
     parts = urlsplit(dsn)
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
-
-

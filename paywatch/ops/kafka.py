@@ -167,8 +167,10 @@ class EmbeddedKafka:
         s = self.settings
         return [
             (s.embedded_kafka_port, "Kafka (PAYWATCH_EMBEDDED_KAFKA_PORT)"),
-            (s.embedded_kafka_controller_port,
-             "the Kafka controller (PAYWATCH_EMBEDDED_KAFKA_CONTROLLER_PORT)"),
+            (
+                s.embedded_kafka_controller_port,
+                "the Kafka controller (PAYWATCH_EMBEDDED_KAFKA_CONTROLLER_PORT)",
+            ),
         ]
 
     def _start_fresh(self) -> None:
@@ -193,23 +195,40 @@ class EmbeddedKafka:
         self.home.mkdir(parents=True, exist_ok=True)
         s = self.settings
         self.config_file.write_text(
-            _SERVER_PROPERTIES.format(port=s.embedded_kafka_port,
-                                      cport=s.embedded_kafka_controller_port, data=self.data_dir),
+            _SERVER_PROPERTIES.format(
+                port=s.embedded_kafka_port,
+                cport=s.embedded_kafka_controller_port,
+                data=self.data_dir,
+            ),
             encoding="utf-8",
         )
         self.log4j_file.write_text(_LOG4J_PROPERTIES, encoding="utf-8")
 
     def _java(self, *args: str, heap: str) -> list[str]:
-        return ["java", "-Xms128m", f"-Xmx{heap}", "-Djava.awt.headless=true",
-                f"-Dlog4j.configuration=file:{self.log4j_file}",
-                "-cp", str(self.libs_dir / "*"), *args]
+        return [
+            "java",
+            "-Xms128m",
+            f"-Xmx{heap}",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.log4j_file}",
+            "-cp",
+            str(self.libs_dir / "*"),
+            *args,
+        ]
 
     def _format_storage(self) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                         "-c", str(self.config_file), heap="256m")
+        cmd = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file),
+            heap="256m",
+        )
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             output = (done.stdout + done.stderr).strip().splitlines()[-30:]
@@ -219,9 +238,14 @@ class EmbeddedKafka:
         rotate_log(self.log_file)
         cmd = self._java(_MAIN_CLASS, str(self.config_file), heap=self.settings.kafka_heap)
         with self.log_file.open("ab") as out:
-            self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=subprocess.STDOUT, cwd=self.home,
-                                           start_new_session=True)
+            self._child = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,
+            )
         self.pid_file.write_text(f"{self._child.pid}\n", encoding="utf-8")
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
@@ -231,13 +255,17 @@ class EmbeddedKafka:
             if not self.is_running():
                 code = self._child.poll() if self._child else None  # also reaps our child
                 self.pid_file.unlink(missing_ok=True)
-                raise InfraError(f"Kafka exited (code {code}) while starting; "
-                                 f"{self.log_file}:\n{log_tail(self.log_file)}")
+                raise InfraError(
+                    f"Kafka exited (code {code}) while starting; "
+                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                )
             if time.monotonic() > deadline:
                 if self._child is not None:  # we launched it: do not leave a half-started broker
                     self.stop()
-                raise InfraError(f"Kafka was not ready within {timeout:.0f} s; "
-                                 f"{self.log_file}:\n{log_tail(self.log_file)}")
+                raise InfraError(
+                    f"Kafka was not ready within {timeout:.0f} s; "
+                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                )
             time.sleep(0.2)  # polling readiness with a deadline
 
 
@@ -281,11 +309,20 @@ def _fetch_jars(libs: Path) -> None:
     libs.mkdir(parents=True)
     log.info("fetching the Kafka jars with Maven into %s", libs)
     with resources.as_file(resources.files("paywatch.ops").joinpath("kafka-pom.xml")) as pom:
-        cmd = ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-               f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
+        cmd = [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=MAVEN_TIMEOUT_S, check=False)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             raise InfraError(f"Maven did not finish within {MAVEN_TIMEOUT_S} s") from exc
     if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):

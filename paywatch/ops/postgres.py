@@ -119,21 +119,29 @@ class EmbeddedPostgres:
         rotate_log(self.log_file)
         self._prepare_dirs()
         self._initdb()
-        options = (f"-h 127.0.0.1 -p {self.port} -k {shlex.quote(str(self.socket_dir))}"
-                   " -c max_connections=200")
-        done = self._pg_ctl(["start", "-w", "-t", str(int(timeout)), "-l", str(self.log_file),
-                             "-o", options], timeout + 5)
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {shlex.quote(str(self.socket_dir))}"
+            " -c max_connections=200"
+        )
+        done = self._pg_ctl(
+            ["start", "-w", "-t", str(int(timeout)), "-l", str(self.log_file), "-o", options],
+            timeout + 5,
+        )
         if done.returncode != 0:
             self.stop()  # pg_ctl gave up waiting: do not leave a half-started server behind
-            raise InfraError(f"postgres did not start: {done.stdout.strip()}\n"
-                             f"{self.log_file}:\n{log_tail(self.log_file)}")
+            raise InfraError(
+                f"postgres did not start: {done.stdout.strip()}\n"
+                f"{self.log_file}:\n{log_tail(self.log_file)}"
+            )
 
     def _check_running_port(self) -> None:
         lines = self._postmaster_pid_lines()
         running = lines[3].strip() if len(lines) > 3 else "?"
         if running != str(self.port):
-            raise InfraError(f"the embedded Postgres in {self.home} runs on port {running}, "
-                             f"not {self.port}: stop it first (`paywatch down`)")
+            raise InfraError(
+                f"the embedded Postgres in {self.home} runs on port {running}, "
+                f"not {self.port}: stop it first (`paywatch down`)"
+            )
 
     def _prepare_dirs(self) -> None:
         for folder in (self.home, self.data_dir, self.socket_dir):
@@ -151,22 +159,45 @@ class EmbeddedPostgres:
             # No PG_VERSION but files: an initdb that was killed half-way. Redo it.
             shutil.rmtree(self.data_dir)
             self._prepare_dirs()
-        cmd = [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-               "--auth=trust", "--encoding=UTF8", "--locale=C"]
+        cmd = [
+            str(bin_dir() / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
         done = self._run(cmd, 120)
         if done.returncode != 0:
             raise InfraError(f"initdb failed in {self.data_dir}:\n{done.stdout[-3000:]}")
 
     def _wait_ready(self, deadline: float, timeout: float) -> None:
-        cmd = [str(bin_dir() / "pg_isready"), "-q", "-h", "127.0.0.1",
-               "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres", "-t", "1"]
+        cmd = [
+            str(bin_dir() / "pg_isready"),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-t",
+            "1",
+        ]
         while subprocess.run(cmd, env=_client_env(), check=False, timeout=10).returncode != 0:
             if not self.is_running():
-                raise InfraError(f"postgres exited while starting; {self.log_file}:\n"
-                                 f"{log_tail(self.log_file)}")
+                raise InfraError(
+                    f"postgres exited while starting; {self.log_file}:\n{log_tail(self.log_file)}"
+                )
             if time.monotonic() > deadline:
-                raise InfraError(f"postgres was not ready within {timeout:.0f} s; "
-                                 f"{self.log_file}:\n{log_tail(self.log_file)}")
+                raise InfraError(
+                    f"postgres was not ready within {timeout:.0f} s; "
+                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                )
             time.sleep(0.1)  # polling readiness with a deadline
 
     def _ensure_database(self) -> None:
@@ -177,31 +208,57 @@ class EmbeddedPostgres:
     # -- plumbing -----------------------------------------------------------
 
     def _psql(self, sql: str) -> str:
-        cmd = [str(bin_dir() / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-               "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
-               "-c", sql]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=_client_env(),
-                              timeout=30, check=False)
+        cmd = [
+            str(bin_dir() / "psql"),
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=_client_env(), timeout=30, check=False
+        )
         if done.returncode != 0:
             raise InfraError(f"psql {sql!r} failed: {done.stderr.strip()}")
         return done.stdout
 
     def _pg_ctl(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-        return self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args],
-                         timeout)
+        return self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args], timeout)
 
     def _run(self, cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """Run a server-side tool as the postgres system user, output in a temp file."""
         # A pipe would be inherited by the forked postmaster and never reach EOF: use a file.
         with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
             try:
-                done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                      stderr=subprocess.STDOUT, cwd=self.home, env=_client_env(),
-                                      start_new_session=True, timeout=timeout, check=False,
-                                      **_as_user_kwargs())
+                done = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.home,
+                    env=_client_env(),
+                    start_new_session=True,
+                    timeout=timeout,
+                    check=False,
+                    **_as_user_kwargs(),
+                )
             except subprocess.TimeoutExpired as exc:
-                raise InfraError(f"{Path(cmd[0]).name} took longer than {timeout:.0f} s; "
-                                 f"{self.log_file}:\n{log_tail(self.log_file)}") from exc
+                raise InfraError(
+                    f"{Path(cmd[0]).name} took longer than {timeout:.0f} s; "
+                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                ) from exc
             out.seek(0)
             return subprocess.CompletedProcess(cmd, done.returncode, out.read(), "")
 

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 import uvicorn
+from fastapi import FastAPI
 
 from paywatch.ops.infra import Endpoints
 from paywatch.settings import Settings
@@ -17,10 +18,15 @@ log = logging.getLogger(__name__)
 PROCESSES = ("ingest", "worker", "projector", "api", "executor")
 
 
-def _serve(app: object, settings: Settings, port: int) -> None:
+def _serve(app: FastAPI, settings: Settings, port: int) -> None:
     config = uvicorn.Config(
-        app, host=settings.bind_host, port=port, log_level="info", access_log=False,  # type: ignore[arg-type]
-        lifespan="on", limit_concurrency=1000,
+        app,
+        host=settings.bind_host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        lifespan="on",
+        limit_concurrency=1000,
     )
     uvicorn.Server(config).run()
 

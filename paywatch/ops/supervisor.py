@@ -76,7 +76,10 @@ class Supervisor:
         with child.log.open("ab") as out:
             child.proc = subprocess.Popen(
                 [sys.executable, "-m", "paywatch", "run", child.name],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
             )
 
     def start(self) -> None:
@@ -97,7 +100,7 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None or self._stopping:
                 continue
             if child.next_start == 0.0:
-                child.next_start = now + min(2.0 ** child.restarts, 30.0)
+                child.next_start = now + min(2.0**child.restarts, 30.0)
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
@@ -109,7 +112,9 @@ class Supervisor:
 
     def dead_on_start(self) -> Child | None:
         """A child that exited before becoming ready, if any."""
-        return next((c for c in self.children if c.proc is not None and c.proc.poll() is not None), None)
+        return next(
+            (c for c in self.children if c.proc is not None and c.proc.poll() is not None), None
+        )
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every child, SIGKILL what is left after `timeout`."""
@@ -149,7 +154,9 @@ def wait_ready(sup: Supervisor, timeout: float = READY_TIMEOUT_S) -> None:
     while time.monotonic() < deadline:
         dead = sup.dead_on_start()
         if dead is not None:
-            raise InfraError(f"{dead.name} exited during start-up; last log lines:\n{log_tail(dead.log)}")
+            raise InfraError(
+                f"{dead.name} exited during start-up; last log lines:\n{log_tail(dead.log)}"
+            )
         if all(http_ok(u) for u in urls):
             return
         time.sleep(0.25)

@@ -11,7 +11,7 @@ INSERT = (
     "INSERT INTO failures (event_id, tenant, invoice_ref, provider, customer_ref, payment_ref,"
     " occurred_at, amount_minor, currency, attempt, decline_code, decline_category,"
     " decline_network, network_code, advice_code, decline_message, card_brand, card_last4,"
-    " topic, partition, \"offset\")"
+    ' topic, partition, "offset")'
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
     " $18, $19, $20, $21) ON CONFLICT (event_id) DO NOTHING"
 )
@@ -24,10 +24,25 @@ def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...] | None:
     d = event.decline
     pm = event.payment_method
     return (
-        event.event_id, event.tenant, event.invoice_ref, event.provider, event.customer_ref,
-        event.payment_ref, event.occurred_at, event.amount_minor, event.currency, event.attempt,
-        d.code if d else None, (d.category if d else DeclineCategory.UNKNOWN).value,
-        d.network if d else None, d.network_code if d else None, d.advice_code if d else None,
-        d.message if d else None, pm.brand if pm else None, pm.last4 if pm else None,
-        at.topic, at.partition, at.offset,
+        event.event_id,
+        event.tenant,
+        event.invoice_ref,
+        event.provider,
+        event.customer_ref,
+        event.payment_ref,
+        event.occurred_at,
+        event.amount_minor,
+        event.currency,
+        event.attempt,
+        d.code if d else None,
+        (d.category if d else DeclineCategory.UNKNOWN).value,
+        d.network if d else None,
+        d.network_code if d else None,
+        d.advice_code if d else None,
+        d.message if d else None,
+        pm.brand if pm else None,
+        pm.last4 if pm else None,
+        at.topic,
+        at.partition,
+        at.offset,
     )

@@ -61,10 +61,13 @@ class InvoiceRow:
         return tuple(getattr(self, c) for c in COLUMNS)
 
 
+# SQL built from the fixed column names of InvoiceRow: no value is ever formatted in.
 COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
-SELECT = f"SELECT {', '.join(COLUMNS)} FROM invoices WHERE tenant = $1 AND invoice_ref = $2 FOR UPDATE"
+SELECT = (
+    f"SELECT {', '.join(COLUMNS)} FROM invoices WHERE tenant = $1 AND invoice_ref = $2 FOR UPDATE"  # noqa: S608
+)
 UPSERT = (
-    f"INSERT INTO invoices ({', '.join(COLUMNS)}) VALUES "
+    f"INSERT INTO invoices ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
     f"({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "
     "ON CONFLICT (tenant, invoice_ref) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
@@ -90,17 +93,25 @@ def _max(a: datetime | None, b: datetime) -> datetime:
 def _new_row(event: PaymentEvent) -> InvoiceRow:
     decline = event.decline
     return InvoiceRow(
-        tenant=event.tenant, invoice_ref=event.invoice_ref, provider=event.provider,
-        customer_ref=event.customer_ref, subscription_ref=event.subscription_ref,
-        status=SagaState.failed, amount_minor=event.amount_minor, currency=event.currency,
+        tenant=event.tenant,
+        invoice_ref=event.invoice_ref,
+        provider=event.provider,
+        customer_ref=event.customer_ref,
+        subscription_ref=event.subscription_ref,
+        status=SagaState.failed,
+        amount_minor=event.amount_minor,
+        currency=event.currency,
         attempts=max(event.attempt or 1, 1),
         last_decline_code=decline.code if decline else None,
         last_decline_category=(decline.category if decline else DeclineCategory.UNKNOWN).value,
         last_decline_message=decline.message if decline else None,
         last_decline_at=event.occurred_at if decline else None,
-        first_failed_at=event.occurred_at, last_failed_at=event.occurred_at,
-        recovered_at=None, canceled_at=None,
-        last_event_at=event.occurred_at, last_event_id=event.event_id,
+        first_failed_at=event.occurred_at,
+        last_failed_at=event.occurred_at,
+        recovered_at=None,
+        canceled_at=None,
+        last_event_at=event.occurred_at,
+        last_event_id=event.event_id,
     )
 
 
@@ -111,8 +122,13 @@ def _touch(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
         row,
         customer_ref=row.customer_ref or event.customer_ref,
         subscription_ref=row.subscription_ref or event.subscription_ref,
-        amount_minor=(event.amount_minor if newer and event.amount_minor is not None
-                      else row.amount_minor if row.amount_minor is not None else event.amount_minor),
+        amount_minor=(
+            event.amount_minor
+            if newer and event.amount_minor is not None
+            else row.amount_minor
+            if row.amount_minor is not None
+            else event.amount_minor
+        ),
         currency=(event.currency if newer and event.currency else row.currency or event.currency),
         last_event_at=event.occurred_at if newer else row.last_event_at,
         last_event_id=event.event_id if newer else row.last_event_id,
@@ -122,18 +138,21 @@ def _touch(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def _decline_rank(classified: bool, at: datetime | None, code: str | None) -> tuple[bool, datetime, str]:
+def _decline_rank(
+    classified: bool, at: datetime | None, code: str | None
+) -> tuple[bool, datetime, str]:
     return (classified, at or _EPOCH, code or "")
 
 
 def _takes_decline(row: InvoiceRow, event: PaymentEvent) -> bool:
-    """Keep the maximum of (classified, time, code): a total order, so arrival order never matters."""
+    """Keep the max of (classified, time, code): a total order, so arrival order never matters."""
     decline = event.decline
     if decline is None:
         return False
     current = _decline_rank(
         row.last_decline_category not in (None, DeclineCategory.UNKNOWN.value),
-        row.last_decline_at, row.last_decline_code,
+        row.last_decline_at,
+        row.last_decline_code,
     )
     offered = _decline_rank(
         decline.category is not DeclineCategory.UNKNOWN, event.occurred_at, decline.code
@@ -145,8 +164,11 @@ def _apply_failure(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
     decline = event.decline
     if decline is not None and _takes_decline(row, event):
         row = replace(
-            row, last_decline_code=decline.code, last_decline_category=decline.category.value,
-            last_decline_message=decline.message, last_decline_at=event.occurred_at,
+            row,
+            last_decline_code=decline.code,
+            last_decline_category=decline.category.value,
+            last_decline_message=decline.message,
+            last_decline_at=event.occurred_at,
         )
     return replace(
         row,

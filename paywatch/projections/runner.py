@@ -66,7 +66,11 @@ class Projector:
     """Consumes payments.events and writes the read models in batches."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, pool: asyncpg.Pool, codec: Codec,
+        self,
+        settings: Settings,
+        bootstrap: str,
+        pool: asyncpg.Pool,
+        codec: Codec,
         projection: str = PROJECTION,
     ) -> None:
         self._settings = settings
@@ -132,8 +136,13 @@ class Projector:
     async def _dead_letter(self, rec: Any, exc: CodecError) -> None:
         log.warning("dead letter %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
         letter = DeadLetter(
-            source_topic=rec.topic, source_partition=rec.partition, source_offset=rec.offset,
-            stage="project", error=str(exc)[:2000], key=rec.key, payload=rec.value or b"",
+            source_topic=rec.topic,
+            source_partition=rec.partition,
+            source_offset=rec.offset,
+            stage="project",
+            error=str(exc)[:2000],
+            key=rec.key,
+            payload=rec.value or b"",
             failed_at=datetime.now(UTC),
         )
         value = self._codec.encode(letter, topic=self._dlq)

@@ -8,6 +8,7 @@ replay is a no-op (exactly-once effect; ARCHITECTURE §1, STYLE.md item 5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import asyncpg
 
 from paywatch.projections import Coords, event_log, failures, invoices
@@ -90,4 +91,3 @@ class PostgresSink:
             return None  # only failures consult it
         payload = await conn.fetchval(LATEST_SUCCESS, tenant, ref, SUCCESS_NAMES)
         return None if payload is None else PaymentEvent.model_validate(payload)
-

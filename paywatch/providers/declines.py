@@ -82,69 +82,137 @@ def _rule(rule_id: str, category: DeclineCategory, codes: str, source: str, edit
     return Rule(rule_id, category, frozenset(codes.split()), source, edition)
 
 
-STRIPE_CODES = DeclineTable("stripe", [
-    _rule("stripe.soft", SOFT, """
+STRIPE_CODES = DeclineTable(
+    "stripe",
+    [
+        _rule(
+            "stripe.soft",
+            SOFT,
+            """
         insufficient_funds generic_decline do_not_honor try_again_later processing_error
         issuer_not_available reenter_transaction approve_with_id card_velocity_exceeded
         withdrawal_count_limit_exceeded no_action_taken call_issuer invalid_amount
-        duplicate_transaction""", _STRIPE_DOCS, _STRIPE_EDITION),
-    _rule("stripe.hard", HARD, """
+        duplicate_transaction""",
+            _STRIPE_DOCS,
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.hard",
+            HARD,
+            """
         lost_card stolen_card pickup_card restricted_card revocation_of_authorization
         revocation_of_all_authorizations stop_payment_order do_not_try_again invalid_account
         transaction_not_allowed not_permitted service_not_allowed card_not_supported
-        currency_not_supported""", _STRIPE_DOCS, _STRIPE_EDITION),
-    _rule("stripe.action", ACTION, """
+        currency_not_supported""",
+            _STRIPE_DOCS,
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.action",
+            ACTION,
+            """
         expired_card incorrect_cvc invalid_cvc incorrect_number invalid_number
         invalid_expiry_month invalid_expiry_year incorrect_zip incorrect_address
         authentication_required new_account_information_available incorrect_pin invalid_pin
         offline_pin_required online_or_offline_pin_required pin_try_exceeded""",
-        _STRIPE_DOCS, _STRIPE_EDITION),
-    _rule("stripe.fraud", FRAUD, "fraudulent merchant_blacklist security_violation",
-          _STRIPE_DOCS, _STRIPE_EDITION),
-    _rule("stripe.radar", FRAUD, "highest_risk_level elevated_risk_level rule",
-          "Stripe Radar outcome.reason values; reference/webhooks.md §3.1, §5", _STRIPE_EDITION),
-])
+            _STRIPE_DOCS,
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.fraud",
+            FRAUD,
+            "fraudulent merchant_blacklist security_violation",
+            _STRIPE_DOCS,
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.radar",
+            FRAUD,
+            "highest_risk_level elevated_risk_level rule",
+            "Stripe Radar outcome.reason values; reference/webhooks.md §3.1, §5",
+            _STRIPE_EDITION,
+        ),
+    ],
+)
 """Stripe ``decline_code`` / ``outcome.reason`` / ``failure_code`` -> category."""
 
-STRIPE_ADVICE = DeclineTable("stripe-advice", [
-    _rule("stripe.advice.hard", HARD, "do_not_try_again",
-          "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-          _STRIPE_EDITION),
-    _rule("stripe.advice.soft", SOFT, "try_again_later",
-          "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-          _STRIPE_EDITION),
-    _rule("stripe.advice.action", ACTION, "confirm_card_data",
-          "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-          _STRIPE_EDITION),
-])
+STRIPE_ADVICE = DeclineTable(
+    "stripe-advice",
+    [
+        _rule(
+            "stripe.advice.hard",
+            HARD,
+            "do_not_try_again",
+            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.advice.soft",
+            SOFT,
+            "try_again_later",
+            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
+            _STRIPE_EDITION,
+        ),
+        _rule(
+            "stripe.advice.action",
+            ACTION,
+            "confirm_card_data",
+            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
+            _STRIPE_EDITION,
+        ),
+    ],
+)
 """Stripe's live ``advice_code`` -> category (beats the static code table)."""
 
 _MAC_SOURCE = (
     "Mastercard Merchant Advice Codes via processor docs and IanFoxDev/decline-codes "
     "data/mastercard.json; reference/webhooks.md §5, recovery-rules.md §3b"
 )
-MASTERCARD_ADVICE = DeclineTable("mastercard-mac", [
-    _rule("mastercard.mac.new_account_info", ACTION, "01 04", _MAC_SOURCE, "mastercard-mac 2026"),
-    _rule("mastercard.mac.try_later", SOFT, "02 24 25 26 27 28 29 30", _MAC_SOURCE,
-          "mastercard-mac 2026"),
-    _rule("mastercard.mac.do_not_try_again", HARD, "03 21", _MAC_SOURCE, "mastercard-mac 2026"),
-])
+MASTERCARD_ADVICE = DeclineTable(
+    "mastercard-mac",
+    [
+        _rule(
+            "mastercard.mac.new_account_info", ACTION, "01 04", _MAC_SOURCE, "mastercard-mac 2026"
+        ),
+        _rule(
+            "mastercard.mac.try_later",
+            SOFT,
+            "02 24 25 26 27 28 29 30",
+            _MAC_SOURCE,
+            "mastercard-mac 2026",
+        ),
+        _rule("mastercard.mac.do_not_try_again", HARD, "03 21", _MAC_SOURCE, "mastercard-mac 2026"),
+    ],
+)
 """Mastercard MAC (Stripe ``network_advice_code``) -> category."""
 
 _VISA_SOURCE = (
     "Visa Core Rules ID# 0030640 (excessive reattempts) via IanFoxDev/decline-codes "
     "data/visa.json; reference/webhooks.md §5, recovery-rules.md §3a"
 )
-VISA_RESPONSE = DeclineTable("visa-response", [
-    _rule("visa.category1", HARD, "04 07 12 14 15 41 43 46 57 R0 R1 R3", _VISA_SOURCE,
-          "visa-core-rules 2026-04-18"),
-    _rule("visa.category3", ACTION, "54 55 82 N7 6P", _VISA_SOURCE, "visa-core-rules 2026-04-18"),
-])
+VISA_RESPONSE = DeclineTable(
+    "visa-response",
+    [
+        _rule(
+            "visa.category1",
+            HARD,
+            "04 07 12 14 15 41 43 46 57 R0 R1 R3",
+            _VISA_SOURCE,
+            "visa-core-rules 2026-04-18",
+        ),
+        _rule(
+            "visa.category3", ACTION, "54 55 82 N7 6P", _VISA_SOURCE, "visa-core-rules 2026-04-18"
+        ),
+    ],
+)
 """Visa response code (Stripe ``network_decline_code``) -> category, categories 1 and 3."""
 
 BLOCKED_RULE = Rule(
-    "stripe.outcome.blocked", FRAUD, frozenset({"blocked"}),
-    "Stripe charge outcome.type=blocked (Radar); reference/webhooks.md §5", _STRIPE_EDITION,
+    "stripe.outcome.blocked",
+    FRAUD,
+    frozenset({"blocked"}),
+    "Stripe charge outcome.type=blocked (Radar); reference/webhooks.md §5",
+    _STRIPE_EDITION,
 )
 
 TABLES: dict[str, DeclineTable] = {"stripe": STRIPE_CODES}
@@ -222,7 +290,11 @@ def classify_stripe(
 ) -> DeclineCategory:
     """Category of a Stripe decline (see ``explain_stripe`` for the rule behind it)."""
     return explain_stripe(
-        code=code, decline_code=decline_code, advice_code=advice_code, network=network,
-        network_advice_code=network_advice_code, network_decline_code=network_decline_code,
+        code=code,
+        decline_code=decline_code,
+        advice_code=advice_code,
+        network=network,
+        network_advice_code=network_advice_code,
+        network_decline_code=network_decline_code,
         outcome_type=outcome_type,
     ).category

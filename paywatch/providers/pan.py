@@ -59,8 +59,10 @@ def luhn_valid(digits: bytes) -> bool:
 def _chain_has_pan(chain: bytes) -> bool:
     groups = _SEPARATOR.split(chain)
     if len(groups) == 1:
-        return _MIN_DIGITS <= len(chain) <= _MAX_DIGITS and _is_card_start(chain[0]) and (
-            luhn_valid(chain)
+        return (
+            _MIN_DIGITS <= len(chain) <= _MAX_DIGITS
+            and _is_card_start(chain[0])
+            and (luhn_valid(chain))
         )
     return _windows_have_pan(b"".join(groups), groups)
 

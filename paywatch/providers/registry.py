@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from paywatch.errors import UnknownProvider
 from paywatch.providers.base import Provider
-from paywatch.providers.stripe import stripe
+from paywatch.providers.stripe import StripeProvider, stripe
+from paywatch.settings import Settings
 
 KNOWN_PROVIDERS = (
-    "stripe", "paypal", "braintree", "authorizenet", "xero", "quickbooks", "adyen",
-    "checkout", "generic",
+    "stripe",
+    "paypal",
+    "braintree",
+    "authorizenet",
+    "xero",
+    "quickbooks",
+    "adyen",
+    "checkout",
+    "generic",
 )
 """Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
 
@@ -16,9 +24,14 @@ PROVIDERS: dict[str, Provider] = {stripe.name: stripe}
 """Enabled provider modules by name."""
 
 
-def get_provider(name: str) -> Provider:
+def configured_providers(settings: Settings) -> dict[str, Provider]:
+    """Enabled providers with the operator's settings applied (ingest's verification)."""
+    return {**PROVIDERS, "stripe": StripeProvider(tolerance=settings.stripe_tolerance_s)}
+
+
+def get_provider(name: str, enabled: dict[str, Provider] | None = None) -> Provider:
     """The enabled provider called ``name``, or UnknownProvider."""
-    provider = PROVIDERS.get(name)
+    provider = (PROVIDERS if enabled is None else enabled).get(name)
     if provider is not None:
         return provider
     if name in KNOWN_PROVIDERS:

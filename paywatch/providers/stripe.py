@@ -148,8 +148,12 @@ class StripeProvider:
             return [
                 PaymentEvent(
                     event_id=event_id(raw.tenant, raw.provider, evt_id, index),
-                    tenant=raw.tenant, provider=raw.provider, source_type=evt_type,
-                    occurred_at=_created(doc), raw=ref, **draft,
+                    tenant=raw.tenant,
+                    provider=raw.provider,
+                    source_type=evt_type,
+                    occurred_at=_created(doc),
+                    raw=ref,
+                    **draft,
                 )
                 for index, draft in enumerate(drafts)
             ]
@@ -159,7 +163,6 @@ class StripeProvider:
 
 stripe = StripeProvider()
 """The Stripe provider with the SDK's default 300 s tolerance."""
-
 
 
 def _signature_header(headers: Mapping[str, str]) -> str | None:
@@ -199,7 +202,6 @@ def _signed_by(secret: str, timestamp: int, body: bytes, candidates: list[str]) 
     expected = mac.hexdigest()
     # compare_digest refuses non-ASCII str; such a value cannot match a hex digest anyway.
     return any(c.isascii() and hmac.compare_digest(expected, c) for c in candidates)
-
 
 
 def _obj(mapping: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -252,7 +254,6 @@ def _require_id(obj: Mapping[str, Any], what: str) -> str:
     return obj_id
 
 
-
 def _card(card: Mapping[str, Any]) -> PaymentMethod | None:
     """Only the card facts safe to keep; anything else on the card is dropped."""
     if not card:
@@ -261,7 +262,8 @@ def _card(card: Mapping[str, Any]) -> PaymentMethod | None:
     return PaymentMethod(
         brand=_str(card, "brand"),
         last4=last4 if last4 and len(last4) == 4 and last4.isdigit() else None,
-        exp_month=_int(card, "exp_month"), exp_year=_int(card, "exp_year"),
+        exp_month=_int(card, "exp_month"),
+        exp_year=_int(card, "exp_year"),
         fingerprint=_str(card, "fingerprint"),
     )
 
@@ -276,20 +278,26 @@ def _error_card(error: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _decline(*, message: str | None, **facts: str | None) -> Decline:
     return Decline(
-        code=facts["decline_code"] or facts["code"], category=classify_stripe(**facts),
-        network=facts["network"], network_code=facts["network_decline_code"],
-        advice_code=facts["network_advice_code"] or facts["advice_code"], message=message,
+        code=facts["decline_code"] or facts["code"],
+        category=classify_stripe(**facts),
+        network=facts["network"],
+        network_code=facts["network_decline_code"],
+        advice_code=facts["network_advice_code"] or facts["advice_code"],
+        message=message,
     )
 
 
 def _charge_decline(charge: Mapping[str, Any]) -> Decline:
     outcome = _obj(charge, "outcome")
     return _decline(
-        code=_str(charge, "failure_code"), decline_code=_str(outcome, "reason"),
-        advice_code=_str(outcome, "advice_code"), network=_str(_charge_card(charge), "network"),
+        code=_str(charge, "failure_code"),
+        decline_code=_str(outcome, "reason"),
+        advice_code=_str(outcome, "advice_code"),
+        network=_str(_charge_card(charge), "network"),
         network_advice_code=_str(outcome, "network_advice_code"),
         network_decline_code=_str(outcome, "network_decline_code"),
-        outcome_type=_str(outcome, "type"), message=_str(charge, "failure_message"),
+        outcome_type=_str(outcome, "type"),
+        message=_str(charge, "failure_message"),
     )
 
 
@@ -299,13 +307,15 @@ def _error_decline(error: Mapping[str, Any]) -> Decline:
     # A PaymentMethod card names no single network; its preferred one, else its brand.
     network = _str(_obj(card, "networks"), "preferred") or _str(card, "brand")
     return _decline(
-        code=_str(error, "code"), decline_code=_str(error, "decline_code"),
-        advice_code=_str(error, "advice_code"), network=network,
+        code=_str(error, "code"),
+        decline_code=_str(error, "decline_code"),
+        advice_code=_str(error, "advice_code"),
+        network=network,
         network_advice_code=_str(error, "network_advice_code"),
         network_decline_code=_str(error, "network_decline_code"),
-        outcome_type=None, message=_str(error, "message"),
+        outcome_type=None,
+        message=_str(error, "message"),
     )
-
 
 
 def _invoice_payment(invoice: Mapping[str, Any]) -> Any:
@@ -360,17 +370,19 @@ def _invoice(evt_type: str, data: Mapping[str, Any]) -> Fields:
     payment = _invoice_payment(invoice)
     failed = kind is EventType.PAYMENT_FAILED
     return {
-        "type": kind, "invoice_ref": _require_id(invoice, "invoice"),
+        "type": kind,
+        "invoice_ref": _require_id(invoice, "invoice"),
         "customer_ref": _ref(invoice.get("customer")),
-        "subscription_ref": _invoice_subscription(invoice), "payment_ref": _ref(payment),
-        "amount_minor": _invoice_amount(kind, invoice), "currency": _currency(invoice),
+        "subscription_ref": _invoice_subscription(invoice),
+        "payment_ref": _ref(payment),
+        "amount_minor": _invoice_amount(kind, invoice),
+        "currency": _currency(invoice),
         "attempt": _int(invoice, "attempt_count"),
         # What Stripe itself will retry, so the saga does not double-retry.
         "provider_retry_at": _timestamp(invoice.get("next_payment_attempt")),
         "decline": _invoice_failure(evt_type, invoice, payment) if failed else None,
         "payment_method": _invoice_card(invoice, payment) if failed else None,
     }
-
 
 
 def _charge_failed(data: Mapping[str, Any]) -> Fields:
@@ -382,9 +394,12 @@ def _charge_failed(data: Mapping[str, Any]) -> Fields:
         # One-off payments (and basil+ payloads, which dropped Charge.invoice) are tracked
         # under their payment id.
         "invoice_ref": _ref(charge.get("invoice")) or intent or charge_id,
-        "customer_ref": _ref(charge.get("customer")), "payment_ref": intent or charge_id,
-        "amount_minor": _int(charge, "amount"), "currency": _currency(charge),
-        "decline": _charge_decline(charge), "payment_method": _card(_charge_card(charge)),
+        "customer_ref": _ref(charge.get("customer")),
+        "payment_ref": intent or charge_id,
+        "amount_minor": _int(charge, "amount"),
+        "currency": _currency(charge),
+        "decline": _charge_decline(charge),
+        "payment_method": _card(_charge_card(charge)),
     }
 
 
@@ -395,19 +410,22 @@ def _intent_failed(data: Mapping[str, Any]) -> Fields:
     return {
         "type": EventType.PAYMENT_FAILED,
         "invoice_ref": _ref(intent.get("invoice")) or intent_id,
-        "customer_ref": _ref(intent.get("customer")), "payment_ref": intent_id,
-        "amount_minor": _int(intent, "amount"), "currency": _currency(intent),
+        "customer_ref": _ref(intent.get("customer")),
+        "payment_ref": intent_id,
+        "amount_minor": _int(intent, "amount"),
+        "currency": _currency(intent),
         "decline": _error_decline(error) if error else Decline(),
         "payment_method": _card(_error_card(error)),
     }
 
 
-
 def _subscription(kind: EventType, sub: Mapping[str, Any]) -> Fields:
     sub_id = _require_id(sub, "subscription")
     return {
-        "type": kind, "invoice_ref": _ref(sub.get("latest_invoice")) or f"sub:{sub_id}",
-        "customer_ref": _ref(sub.get("customer")), "subscription_ref": sub_id,
+        "type": kind,
+        "invoice_ref": _ref(sub.get("latest_invoice")) or f"sub:{sub_id}",
+        "customer_ref": _ref(sub.get("customer")),
+        "subscription_ref": sub_id,
         "currency": _currency(sub),
     }
 

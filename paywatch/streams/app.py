@@ -30,7 +30,11 @@ class Worker:
 def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
     # Values are Avro bytes handled by our codec; Faust must not (de)serialize them.
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=partitions,
     )
 
@@ -59,7 +63,8 @@ def create_worker(settings: Settings, bootstrap: str) -> Worker:
         # Delivery dedupe: provider event key -> raw offset that first carried it.
         # Co-partitioned with webhooks.raw (same partition count, written from its stream).
         seen=app.Table(
-            f"{settings.topic_prefix}normalize-seen", default=None,
+            f"{settings.topic_prefix}normalize-seen",
+            default=None,
             partitions=settings.topic_partitions,
         ),
     )
@@ -81,10 +86,17 @@ async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
     except POISON as exc:
         log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
         letter = dead_letter(
-            topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
-            value=msg.value, error=exc, now=datetime.now(UTC),
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            error=exc,
+            now=datetime.now(UTC),
         )
-        fut = await w.raw_dlq.send(key=msg.key, value=codec.encode(letter, topic=w.raw_dlq.get_topic_name()))
+        fut = await w.raw_dlq.send(
+            key=msg.key, value=codec.encode(letter, topic=w.raw_dlq.get_topic_name())
+        )
         await fut
         return
     first = w.seen.get(result.dedupe_key)
@@ -92,7 +104,11 @@ async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
         return  # a redelivery of a provider event that was already normalized
     futures = []
     for ev in result.events:
-        futures.append(await w.events.send(key=event_key(ev), value=codec.encode(ev, topic=w.events.get_topic_name())))
+        futures.append(
+            await w.events.send(
+                key=event_key(ev), value=codec.encode(ev, topic=w.events.get_topic_name())
+            )
+        )
     for fut in futures:
         await fut  # at-least-once: the source offset is only committed after these acks
     if first is None:

@@ -27,7 +27,7 @@ def event_key(event: PaymentEvent) -> bytes:
 def normalize_record(
     codec: Codec, value: bytes, topic: str, partition: int, offset: int
 ) -> Normalized:
-    """Decode and normalize one webhooks.raw record; raises CodecError/PayloadError/UnknownProvider."""
+    """Decode and normalize one webhooks.raw record (raises the POISON errors below)."""
     raw = codec.decode(value, RawWebhook, topic=topic)
     provider = get_provider(raw.provider)
     doc = provider.parse(raw.body)
@@ -36,13 +36,25 @@ def normalize_record(
 
 
 def dead_letter(
-    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-    error: Exception, now: datetime,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    error: Exception,
+    now: datetime,
 ) -> DeadLetter:
     """A DeadLetter for a record the normalize step could not handle."""
     return DeadLetter(
-        source_topic=topic, source_partition=partition, source_offset=offset, stage="normalize",
-        error=f"{type(error).__name__}: {error}"[:2000], key=key, payload=value, failed_at=now,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        stage="normalize",
+        error=f"{type(error).__name__}: {error}"[:2000],
+        key=key,
+        payload=value,
+        failed_at=now,
     )
 
 

@@ -40,8 +40,13 @@ DLQ_MAX_PARTITIONS = 3
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 COMPACTED = {"cleanup.policy": "compact"}
 NINETY_DAYS = {"retention.ms": str(90 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
-_LOGS_FOREVER = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS,
-                 RECOVERY_TRANSITIONS)
+_LOGS_FOREVER = (
+    WEBHOOKS_RAW,
+    WEBHOOKS_FETCHED,
+    PAYMENTS_EVENTS,
+    RECOVERY_COMMANDS,
+    RECOVERY_TRANSITIONS,
+)
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,12 @@ def _check_partitions(specs: Iterable[TopicSpec], existing: dict[str, int]) -> N
 
 
 def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> list[str]:
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
-                    config=s.config) for s in specs]
+    new = [
+        NewTopic(
+            s.name, num_partitions=s.partitions, replication_factor=s.replication, config=s.config
+        )
+        for s in specs
+    ]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     return [name for name, fut in futures.items() if _created(name, fut, timeout)]
 

@@ -46,7 +46,9 @@ async def tenant_exists(conn: asyncpg.Connection, name: str) -> bool:
 
 async def _require_tenant(conn: asyncpg.Connection, name: str) -> None:
     if not await tenant_exists(conn, name):
-        raise UnknownTenant(f"unknown tenant {name!r}: create it with `paywatch tenant create {name}`")
+        raise UnknownTenant(
+            f"unknown tenant {name!r}: create it with `paywatch tenant create {name}`"
+        )
 
 
 def check_secret_names(provider: str, values: Mapping[str, str]) -> None:
@@ -76,12 +78,17 @@ async def set_secrets(
             await conn.execute(
                 "UPDATE tenant_secrets SET superseded_at = now() WHERE tenant = $1 "
                 "AND provider = $2 AND name = $3 AND superseded_at IS NULL",
-                tenant, provider, name,
+                tenant,
+                provider,
+                name,
             )
             await conn.execute(
                 "INSERT INTO tenant_secrets (tenant, provider, name, value_enc) "
                 "VALUES ($1, $2, $3, $4)",
-                tenant, provider, name, box.seal(value),
+                tenant,
+                provider,
+                name,
+                box.seal(value),
             )
 
 
@@ -99,7 +106,9 @@ async def valid_secrets(
         "ON s.tenant = t.tenant AND s.provider = $2 "
         "AND (s.superseded_at IS NULL OR s.superseded_at > now() - $3::interval) "
         "WHERE t.tenant = $1 ORDER BY s.created_at DESC, s.id DESC",
-        tenant, provider, grace,
+        tenant,
+        provider,
+        grace,
     )
     if not rows:
         return None
@@ -108,7 +117,9 @@ async def valid_secrets(
         if row["name"] is not None:
             by_name.setdefault(row["name"], []).append(box.open(row["value_enc"]))
     depth = max((len(v) for v in by_name.values()), default=0)
-    return [{name: vals[min(i, len(vals) - 1)] for name, vals in by_name.items()} for i in range(depth)]
+    return [
+        {name: vals[min(i, len(vals) - 1)] for name, vals in by_name.items()} for i in range(depth)
+    ]
 
 
 async def create_api_key(conn: asyncpg.Connection, tenant: str, role: str) -> str:
@@ -119,7 +130,10 @@ async def create_api_key(conn: asyncpg.Connection, tenant: str, role: str) -> st
     key = f"pw_{role}_{pysecrets.token_urlsafe(32)}"
     await conn.execute(
         "INSERT INTO api_keys (tenant, role, key_hash, prefix) VALUES ($1, $2, $3, $4)",
-        tenant, role, hash_api_key(key), key[: len(role) + 8],
+        tenant,
+        role,
+        hash_api_key(key),
+        key[: len(role) + 8],
     )
     return key
 
@@ -129,6 +143,8 @@ async def insert_api_key(conn: asyncpg.Connection, tenant: str, role: str, key: 
     await conn.execute(
         "INSERT INTO api_keys (tenant, role, key_hash, prefix) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (key_hash) DO NOTHING",
-        tenant, role, hash_api_key(key), key[: len(role) + 8],
+        tenant,
+        role,
+        hash_api_key(key),
+        key[: len(role) + 8],
     )
-

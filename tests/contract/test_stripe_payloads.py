@@ -44,29 +44,78 @@ class Expected:
 
 EXPECTED = {
     "invoice.payment_failed.legacy.json": Expected(
-        EventType.PAYMENT_FAILED, LEGACY_INVOICE, LEGACY_INVOICE, 2900, "USD", 2,
-        DeclineCategory.UNKNOWN, "sub_1PpZ3xLkdIwHu7ixB5c6D7e8"),
+        EventType.PAYMENT_FAILED,
+        LEGACY_INVOICE,
+        LEGACY_INVOICE,
+        2900,
+        "USD",
+        2,
+        DeclineCategory.UNKNOWN,
+        "sub_1PpZ3xLkdIwHu7ixB5c6D7e8",
+    ),
     "invoice.payment_failed.basil.json": Expected(
-        EventType.PAYMENT_FAILED, BASIL_INVOICE, BASIL_INVOICE, 4900, "EUR", 1,
-        DeclineCategory.UNKNOWN, "sub_1RaPzWLkdIwHu7ixV4bNc7Rt"),
+        EventType.PAYMENT_FAILED,
+        BASIL_INVOICE,
+        BASIL_INVOICE,
+        4900,
+        "EUR",
+        1,
+        DeclineCategory.UNKNOWN,
+        "sub_1RaPzWLkdIwHu7ixV4bNc7Rt",
+    ),
     "invoice.paid.json": Expected(
-        EventType.PAYMENT_SUCCEEDED, BASIL_INVOICE, BASIL_INVOICE, 4900, "EUR", 2,
-        None, "sub_1RaPzWLkdIwHu7ixV4bNc7Rt"),
+        EventType.PAYMENT_SUCCEEDED,
+        BASIL_INVOICE,
+        BASIL_INVOICE,
+        4900,
+        "EUR",
+        2,
+        None,
+        "sub_1RaPzWLkdIwHu7ixV4bNc7Rt",
+    ),
     "charge.failed.json": Expected(
-        EventType.PAYMENT_FAILED, LEGACY_INVOICE, LEGACY_INVOICE, 2900, "USD", None,
-        DeclineCategory.HARD, advice_code="03"),
+        EventType.PAYMENT_FAILED,
+        LEGACY_INVOICE,
+        LEGACY_INVOICE,
+        2900,
+        "USD",
+        None,
+        DeclineCategory.HARD,
+        advice_code="03",
+    ),
     "payment_intent.payment_failed.json": Expected(
-        EventType.PAYMENT_FAILED, "pi_3RaQ1tLkdIwHu7ix0Zq5Hx2M", CUSTOMER, 1500, "USD", None,
-        DeclineCategory.ACTION),
+        EventType.PAYMENT_FAILED,
+        "pi_3RaQ1tLkdIwHu7ix0Zq5Hx2M",
+        CUSTOMER,
+        1500,
+        "USD",
+        None,
+        DeclineCategory.ACTION,
+    ),
     "customer.subscription.updated.past_due.json": Expected(
-        EventType.SUBSCRIPTION_PAST_DUE, BASIL_INVOICE, BASIL_INVOICE, None, "USD",
-        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt"),
+        EventType.SUBSCRIPTION_PAST_DUE,
+        BASIL_INVOICE,
+        BASIL_INVOICE,
+        None,
+        "USD",
+        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt",
+    ),
     "customer.subscription.updated.reactivated.json": Expected(
-        EventType.SUBSCRIPTION_REACTIVATED, BASIL_INVOICE, BASIL_INVOICE, None, "USD",
-        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt"),
+        EventType.SUBSCRIPTION_REACTIVATED,
+        BASIL_INVOICE,
+        BASIL_INVOICE,
+        None,
+        "USD",
+        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt",
+    ),
     "customer.subscription.deleted.json": Expected(
-        EventType.SUBSCRIPTION_CANCELED, BASIL_INVOICE, BASIL_INVOICE, None, "USD",
-        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt"),
+        EventType.SUBSCRIPTION_CANCELED,
+        BASIL_INVOICE,
+        BASIL_INVOICE,
+        None,
+        "USD",
+        subscription_ref="sub_1RaPzWLkdIwHu7ixV4bNc7Rt",
+    ),
 }
 
 
@@ -86,20 +135,29 @@ def test_fixture_through_the_pure_path(name: str) -> None:
     now = datetime.fromtimestamp(doc["created"] + 5, UTC)
     stripe = get_provider("stripe")
 
-    stripe.verify(body, {"stripe-signature": sign_stripe(body, SECRET, doc["created"])},
-                  [{"signing_secret": SECRET}], now)
+    stripe.verify(
+        body,
+        {"stripe-signature": sign_stripe(body, SECRET, doc["created"])},
+        [{"signing_secret": SECRET}],
+        now,
+    )
     assert not contains_pan(body)
     parsed = stripe.parse(body)
     assert stripe.subject(parsed) == expected.subject
     assert stripe.provider_event_id(parsed) == doc["id"]
 
-    raw = RawWebhook(ingest_id="ing-1", tenant="acme", provider="stripe", received_at=now,
-                     body=body)
+    raw = RawWebhook(
+        ingest_id="ing-1", tenant="acme", provider="stripe", received_at=now, body=body
+    )
     [event] = stripe.normalize(raw, "webhooks.raw", 1, 17)
     assert event.type is expected.type
     assert event.event_id == event_id("acme", "stripe", doc["id"], 0)
     assert (event.invoice_ref, event.amount_minor, event.currency, event.attempt) == (
-        expected.invoice_ref, expected.amount_minor, expected.currency, expected.attempt)
+        expected.invoice_ref,
+        expected.amount_minor,
+        expected.currency,
+        expected.attempt,
+    )
     assert event.subscription_ref == expected.subscription_ref
     assert event.customer_ref == CUSTOMER
     assert event.occurred_at == datetime.fromtimestamp(doc["created"], UTC)
@@ -115,8 +173,9 @@ def test_fixture_signature_does_not_survive_reserialization(name: str) -> None:
     header = {"stripe-signature": sign_stripe(body, SECRET, doc["created"])}
     now = datetime.fromtimestamp(doc["created"], UTC)
     with pytest.raises(VerificationError):
-        get_provider("stripe").verify(json.dumps(doc).encode(), header,
-                                      [{"signing_secret": SECRET}], now)
+        get_provider("stripe").verify(
+            json.dumps(doc).encode(), header, [{"signing_secret": SECRET}], now
+        )
 
 
 def test_fixtures_are_in_the_documented_shapes() -> None:

@@ -27,9 +27,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def up_settings(test_settings: Settings, tmp_path: Path) -> Settings:
-    return test_settings.model_copy(update={
-        "ingest_port": _free_port(), "api_port": _free_port(), "state_dir": tmp_path / "state",
-    })
+    return test_settings.model_copy(
+        update={
+            "ingest_port": _free_port(),
+            "api_port": _free_port(),
+            "state_dir": tmp_path / "state",
+        }
+    )
 
 
 def _banner_line(out: Path, prefix: str) -> str:
@@ -44,10 +48,14 @@ async def test_up_then_the_printed_curl_shows_a_failed_invoice(
     out = tmp_path / "up.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch", "up"], stdout=sink, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=settings_env(up_settings),
+            [sys.executable, "-m", "paywatch", "up"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=settings_env(up_settings),
         )
     try:
+
         async def ready() -> bool:
             assert proc.poll() is None, out.read_text()
             return "paywatch is running" in out.read_text() and "Stop: Ctrl-C" in out.read_text()
@@ -63,15 +71,21 @@ async def test_up_then_the_printed_curl_shows_a_failed_invoice(
 
         api = f"http://127.0.0.1:{up_settings.api_port}"
         async with httpx.AsyncClient(base_url=api, timeout=5) as client:
+
             async def invoice() -> dict[str, object] | None:
                 assert proc.poll() is None, out.read_text()
-                resp = await client.get("/v1/invoices/in_demo_0001",
-                                        headers={"Authorization": f"Bearer {key}"})
+                resp = await client.get(
+                    "/v1/invoices/in_demo_0001", headers={"Authorization": f"Bearer {key}"}
+                )
                 return resp.json() if resp.status_code == 200 else None
 
             inv = await eventually(invoice, timeout=120, what="invoice in_demo_0001 in the API")
             assert inv["status"] == "failed"
-            assert (inv["amount_minor"], inv["currency"], inv["provider"]) == (4900, "USD", "stripe")
+            assert (inv["amount_minor"], inv["currency"], inv["provider"]) == (
+                4900,
+                "USD",
+                "stripe",
+            )
             listed = await client.get("/v1/invoices", headers={"Authorization": f"Bearer {key}"})
             assert any(i["invoice_ref"] == "in_demo_0001" for i in listed.json()["data"])
             assert (await client.get("/v1/invoices")).status_code == 401
@@ -81,7 +95,9 @@ async def test_up_then_the_printed_curl_shows_a_failed_invoice(
             code = proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise AssertionError("paywatch up did not stop on Ctrl-C:\n" + out.read_text()) from None
+            raise AssertionError(
+                "paywatch up did not stop on Ctrl-C:\n" + out.read_text()
+            ) from None
     assert code == 0, out.read_text()
     logs = up_settings.state_path / "logs"
     for name in ("ingest", "worker", "projector", "api"):

@@ -22,21 +22,39 @@ from paywatch.settings import Settings
 from paywatch.streams.topics import TopicSpec, ensure_topics, topic_specs
 from tests.conftest import InfraHandle
 
-READ_MODEL_TABLES = {"invoices", "failures", "event_log", "projection_checkpoints", "tenants",
-                     "api_keys"}
+READ_MODEL_TABLES = {
+    "invoices",
+    "failures",
+    "event_log",
+    "projection_checkpoints",
+    "tenants",
+    "api_keys",
+}
 
 
 def _own_settings(tmp_path: Path, free_port: Callable[[], int]) -> Settings:
     """Embedded-only settings in a private state dir on free ports."""
-    return Settings(state_dir=tmp_path / "state", kafka_bootstrap=None, database_url=None,
-                    embedded_kafka_port=free_port(), embedded_kafka_controller_port=free_port(),
-                    embedded_pg_port=free_port(), kafka_heap="256m")
+    return Settings(
+        state_dir=tmp_path / "state",
+        kafka_bootstrap=None,
+        database_url=None,
+        embedded_kafka_port=free_port(),
+        embedded_kafka_controller_port=free_port(),
+        embedded_pg_port=free_port(),
+        kafka_heap="256m",
+    )
 
 
 def _produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
     """Write one record with acks=all; return its (partition, offset)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "partitioner": "murmur2_random"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
     delivered: list[tuple[int, int]] = []
 
     def on_delivery(err: object, msg: object) -> None:
@@ -50,8 +68,9 @@ def _produce_one(bootstrap: str, topic: str, key: bytes, value: bytes) -> tuple[
 
 def _consume_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
     """Read the record at topic[partition]@offset, waiting up to 30 s."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, partition, offset)])
     deadline = time.monotonic() + 30
     try:
@@ -83,12 +102,19 @@ def test_topics_have_partitions_and_config(test_settings: Settings) -> None:
         assert len(topics[spec.name].partitions) == spec.partitions, spec.name
     assert len(topics[test_settings.topic("payments.events")].partitions) == 3
     assert len(topics[test_settings.topic("payments.events.dlq")].partitions) <= 3
-    for name in ("webhooks.raw", "webhooks.fetched", "payments.events", "recovery.commands",
-                 "recovery.transitions", "webhooks.raw.dlq"):
+    for name in (
+        "webhooks.raw",
+        "webhooks.fetched",
+        "payments.events",
+        "recovery.commands",
+        "recovery.transitions",
+        "webhooks.raw.dlq",
+    ):
         config = _topic_config(bootstrap, test_settings.topic(name))
         assert (config["retention.ms"], config["cleanup.policy"]) == ("-1", "delete"), name
     assert _topic_config(bootstrap, test_settings.topic("risk.scores"))["cleanup.policy"] == (
-        "compact")
+        "compact"
+    )
     assert _topic_config(bootstrap, test_settings.topic("alerts"))["retention.ms"] == "7776000000"
 
 
@@ -115,8 +141,9 @@ def test_produce_and_consume_one_record(test_settings: Settings) -> None:
 async def test_postgres_is_migrated(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        rows = await conn.fetch("SELECT table_name FROM information_schema.tables"
-                                " WHERE table_schema = 'public'")
+        rows = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
     finally:
         await conn.close()
     assert READ_MODEL_TABLES <= {r["table_name"] for r in rows}
@@ -140,8 +167,9 @@ def own_pg(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[EmbeddedPos
 
 
 @pytest.fixture
-def own_kafka(tmp_path: Path, free_port: Callable[[], int],
-              kafka_libs: Path) -> Iterator[EmbeddedKafka]:
+def own_kafka(
+    tmp_path: Path, free_port: Callable[[], int], kafka_libs: Path
+) -> Iterator[EmbeddedKafka]:
     kafka = EmbeddedKafka(_own_settings(tmp_path, free_port))
     kafka.ensure_jars(seed_from=kafka_libs)
     yield kafka

@@ -27,11 +27,19 @@ NEW_SECRET = "whsec_test_rotated_secret"
 
 def failure_body(event_id: str = "evt_ingest_1", invoice: str = "in_ingest_1") -> bytes:
     inv = samples.stripe_invoice(
-        invoice_id=invoice, customer="cus_ingest", subscription="sub_ingest",
-        amount_due=2500, currency="eur", attempt_count=1, basil=True,
+        invoice_id=invoice,
+        customer="cus_ingest",
+        subscription="sub_ingest",
+        amount_due=2500,
+        currency="eur",
+        attempt_count=1,
+        basil=True,
     )
     event = samples.stripe_event(
-        "invoice.payment_failed", inv, event_id=event_id, created=int(time.time()),
+        "invoice.payment_failed",
+        inv,
+        event_id=event_id,
+        created=int(time.time()),
         api_version="2025-03-31.basil",
     )
     return json.dumps(event).encode()
@@ -98,9 +106,7 @@ async def test_signed_failure_is_appended_with_exact_bytes(
     assert "stripe-signature" in raw.headers
 
 
-async def test_duplicate_delivery_is_accepted_again(
-    client: httpx.AsyncClient, tenant: str
-) -> None:
+async def test_duplicate_delivery_is_accepted_again(client: httpx.AsyncClient, tenant: str) -> None:
     body = failure_body()
     for _ in range(2):
         resp = await client.post(f"/webhooks/stripe/{tenant}", content=body, headers=signed(body))
@@ -110,13 +116,21 @@ async def test_duplicate_delivery_is_accepted_again(
 @pytest.mark.parametrize(
     ("case", "status"),
     [
-        ("wrong_secret", 401), ("no_header", 401), ("expired", 401), ("tampered", 401),
-        ("pan", 422), ("not_json", 400),
+        ("wrong_secret", 401),
+        ("no_header", 401),
+        ("expired", 401),
+        ("tampered", 401),
+        ("pan", 422),
+        ("not_json", 400),
     ],
 )
 async def test_rejections_write_nothing(
-    client: httpx.AsyncClient, tenant: str, test_settings: Settings, kafka_bootstrap: str,
-    case: str, status: int,
+    client: httpx.AsyncClient,
+    tenant: str,
+    test_settings: Settings,
+    kafka_bootstrap: str,
+    case: str,
+    status: int,
 ) -> None:
     body = failure_body()
     headers = signed(body)
@@ -142,10 +156,12 @@ async def test_rejections_write_nothing(
 
 async def test_unknown_tenant_and_provider_are_404(client: httpx.AsyncClient, tenant: str) -> None:
     body = failure_body()
-    assert (await client.post("/webhooks/stripe/nobody-here", content=body,
-                              headers=signed(body))).status_code == 404
-    assert (await client.post(f"/webhooks/square/{tenant}", content=body,
-                              headers=signed(body))).status_code == 404
+    assert (
+        await client.post("/webhooks/stripe/nobody-here", content=body, headers=signed(body))
+    ).status_code == 404
+    assert (
+        await client.post(f"/webhooks/square/{tenant}", content=body, headers=signed(body))
+    ).status_code == 404
 
 
 async def test_oversize_body_is_413_declared_or_streamed(
@@ -159,8 +175,7 @@ async def test_oversize_body_is_413_declared_or_streamed(
         for _ in range(300):
             yield b" " * 1024
 
-    resp = await client.post(f"/webhooks/stripe/{tenant}", content=chunks(),
-                             headers=signed(b""))
+    resp = await client.post(f"/webhooks/stripe/{tenant}", content=chunks(), headers=signed(b""))
     assert resp.status_code == 413
     assert await raw_records(test_settings, kafka_bootstrap) == []
 
@@ -173,8 +188,9 @@ async def test_rotated_secret_and_previous_one_both_verify(
     async for client in _client(test_settings, kafka_bootstrap, pg_dsn):
         for i, secret in enumerate((SECRET, NEW_SECRET)):
             body = failure_body(event_id=f"evt_rot_{i}")
-            resp = await client.post(f"/webhooks/stripe/{tenant}", content=body,
-                                     headers=signed(body, secret=secret))
+            resp = await client.post(
+                f"/webhooks/stripe/{tenant}", content=body, headers=signed(body, secret=secret)
+            )
             assert resp.status_code == 200, (secret, resp.text)
 
 
@@ -201,3 +217,17 @@ async def test_health_and_metrics(client: httpx.AsyncClient, tenant: str) -> Non
     await client.post(f"/webhooks/stripe/{tenant}", content=body, headers=signed(body))
     metrics = (await client.get("/metrics")).text
     assert 'paywatch_ingest_requests_total{outcome="accepted",provider="stripe"}' in metrics
+
+
+async def test_stripe_tolerance_is_configurable(
+    test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, tenant: str
+) -> None:
+    body = failure_body()
+    minute_old = signed(body, ts=int(time.time()) - 60)
+    strict = test_settings.model_copy(update={"stripe_tolerance_s": 10})
+    async for client in _client(strict, kafka_bootstrap, pg_dsn):
+        resp = await client.post(f"/webhooks/stripe/{tenant}", content=body, headers=minute_old)
+        assert resp.status_code == 401
+    async for client in _client(test_settings, kafka_bootstrap, pg_dsn):
+        resp = await client.post(f"/webhooks/stripe/{tenant}", content=body, headers=minute_old)
+        assert resp.status_code == 200

@@ -1,4 +1,4 @@
-"""Stripe webhooks through ingest -> Faust normalize worker -> projector, on real Kafka + Postgres."""
+"""Stripe webhooks: ingest -> Faust normalize worker -> projector, on real Kafka + Postgres."""
 
 from __future__ import annotations
 
@@ -29,34 +29,70 @@ SECRET = "whsec_pipeline_secret"
 def webhooks(now: int) -> list[tuple[str, bytes]]:
     """(name, body) of the deliveries, in the order posted."""
     ev = samples.stripe_event
-    legacy_fail = ev("invoice.payment_failed", samples.stripe_invoice(
-        basil=False, invoice_id="in_A", amount_due=4900, attempt_count=1, created=now),
-        event_id="evt_A1", created=now, api_version="2024-06-20")
-    hard_charge = ev("charge.failed", samples.stripe_charge_failed(
-        basil=False, invoice="in_A", reason="stolen_card", created=now + 1),
-        event_id="evt_A2", created=now + 1, api_version="2024-06-20")
-    b_fail = ev("invoice.payment_failed", samples.stripe_invoice(
-        basil=True, invoice_id="in_B", amount_due=1500, currency="eur", attempt_count=2,
-        created=now), event_id="evt_B1", created=now)
-    b_paid = ev("invoice.paid", samples.stripe_invoice(
-        basil=True, invoice_id="in_B", amount_due=1500, currency="eur", paid=True,
-        created=now), event_id="evt_B2", created=now + 60)
-    ignored = ev("customer.created", {"id": "cus_X", "object": "customer"},
-                 event_id="evt_X", created=now)
-    bodies = [("A1", legacy_fail), ("A2", hard_charge), ("B1", b_fail), ("B2", b_paid),
-              ("X", ignored), ("A1-again", legacy_fail)]
+    legacy_fail = ev(
+        "invoice.payment_failed",
+        samples.stripe_invoice(
+            basil=False, invoice_id="in_A", amount_due=4900, attempt_count=1, created=now
+        ),
+        event_id="evt_A1",
+        created=now,
+        api_version="2024-06-20",
+    )
+    hard_charge = ev(
+        "charge.failed",
+        samples.stripe_charge_failed(
+            basil=False, invoice="in_A", reason="stolen_card", created=now + 1
+        ),
+        event_id="evt_A2",
+        created=now + 1,
+        api_version="2024-06-20",
+    )
+    b_fail = ev(
+        "invoice.payment_failed",
+        samples.stripe_invoice(
+            basil=True,
+            invoice_id="in_B",
+            amount_due=1500,
+            currency="eur",
+            attempt_count=2,
+            created=now,
+        ),
+        event_id="evt_B1",
+        created=now,
+    )
+    b_paid = ev(
+        "invoice.paid",
+        samples.stripe_invoice(
+            basil=True, invoice_id="in_B", amount_due=1500, currency="eur", paid=True, created=now
+        ),
+        event_id="evt_B2",
+        created=now + 60,
+    )
+    ignored = ev(
+        "customer.created", {"id": "cus_X", "object": "customer"}, event_id="evt_X", created=now
+    )
+    bodies = [
+        ("A1", legacy_fail),
+        ("A2", hard_charge),
+        ("B1", b_fail),
+        ("B2", b_paid),
+        ("X", ignored),
+        ("A1-again", legacy_fail),
+    ]
     return [(name, samples.stripe_body(doc)) for name, doc in bodies]
 
 
 async def post_all(settings: Settings, bootstrap: str, dsn: str, tenant: str) -> None:
     app = create_app(settings, bootstrap, dsn)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://ingest") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+        ) as client:
             for name, body in webhooks(int(time.time())):
                 sig = samples.sign_stripe(body, SECRET, int(time.time()))
-                resp = await client.post(f"/webhooks/stripe/{tenant}", content=body,
-                                         headers={"Stripe-Signature": sig})
+                resp = await client.post(
+                    f"/webhooks/stripe/{tenant}", content=body, headers={"Stripe-Signature": sig}
+                )
                 assert resp.status_code == 200, (name, resp.text)
 
 
@@ -64,8 +100,9 @@ async def garbage_into_raw(settings: Settings, bootstrap: str, tenant: str) -> N
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topic("webhooks.raw"), key=f"{tenant}/x".encode(),
-                                     value=b"\x00garbage")
+        await producer.send_and_wait(
+            settings.topic("webhooks.raw"), key=f"{tenant}/x".encode(), value=b"\x00garbage"
+        )
     finally:
         await producer.stop()
 
@@ -89,6 +126,7 @@ async def test_stripe_webhooks_become_read_models(
 
     log = tmp_path / "worker.log"
     with paywatch_process(test_settings, "run", "worker", log=log) as worker:
+
         async def normalized() -> list[PaymentEvent]:
             assert worker.poll() is None, log_tail(log)
             events = await events_in_topic(test_settings, kafka_bootstrap)
@@ -97,12 +135,16 @@ async def test_stripe_webhooks_become_read_models(
         events = await eventually(normalized, timeout=120, what="4 canonical events")
         letters = await eventually(
             lambda: topic_records(kafka_bootstrap, test_settings.topic("webhooks.raw.dlq")),
-            what="a dead letter for the garbage record")
+            what="a dead letter for the garbage record",
+        )
 
     # the duplicate delivery of evt_A1 and the unhandled type produced nothing
     assert sorted((e.invoice_ref, e.type.value) for e in events) == [
-        ("in_A", "PAYMENT_FAILED"), ("in_A", "PAYMENT_FAILED"),
-        ("in_B", "PAYMENT_FAILED"), ("in_B", "PAYMENT_SUCCEEDED")]
+        ("in_A", "PAYMENT_FAILED"),
+        ("in_A", "PAYMENT_FAILED"),
+        ("in_B", "PAYMENT_FAILED"),
+        ("in_B", "PAYMENT_SUCCEEDED"),
+    ]
     assert len({e.event_id for e in events}) == 4
     letter = make_codec(test_settings).decode(letters[0].value, DeadLetter)
     assert letter.payload == b"\x00garbage" and letter.stage == "normalize"
@@ -110,9 +152,19 @@ async def test_stripe_webhooks_become_read_models(
 
     rows = await project_until(test_settings, kafka_bootstrap, pg_dsn, unique, count=2)
     a, b = rows["in_A"], rows["in_B"]
-    assert (a["status"], a["amount_minor"], a["currency"], a["attempts"]) == ("failed", 4900, "USD", 1)
+    assert (a["status"], a["amount_minor"], a["currency"], a["attempts"]) == (
+        "failed",
+        4900,
+        "USD",
+        1,
+    )
     assert (a["last_decline_code"], a["last_decline_category"]) == ("stolen_card", "HARD")
-    assert (b["status"], b["amount_minor"], b["currency"], b["attempts"]) == ("recovered", 1500, "EUR", 2)
+    assert (b["status"], b["amount_minor"], b["currency"], b["attempts"]) == (
+        "recovered",
+        1500,
+        "EUR",
+        2,
+    )
 
 
 async def project_until(
@@ -122,6 +174,7 @@ async def project_until(
     projector = Projector(settings, bootstrap, pool, make_codec(settings))
     task = asyncio.create_task(projector.run())
     try:
+
         async def rows() -> dict[str, Any]:
             assert not task.done() or task.result() is None
             found = await pool.fetch("SELECT * FROM invoices WHERE tenant = $1", tenant)
@@ -133,5 +186,3 @@ async def project_until(
         projector.stop()
         await asyncio.wait_for(task, 30)
         await pool.close()
-
-

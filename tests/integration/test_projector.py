@@ -21,15 +21,29 @@ from tests.kafka_helpers import eventually, topic_records
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
-def event(tenant: str, n: int, invoice: str, type_: EventType = EventType.PAYMENT_FAILED,
-          minutes: int = 0, attempt: int = 1) -> PaymentEvent:
+def event(
+    tenant: str,
+    n: int,
+    invoice: str,
+    type_: EventType = EventType.PAYMENT_FAILED,
+    minutes: int = 0,
+    attempt: int = 1,
+) -> PaymentEvent:
     return PaymentEvent(
-        event_id=event_id(tenant, "stripe", f"evt_{n}"), type=type_, tenant=tenant,
-        provider="stripe", source_type="test", occurred_at=T0 + timedelta(minutes=minutes),
-        customer_ref="cus_p", invoice_ref=invoice, amount_minor=1000 + n, currency="USD",
+        event_id=event_id(tenant, "stripe", f"evt_{n}"),
+        type=type_,
+        tenant=tenant,
+        provider="stripe",
+        source_type="test",
+        occurred_at=T0 + timedelta(minutes=minutes),
+        customer_ref="cus_p",
+        invoice_ref=invoice,
+        amount_minor=1000 + n,
+        currency="USD",
         attempt=attempt,
         decline=Decline(code="insufficient_funds", category=DeclineCategory.SOFT)
-        if type_ is EventType.PAYMENT_FAILED else None,
+        if type_ is EventType.PAYMENT_FAILED
+        else None,
     )
 
 
@@ -100,22 +114,28 @@ async def test_projects_batches_and_resumes_from_checkpoint(
 
     # Stopped: more events arrive, including recoveries; a new projector resumes after the
     # checkpoint (nothing projected twice) and applies them.
-    recoveries = [event(unique, n + i, f"in_{i}", EventType.PAYMENT_SUCCEEDED, minutes=5)
-                  for i in range(10)]
+    recoveries = [
+        event(unique, n + i, f"in_{i}", EventType.PAYMENT_SUCCEEDED, minutes=5) for i in range(10)
+    ]
     await publish(test_settings, kafka_bootstrap, recoveries)
     run = Running(test_settings, kafka_bootstrap, pool)
 
     async def recovered() -> int:
-        return await count(pool, "SELECT count(*) FROM invoices WHERE tenant = $1"
-                                 " AND status = 'recovered'", unique)
+        return await count(
+            pool, "SELECT count(*) FROM invoices WHERE tenant = $1 AND status = 'recovered'", unique
+        )
 
     assert await eventually(recovered, what="10 recovered invoices") == 10
     await run.stop()
     assert await count(pool, "SELECT count(*) FROM event_log WHERE tenant = $1", unique) == n + 10
     assert await count(pool, "SELECT count(*) FROM failures WHERE tenant = $1", unique) == n
     topic = test_settings.topic("payments.events")
-    stored = await count(pool, "SELECT sum(next_offset) FROM projection_checkpoints"
-                               " WHERE projection = $1 AND topic = $2", PROJECTION, topic)
+    stored = await count(
+        pool,
+        "SELECT sum(next_offset) FROM projection_checkpoints WHERE projection = $1 AND topic = $2",
+        PROJECTION,
+        topic,
+    )
     assert stored == n + 10  # checkpoint == end offsets: every record accounted once
 
 
@@ -123,7 +143,9 @@ async def test_checkpoint_lives_in_postgres_not_in_kafka(
     test_settings: Settings, kafka_bootstrap: str, pool: asyncpg.Pool, unique: str
 ) -> None:
     """Rewinding the stored checkpoint replays; the guarded writes make the replay a no-op."""
-    await publish(test_settings, kafka_bootstrap, [event(unique, 1, "in_a"), event(unique, 2, "in_b")])
+    await publish(
+        test_settings, kafka_bootstrap, [event(unique, 1, "in_a"), event(unique, 2, "in_b")]
+    )
     run = Running(test_settings, kafka_bootstrap, pool)
 
     async def both() -> bool:
@@ -131,9 +153,13 @@ async def test_checkpoint_lives_in_postgres_not_in_kafka(
 
     await eventually(both, what="2 invoices")
     await run.stop()
-    before = await pool.fetch("SELECT * FROM invoices WHERE tenant = $1 ORDER BY invoice_ref", unique)
-    await pool.execute("UPDATE projection_checkpoints SET next_offset = 0 WHERE topic = $1",
-                       test_settings.topic("payments.events"))
+    before = await pool.fetch(
+        "SELECT * FROM invoices WHERE tenant = $1 ORDER BY invoice_ref", unique
+    )
+    await pool.execute(
+        "UPDATE projection_checkpoints SET next_offset = 0 WHERE topic = $1",
+        test_settings.topic("payments.events"),
+    )
     await publish(test_settings, kafka_bootstrap, [event(unique, 3, "in_c")])
     run = Running(test_settings, kafka_bootstrap, pool)
 
@@ -142,8 +168,10 @@ async def test_checkpoint_lives_in_postgres_not_in_kafka(
 
     await eventually(three, what="3 invoices after replay")
     await run.stop()
-    after = await pool.fetch("SELECT * FROM invoices WHERE tenant = $1 AND invoice_ref <> 'in_c'"
-                             " ORDER BY invoice_ref", unique)
+    after = await pool.fetch(
+        "SELECT * FROM invoices WHERE tenant = $1 AND invoice_ref <> 'in_c' ORDER BY invoice_ref",
+        unique,
+    )
     strip = [{k: v for k, v in dict(r).items() if k != "updated_at"} for r in before]
     assert strip == [{k: v for k, v in dict(r).items() if k != "updated_at"} for r in after]
     assert await count(pool, "SELECT count(*) FROM event_log WHERE tenant = $1", unique) == 3

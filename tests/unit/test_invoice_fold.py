@@ -14,14 +14,27 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def ev(
-    n: int, type_: EventType = EventType.PAYMENT_FAILED, *, minutes: int = 0,
-    attempt: int | None = None, decline: Decline | None = None, amount: int | None = 4900,
+    n: int,
+    type_: EventType = EventType.PAYMENT_FAILED,
+    *,
+    minutes: int = 0,
+    attempt: int | None = None,
+    decline: Decline | None = None,
+    amount: int | None = 4900,
 ) -> PaymentEvent:
     return PaymentEvent(
-        event_id=f"00000000-0000-0000-0000-{n:012d}", type=type_, tenant="acme",
-        provider="stripe", source_type="test", occurred_at=T0 + timedelta(minutes=minutes),
-        customer_ref="cus_1", invoice_ref="in_1", amount_minor=amount, currency="USD",
-        attempt=attempt, decline=decline,
+        event_id=f"00000000-0000-0000-0000-{n:012d}",
+        type=type_,
+        tenant="acme",
+        provider="stripe",
+        source_type="test",
+        occurred_at=T0 + timedelta(minutes=minutes),
+        customer_ref="cus_1",
+        invoice_ref="in_1",
+        amount_minor=amount,
+        currency="USD",
+        attempt=attempt,
+        decline=decline,
     )
 
 
@@ -54,8 +67,13 @@ def test_success_without_a_failure_creates_no_row() -> None:
 
 
 def test_success_recovers_and_later_cancel_does_not_reopen() -> None:
-    row = fold([ev(1, attempt=1), ev(2, EventType.PAYMENT_SUCCEEDED, minutes=5),
-                ev(3, EventType.SUBSCRIPTION_CANCELED, minutes=9)])
+    row = fold(
+        [
+            ev(1, attempt=1),
+            ev(2, EventType.PAYMENT_SUCCEEDED, minutes=5),
+            ev(3, EventType.SUBSCRIPTION_CANCELED, minutes=9),
+        ]
+    )
     assert row is not None and row.status is SagaState.recovered
     assert row.recovered_at == T0 + timedelta(minutes=5)
 
@@ -108,6 +126,15 @@ def test_any_arrival_order_and_duplicates_give_the_same_row(
     got = fold([*order, *dupes])
     assert expected is not None and got is not None
     assert got.status is SagaState.recovered
-    keys = ("status", "attempts", "first_failed_at", "last_failed_at", "last_decline_code",
-            "last_decline_category", "amount_minor", "last_event_at", "last_event_id")
+    keys = (
+        "status",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "last_decline_code",
+        "last_decline_category",
+        "amount_minor",
+        "last_event_at",
+        "last_event_id",
+    )
     assert {k: getattr(got, k) for k in keys} == {k: getattr(expected, k) for k in keys}

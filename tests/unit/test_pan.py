@@ -35,12 +35,20 @@ def _with_check_digit(payload: str) -> str:
 
 
 def _grouped4(number: str) -> str:
-    return " ".join(number[i:i + 4] for i in range(0, len(number), 4))
+    return " ".join(number[i : i + 4] for i in range(0, len(number), 4))
 
 
 # Public test numbers of the card networks (Stripe/Adyen docs).
-TEST_CARDS = ["4242424242424242", "5555555555554444", "2223003122003222", "378282246310005",
-              "6011111111111117", "3056930009020004", "4000056655665556", "6200000000000005"]
+TEST_CARDS = [
+    "4242424242424242",
+    "5555555555554444",
+    "2223003122003222",
+    "378282246310005",
+    "6011111111111117",
+    "3056930009020004",
+    "4000056655665556",
+    "6200000000000005",
+]
 
 
 @pytest.mark.parametrize("pan", TEST_CARDS)
@@ -50,31 +58,49 @@ def test_contiguous_card_numbers_are_found(pan: str) -> None:
     assert contains_pan(json.dumps({"number": int(pan)}).encode())
 
 
-@pytest.mark.parametrize("text", [
-    "4242 4242 4242 4242", "4242-4242-4242-4242", "3782 822463 10005", "4242-4242 4242-4242",
-    "memo: 5555 5555 5555 4444.", "(4000-0566-5566-5556)", "card4242424242424242x",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "3782 822463 10005",
+        "4242-4242 4242-4242",
+        "memo: 5555 5555 5555 4444.",
+        "(4000-0566-5566-5556)",
+        "card4242424242424242x",
+    ],
+)
 def test_grouped_card_numbers_are_found(text: str) -> None:
     assert contains_pan(text.encode())
 
 
-@pytest.mark.parametrize("text", [
-    "4242424242424241",                 # Luhn fails
-    "424242424242",                     # 12 digits
-    "42424242424242424242",             # 20 digits: part of a longer run
-    "14242424242424242",                # a PAN inside a longer digit run
-    "42424242424242420",
-    "1700000000000", "1750000000123",   # millisecond timestamps
-    _with_check_digit("1" + "0" * 14), _with_check_digit("7" + "1" * 14),
-    _with_check_digit("8" + "2" * 14), _with_check_digit("9" + "3" * 14),
-    _grouped4(_with_check_digit("1" + "0" * 14)), _grouped4(_with_check_digit("7" + "5" * 14)),
-    "4242  4242 4242 4242",             # a double space is not one separator
-    "4242 - 4242 - 4242 - 4242",
-    "4242,4242,4242,4242", "4242.4242.4242.4242", "4242_4242_4242_4242",
-    "0.4242424242424242",               # a decimal fraction
-    "+4242424242424242",                # an E.164 phone number
-    "in_1RaQ1sLkdIwHu7ixK9pLm2Qw", "2025-06-15T15:06:40Z",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242424242424241",  # Luhn fails
+        "424242424242",  # 12 digits
+        "42424242424242424242",  # 20 digits: part of a longer run
+        "14242424242424242",  # a PAN inside a longer digit run
+        "42424242424242420",
+        "1700000000000",
+        "1750000000123",  # millisecond timestamps
+        _with_check_digit("1" + "0" * 14),
+        _with_check_digit("7" + "1" * 14),
+        _with_check_digit("8" + "2" * 14),
+        _with_check_digit("9" + "3" * 14),
+        _grouped4(_with_check_digit("1" + "0" * 14)),
+        _grouped4(_with_check_digit("7" + "5" * 14)),
+        "4242  4242 4242 4242",  # a double space is not one separator
+        "4242 - 4242 - 4242 - 4242",
+        "4242,4242,4242,4242",
+        "4242.4242.4242.4242",
+        "4242_4242_4242_4242",
+        "0.4242424242424242",  # a decimal fraction
+        "+4242424242424242",  # an E.164 phone number
+        "in_1RaQ1sLkdIwHu7ixK9pLm2Qw",
+        "2025-06-15T15:06:40Z",
+    ],
+)
 def test_non_card_digit_strings_are_not_found(text: str) -> None:
     assert not contains_pan(text.encode())
 
@@ -85,11 +111,16 @@ def test_pan_next_to_a_longer_separated_chain_is_still_found() -> None:
     assert contains_pan(b"4242 4242 4242 4242 12")
 
 
-@pytest.mark.parametrize("builder", [
-    lambda: stripe_invoice(basil=True), lambda: stripe_invoice(basil=False),
-    lambda: stripe_charge_failed(basil=False), stripe_payment_intent_failed,
-    stripe_subscription,
-])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: stripe_invoice(basil=True),
+        lambda: stripe_invoice(basil=False),
+        lambda: stripe_charge_failed(basil=False),
+        stripe_payment_intent_failed,
+        stripe_subscription,
+    ],
+)
 def test_realistic_stripe_payloads_have_no_pan(builder: Callable[[], dict[str, Any]]) -> None:
     assert not contains_pan(stripe_body(stripe_event("x", builder())))
 
@@ -130,8 +161,11 @@ def test_any_grouped_card_number_is_found(
 
 
 @settings(max_examples=300)
-@given(pan=_card_numbers(), extra=st.text(alphabet="0123456789", min_size=1, max_size=5),
-       prepend=st.booleans())
+@given(
+    pan=_card_numbers(),
+    extra=st.text(alphabet="0123456789", min_size=1, max_size=5),
+    prepend=st.booleans(),
+)
 def test_a_card_number_inside_a_longer_digit_run_is_not_found(
     pan: str, extra: str, prepend: bool
 ) -> None:
@@ -165,5 +199,8 @@ def test_benchmark_256_kib_bodies(capsys: pytest.CaptureFixture[str]) -> None:
         started = time.perf_counter()
         assert not contains_pan(body)
         with capsys.disabled():
-            print(f"\n  contains_pan {name}: {len(body)} B in "
-                  f"{(time.perf_counter() - started) * 1000:.1f} ms", end="")
+            print(
+                f"\n  contains_pan {name}: {len(body)} B in "
+                f"{(time.perf_counter() - started) * 1000:.1f} ms",
+                end="",
+            )

@@ -38,13 +38,17 @@ EVT = "evt_1RaQ2xLkdIwHu7ixY3nB8cDe"
 
 def _raw(body: bytes, tenant: str = "acme") -> RawWebhook:
     return RawWebhook(
-        ingest_id="ing-1", tenant=tenant, provider="stripe",
-        received_at=datetime.fromtimestamp(CREATED, UTC), body=body,
+        ingest_id="ing-1",
+        tenant=tenant,
+        provider="stripe",
+        received_at=datetime.fromtimestamp(CREATED, UTC),
+        body=body,
     )
 
 
-def _normalize(event: dict[str, Any], *, tenant: str = "acme", offset: int = 42
-               ) -> list[PaymentEvent]:
+def _normalize(
+    event: dict[str, Any], *, tenant: str = "acme", offset: int = 42
+) -> list[PaymentEvent]:
     return stripe.normalize(_raw(stripe_body(event), tenant), "webhooks.raw", 3, offset)
 
 
@@ -86,8 +90,11 @@ def test_basil_invoice_without_the_includable_payments_list_has_no_payment_ref()
 def test_basil_invoice_prefers_the_default_payment() -> None:
     invoice = stripe_invoice(basil=True)
     default = invoice["payments"]["data"][0]
-    other = {**default, "is_default": False, "payment": {"type": "payment_intent",
-                                                        "payment_intent": "pi_other"}}
+    other = {
+        **default,
+        "is_default": False,
+        "payment": {"type": "payment_intent", "payment_intent": "pi_other"},
+    }
     invoice["payments"]["data"] = [other, default]
     assert _one(stripe_event("invoice.payment_failed", invoice)).payment_ref == PAYMENT_INTENT_ID
 
@@ -123,11 +130,14 @@ def test_invoice_paid_out_of_band_reports_amount_paid_not_amount_due() -> None:
 
 
 @BOTH
-@pytest.mark.parametrize(("evt_type", "kind"), [
-    ("invoice.voided", EventType.INVOICE_VOIDED),
-    ("invoice.marked_uncollectible", EventType.INVOICE_UNCOLLECTIBLE),
-    ("invoice.overdue", EventType.INVOICE_OVERDUE),
-])
+@pytest.mark.parametrize(
+    ("evt_type", "kind"),
+    [
+        ("invoice.voided", EventType.INVOICE_VOIDED),
+        ("invoice.marked_uncollectible", EventType.INVOICE_UNCOLLECTIBLE),
+        ("invoice.overdue", EventType.INVOICE_OVERDUE),
+    ],
+)
 def test_invoice_terminal_and_overdue_events(basil: bool, evt_type: str, kind: EventType) -> None:
     event = _one(_invoice_event(evt_type, basil))
     assert (event.type, event.invoice_ref, event.decline) == (kind, INVOICE_ID, None)
@@ -150,8 +160,9 @@ def test_currency_is_upper_cased() -> None:
 
 
 def test_legacy_invoice_with_expanded_charge_carries_its_decline_and_card() -> None:
-    charge = stripe_charge_failed(basil=False, invoice=INVOICE_ID, reason="expired_card",
-                                  brand="mastercard", last4="4444")
+    charge = stripe_charge_failed(
+        basil=False, invoice=INVOICE_ID, reason="expired_card", brand="mastercard", last4="4444"
+    )
     event = _one(_invoice_event("invoice.payment_failed", False, charge=charge))
     assert event.decline is not None
     assert (event.decline.code, event.decline.category) == ("expired_card", DeclineCategory.ACTION)
@@ -169,8 +180,10 @@ def test_basil_invoice_with_expanded_payment_intent_carries_its_decline() -> Non
 def test_invoice_last_finalization_error_is_used_as_decline() -> None:
     invoice = stripe_invoice(basil=True)
     invoice["last_finalization_error"] = {
-        "code": "card_declined", "decline_code": "do_not_honor",
-        "message": "Your card was declined.", "type": "card_error",
+        "code": "card_declined",
+        "decline_code": "do_not_honor",
+        "message": "Your card was declined.",
+        "type": "card_error",
     }
     decline = _one(stripe_event("invoice.payment_failed", invoice)).decline
     assert decline is not None
@@ -186,8 +199,10 @@ def test_basil_charge_failed_is_tracked_under_its_payment_intent() -> None:
     assert (event.invoice_ref, event.payment_ref) == (PAYMENT_INTENT_ID, PAYMENT_INTENT_ID)
     assert (event.amount_minor, event.currency, event.attempt) == (4900, "USD", None)
     assert event.decline is not None
-    assert (event.decline.code, event.decline.category) == ("insufficient_funds",
-                                                             DeclineCategory.SOFT)
+    assert (event.decline.code, event.decline.category) == (
+        "insufficient_funds",
+        DeclineCategory.SOFT,
+    )
     assert event.decline.message == "Your card has insufficient funds."
 
 
@@ -203,13 +218,20 @@ def test_charge_without_payment_intent_is_tracked_under_the_charge() -> None:
 
 
 def test_charge_network_advice_goes_to_advice_code_and_wins() -> None:
-    charge = stripe_charge_failed(brand="mastercard", reason="do_not_honor",
-                                  advice_code="try_again_later", network_advice_code="03",
-                                  network_decline_code="05")
+    charge = stripe_charge_failed(
+        brand="mastercard",
+        reason="do_not_honor",
+        advice_code="try_again_later",
+        network_advice_code="03",
+        network_decline_code="05",
+    )
     decline = _one(stripe_event("charge.failed", charge)).decline
     assert decline is not None
-    assert (decline.advice_code, decline.network_code, decline.network) == ("03", "05",
-                                                                          "mastercard")
+    assert (decline.advice_code, decline.network_code, decline.network) == (
+        "03",
+        "05",
+        "mastercard",
+    )
     assert decline.category is DeclineCategory.HARD
 
 
@@ -221,8 +243,9 @@ def test_charge_stripe_advice_code_used_when_no_network_advice() -> None:
 
 
 def test_radar_blocked_charge_is_fraud() -> None:
-    charge = stripe_charge_failed(outcome_type="blocked", reason="highest_risk_level",
-                                  advice_code="try_again_later")
+    charge = stripe_charge_failed(
+        outcome_type="blocked", reason="highest_risk_level", advice_code="try_again_later"
+    )
     decline = _one(stripe_event("charge.failed", charge)).decline
     assert decline is not None
     assert (decline.code, decline.category) == ("highest_risk_level", DeclineCategory.FRAUD)
@@ -232,7 +255,10 @@ def test_charge_card_keeps_only_safe_facts() -> None:
     event = _one(stripe_event("charge.failed", stripe_charge_failed(brand="amex", last4="0005")))
     assert event.payment_method is not None
     assert event.payment_method.model_dump() == {
-        "brand": "amex", "last4": "0005", "exp_month": 12, "exp_year": 2030,
+        "brand": "amex",
+        "last4": "0005",
+        "exp_month": 12,
+        "exp_year": 2030,
         "fingerprint": "Xt5EWLLDS7FJjR1c",
     }
 
@@ -244,26 +270,32 @@ def test_malformed_last4_is_dropped() -> None:
     assert event.payment_method is not None and event.payment_method.last4 is None
 
 
-@pytest.mark.parametrize(("basil", "invoice_ref"), [(True, PAYMENT_INTENT_ID),
-                                                    (False, INVOICE_ID)])
+@pytest.mark.parametrize(("basil", "invoice_ref"), [(True, PAYMENT_INTENT_ID), (False, INVOICE_ID)])
 def test_payment_intent_payment_failed(basil: bool, invoice_ref: str) -> None:
-    intent = stripe_payment_intent_failed(basil=basil, invoice=INVOICE_ID,
-                                          decline_code="expired_card", amount=990,
-                                          currency="gbp", brand="visa", last4="1881")
+    intent = stripe_payment_intent_failed(
+        basil=basil,
+        invoice=INVOICE_ID,
+        decline_code="expired_card",
+        amount=990,
+        currency="gbp",
+        brand="visa",
+        last4="1881",
+    )
     event = _one(stripe_event("payment_intent.payment_failed", intent))
     assert (event.type, event.invoice_ref, event.payment_ref) == (
-        EventType.PAYMENT_FAILED, invoice_ref, PAYMENT_INTENT_ID)
+        EventType.PAYMENT_FAILED,
+        invoice_ref,
+        PAYMENT_INTENT_ID,
+    )
     assert (event.amount_minor, event.currency) == (990, "GBP")
     assert event.decline is not None
-    assert (event.decline.code, event.decline.category) == ("expired_card",
-                                                             DeclineCategory.ACTION)
+    assert (event.decline.code, event.decline.category) == ("expired_card", DeclineCategory.ACTION)
     assert event.decline.network == "visa"
     assert event.payment_method is not None and event.payment_method.last4 == "1881"
 
 
 def test_payment_intent_network_decline_code_is_used() -> None:
-    intent = stripe_payment_intent_failed(decline_code="generic_decline",
-                                          network_decline_code="R1")
+    intent = stripe_payment_intent_failed(decline_code="generic_decline", network_decline_code="R1")
     decline = _one(stripe_event("payment_intent.payment_failed", intent)).decline
     assert decline is not None
     assert (decline.network_code, decline.category) == ("R1", DeclineCategory.HARD)
@@ -279,49 +311,69 @@ def test_payment_intent_without_error_has_unknown_decline() -> None:
 # --- subscriptions -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("before", "after", "kind"), [
-    ("active", "past_due", EventType.SUBSCRIPTION_PAST_DUE),
-    ("active", "unpaid", EventType.SUBSCRIPTION_PAST_DUE),
-    ("past_due", "active", EventType.SUBSCRIPTION_REACTIVATED),
-    ("unpaid", "active", EventType.SUBSCRIPTION_REACTIVATED),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "kind"),
+    [
+        ("active", "past_due", EventType.SUBSCRIPTION_PAST_DUE),
+        ("active", "unpaid", EventType.SUBSCRIPTION_PAST_DUE),
+        ("past_due", "active", EventType.SUBSCRIPTION_REACTIVATED),
+        ("unpaid", "active", EventType.SUBSCRIPTION_REACTIVATED),
+    ],
+)
 def test_subscription_status_changes(before: str, after: str, kind: EventType) -> None:
-    event = _one(stripe_event("customer.subscription.updated", stripe_subscription(status=after),
-                              previous_attributes={"status": before}))
+    event = _one(
+        stripe_event(
+            "customer.subscription.updated",
+            stripe_subscription(status=after),
+            previous_attributes={"status": before},
+        )
+    )
     assert event.type is kind
     assert (event.invoice_ref, event.subscription_ref) == (INVOICE_ID, SUBSCRIPTION_ID)
     assert event.customer_ref == CUSTOMER_ID
 
 
-@pytest.mark.parametrize(("before", "after"), [
-    ("trialing", "active"), ("active", "canceled"), ("incomplete", "active"),
-    (None, "past_due"),
-])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("trialing", "active"),
+        ("active", "canceled"),
+        ("incomplete", "active"),
+        (None, "past_due"),
+    ],
+)
 def test_other_subscription_updates_give_nothing(before: str | None, after: str) -> None:
     previous = {"status": before} if before else {"cancel_at_period_end": True}
-    event = stripe_event("customer.subscription.updated", stripe_subscription(status=after),
-                         previous_attributes=previous)
+    event = stripe_event(
+        "customer.subscription.updated",
+        stripe_subscription(status=after),
+        previous_attributes=previous,
+    )
     assert _normalize(event) == []
 
 
 def test_subscription_without_latest_invoice_is_keyed_by_subscription() -> None:
     sub = stripe_subscription(basil=False, status="past_due", latest_invoice=None)
-    event = _one(stripe_event("customer.subscription.updated", sub,
-                              previous_attributes={"status": "active"}))
+    event = _one(
+        stripe_event("customer.subscription.updated", sub, previous_attributes={"status": "active"})
+    )
     assert event.invoice_ref == f"sub:{SUBSCRIPTION_ID}"
 
 
 def test_subscription_deleted_is_canceled() -> None:
-    event = _one(stripe_event("customer.subscription.deleted",
-                              stripe_subscription(status="canceled")))
+    event = _one(
+        stripe_event("customer.subscription.deleted", stripe_subscription(status="canceled"))
+    )
     assert (event.type, event.invoice_ref) == (EventType.SUBSCRIPTION_CANCELED, INVOICE_ID)
 
 
 # --- unknown types, ids, provenance ------------------------------------------------------
 
 
-@pytest.mark.parametrize("evt_type", ["charge.succeeded", "invoice.created",
-                                      "customer.created", "invoiceitem.created", "x"])
+@pytest.mark.parametrize(
+    "evt_type",
+    ["charge.succeeded", "invoice.created", "customer.created", "invoiceitem.created", "x"],
+)
 def test_unknown_types_give_nothing(evt_type: str) -> None:
     assert _normalize(stripe_event(evt_type, {"id": "obj_1"})) == []
 
@@ -348,16 +400,25 @@ def test_provenance_is_recorded() -> None:
 # --- parse, subject, errors --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"\xff\xfe", b"not json", b"[]", b"42", b'"evt"', b"{}",
-    b'{"id": "evt_1", "type": "invoice.paid"}',
-    b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": []}}',
-    b'{"id": 5, "type": "invoice.paid", "data": {"object": {}}}',
-    b'{"id": "evt_1", "type": "", "data": {"object": {}}}',
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
-    b'{"id": "evt_1", "n": ' + b"9" * 5_000 + b"}",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff\xfe",
+        b"not json",
+        b"[]",
+        b"42",
+        b'"evt"',
+        b"{}",
+        b'{"id": "evt_1", "type": "invoice.paid"}',
+        b'{"id": "evt_1", "type": "invoice.paid", "data": {"object": []}}',
+        b'{"id": 5, "type": "invoice.paid", "data": {"object": {}}}',
+        b'{"id": "evt_1", "type": "", "data": {"object": {}}}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        b'{"id": "evt_1", "n": ' + b"9" * 5_000 + b"}",
+    ],
+)
 def test_unreadable_bodies_raise_payload_error(body: bytes) -> None:
     with pytest.raises(PayloadError):
         stripe.parse(body)
@@ -391,17 +452,27 @@ def test_parse_returns_the_document() -> None:
     assert stripe.provider_event_id(event) == EVT
 
 
-@pytest.mark.parametrize(("event", "subject"), [
-    (stripe_event("invoice.payment_failed", stripe_invoice(basil=True)), INVOICE_ID),
-    (stripe_event("charge.failed", stripe_charge_failed(basil=False, invoice=INVOICE_ID)),
-     INVOICE_ID),
-    (stripe_event("charge.failed", stripe_charge_failed()), CUSTOMER_ID),
-    (stripe_event("payment_intent.payment_failed", stripe_payment_intent_failed()), CUSTOMER_ID),
-    (stripe_event("customer.subscription.updated", stripe_subscription()), INVOICE_ID),
-    (stripe_event("customer.subscription.deleted", stripe_subscription(latest_invoice=None)),
-     CUSTOMER_ID),
-    (stripe_event("balance.available", {"object": "balance"}), None),
-])
+@pytest.mark.parametrize(
+    ("event", "subject"),
+    [
+        (stripe_event("invoice.payment_failed", stripe_invoice(basil=True)), INVOICE_ID),
+        (
+            stripe_event("charge.failed", stripe_charge_failed(basil=False, invoice=INVOICE_ID)),
+            INVOICE_ID,
+        ),
+        (stripe_event("charge.failed", stripe_charge_failed()), CUSTOMER_ID),
+        (
+            stripe_event("payment_intent.payment_failed", stripe_payment_intent_failed()),
+            CUSTOMER_ID,
+        ),
+        (stripe_event("customer.subscription.updated", stripe_subscription()), INVOICE_ID),
+        (
+            stripe_event("customer.subscription.deleted", stripe_subscription(latest_invoice=None)),
+            CUSTOMER_ID,
+        ),
+        (stripe_event("balance.available", {"object": "balance"}), None),
+    ],
+)
 def test_subject_names_invoice_else_customer(event: dict[str, Any], subject: str | None) -> None:
     assert stripe.subject(event) == subject
 
@@ -410,9 +481,17 @@ def test_registry_serves_stripe_and_knows_the_contract_list() -> None:
     assert registry.get_provider("stripe") is stripe
     assert isinstance(stripe, StripeProvider)
     assert (stripe.name, stripe.secret_names) == ("stripe", ("signing_secret",))
-    assert set(registry.KNOWN_PROVIDERS) == {"stripe", "paypal", "braintree", "authorizenet",
-                                             "xero", "quickbooks", "adyen", "checkout",
-                                             "generic"}
+    assert set(registry.KNOWN_PROVIDERS) == {
+        "stripe",
+        "paypal",
+        "braintree",
+        "authorizenet",
+        "xero",
+        "quickbooks",
+        "adyen",
+        "checkout",
+        "generic",
+    }
     with pytest.raises(UnknownProvider, match="not enabled"):
         registry.get_provider("paypal")
     with pytest.raises(UnknownProvider, match="unknown provider"):
@@ -423,27 +502,80 @@ def test_registry_serves_stripe_and_knows_the_contract_list() -> None:
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["id", "customer", "status", "invoice", "payment_intent", "charge",
-                         "amount", "amount_due", "currency", "outcome", "reason", "card",
-                         "last_payment_error", "payment_method", "payments", "data",
-                         "payment", "parent", "subscription_details", "subscription",
-                         "latest_invoice", "next_payment_attempt", "attempt_count",
-                         "payment_method_details", "last4", "exp_month", "networks"]),
-        children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "customer",
+                    "status",
+                    "invoice",
+                    "payment_intent",
+                    "charge",
+                    "amount",
+                    "amount_due",
+                    "currency",
+                    "outcome",
+                    "reason",
+                    "card",
+                    "last_payment_error",
+                    "payment_method",
+                    "payments",
+                    "data",
+                    "payment",
+                    "parent",
+                    "subscription_details",
+                    "subscription",
+                    "latest_invoice",
+                    "next_payment_attempt",
+                    "attempt_count",
+                    "payment_method_details",
+                    "last4",
+                    "exp_month",
+                    "networks",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=30,
 )
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    evt_type=st.sampled_from(["invoice.payment_failed", "invoice.paid", "charge.failed",
-                              "payment_intent.payment_failed", "customer.subscription.updated",
-                              "customer.subscription.deleted", "invoice.overdue"]),
-    obj=st.dictionaries(st.sampled_from(["id", "customer", "status", "currency", "charge",
-                                         "payments", "last_payment_error", "outcome",
-                                         "payment_method_details", "latest_invoice",
-                                         "amount", "next_payment_attempt"]), _JSON),
+    evt_type=st.sampled_from(
+        [
+            "invoice.payment_failed",
+            "invoice.paid",
+            "charge.failed",
+            "payment_intent.payment_failed",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "invoice.overdue",
+        ]
+    ),
+    obj=st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "customer",
+                "status",
+                "currency",
+                "charge",
+                "payments",
+                "last_payment_error",
+                "outcome",
+                "payment_method_details",
+                "latest_invoice",
+                "amount",
+                "next_payment_attempt",
+            ]
+        ),
+        _JSON,
+    ),
     previous=_JSON,
     created=st.one_of(st.integers(0, 2**32), st.integers(), st.none(), st.text(max_size=3)),
     with_id=st.booleans(),
@@ -453,8 +585,12 @@ def test_any_json_in_handled_types_gives_events_or_payload_error(
 ) -> None:
     if with_id:
         obj = {**obj, "id": "obj_1"}
-    doc = {"id": EVT, "type": evt_type, "created": created,
-           "data": {"object": obj, "previous_attributes": previous}}
+    doc = {
+        "id": EVT,
+        "type": evt_type,
+        "created": created,
+        "data": {"object": obj, "previous_attributes": previous},
+    }
     try:
         events = stripe.normalize(_raw(json.dumps(doc).encode()), "webhooks.raw", 0, 0)
     except PayloadError:
@@ -463,6 +599,14 @@ def test_any_json_in_handled_types_gives_events_or_payload_error(
 
 
 def test_provider_with_custom_tolerance_is_still_a_provider() -> None:
-    assert StripeProvider(tolerance=60).normalize(
-        _raw(stripe_body(_invoice_event("invoice.paid", True, paid=True))), "t", 0, 0,
-    )[0].type is EventType.PAYMENT_SUCCEEDED
+    assert (
+        StripeProvider(tolerance=60)
+        .normalize(
+            _raw(stripe_body(_invoice_event("invoice.paid", True, paid=True))),
+            "t",
+            0,
+            0,
+        )[0]
+        .type
+        is EventType.PAYMENT_SUCCEEDED
+    )

@@ -32,8 +32,9 @@ def _headers(value: str) -> dict[str, str]:
     return {"content-type": "application/json", "stripe-signature": value}
 
 
-def _verify(body: bytes, header: str, secrets: list[dict[str, str]] = SECRETS,
-            now: datetime = NOW) -> None:
+def _verify(
+    body: bytes, header: str, secrets: list[dict[str, str]] = SECRETS, now: datetime = NOW
+) -> None:
     stripe.verify(body, _headers(header), secrets, now)
 
 
@@ -166,7 +167,8 @@ def test_v0_signatures_are_ignored_even_when_they_would_match() -> None:
 
 
 @pytest.mark.parametrize(
-    "secrets", [[], [{"signing_secret": ""}], [{"webhook_id": "WH-1"}]],
+    "secrets",
+    [[], [{"signing_secret": ""}], [{"webhook_id": "WH-1"}]],
 )
 def test_no_secret_configured_is_rejected(secrets: list[dict[str, str]]) -> None:
     with pytest.raises(VerificationError, match="no Stripe signing_secret configured"):
@@ -218,11 +220,14 @@ def test_random_requests_are_only_ever_rejected_with_verification_error(
 
 
 @settings(max_examples=200, deadline=None)
-@given(doc=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
-    max_leaves=20,
-), t=st.integers(min_value=T - 300, max_value=T + 300))
+@given(
+    doc=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+        max_leaves=20,
+    ),
+    t=st.integers(min_value=T - 300, max_value=T + 300),
+)
 def test_random_json_is_accepted_only_with_its_own_signature(doc: object, t: int) -> None:
     body = json.dumps(doc).encode()
     _verify(body, f"t={t},v1={_sig(body, SECRET, t)}")

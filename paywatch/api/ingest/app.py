@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from paywatch.api.ingest.appender import RawAppender
 from paywatch.api.ingest.routes import IngestContext, router
 from paywatch.db import create_pool
+from paywatch.providers.registry import configured_providers
 from paywatch.schemas.codec import make_codec
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SecretCache
@@ -36,8 +37,12 @@ def create_app(settings: Settings, bootstrap: str, dsn: str) -> FastAPI:
         appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s)
         await appender.start()
         app.state.ingest = IngestContext(
-            settings=settings, appender=appender, secrets=SecretCache(load),
-            codec=make_codec(settings), raw_topic=settings.topic("webhooks.raw"),
+            settings=settings,
+            appender=appender,
+            secrets=SecretCache(load),
+            codec=make_codec(settings),
+            raw_topic=settings.topic("webhooks.raw"),
+            providers=configured_providers(settings),
         )
         try:
             yield

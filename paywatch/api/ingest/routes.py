@@ -40,8 +40,15 @@ router = APIRouter()
 
 # Headers never written to the log: credentials some providers send next to the signature.
 _DROP_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "content-length",
-     "connection", "accept-encoding"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "content-length",
+        "connection",
+        "accept-encoding",
+    }
 )
 
 
@@ -54,6 +61,7 @@ class IngestContext:
     secrets: SecretCache
     codec: Codec
     raw_topic: str
+    providers: dict[str, Provider]
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
@@ -79,23 +87,34 @@ async def _accept(
     doc = provider.parse(body)
     subject = provider.subject(doc)
     raw = RawWebhook(
-        ingest_id=str(uuid.uuid4()), tenant=tenant, provider=provider.name, received_at=now,
-        headers=_kept_headers(request), body=body, subject=subject,
+        ingest_id=str(uuid.uuid4()),
+        tenant=tenant,
+        provider=provider.name,
+        received_at=now,
+        headers=_kept_headers(request),
+        body=body,
+        subject=subject,
     )
     key = f"{tenant}/{provider.name}/{subject}" if subject else f"{tenant}/{provider.name}"
     value = ctx.codec.encode(raw, topic=ctx.raw_topic)
     partition, offset = await ctx.appender.append(ctx.raw_topic, key.encode(), value)
     return JSONResponse(
-        {"status": "accepted", "ingest_id": raw.ingest_id,
-         "provider_event_id": provider.provider_event_id(doc),
-         "partition": partition, "offset": offset},
+        {
+            "status": "accepted",
+            "ingest_id": raw.ingest_id,
+            "provider_event_id": provider.provider_event_id(doc),
+            "partition": partition,
+            "offset": offset,
+        },
         status_code=200,
     )
 
 
-async def _handle(ctx: IngestContext, provider_name: str, tenant: str, request: Request) -> tuple[str, JSONResponse]:
+async def _handle(
+    ctx: IngestContext, provider_name: str, tenant: str, request: Request
+) -> tuple[str, JSONResponse]:
     try:
-        provider = get_provider(provider_name)
+        provider = get_provider(provider_name, ctx.providers)
         return "accepted", await _accept(ctx, provider, tenant, request)
     except BodyTooLarge:
         return "too_large", _error(413, "too_large", f"body exceeds {BODY_LIMIT_BYTES} bytes")
@@ -108,7 +127,8 @@ async def _handle(ctx: IngestContext, provider_name: str, tenant: str, request: 
     except CardDataError:
         PAN_REJECTED.inc()
         return "card_data", _error(
-            422, "card_data_rejected",
+            422,
+            "card_data_rejected",
             "the body contains a card number (PAN); it was not stored. Send provider tokens only",
         )
     except PayloadError as exc:
