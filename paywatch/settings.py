@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # Ingest behaviour.
     ingest_ack_timeout_s: float = Field(5.0, gt=0)
     stripe_tolerance_s: int = Field(300, ge=0)
+    # Authorize.Net: the Signature Key is used as its ASCII text by default; some accounts
+    # need the hex-decoded bytes (reference/webhooks.md §2.4, unverified). Its payloads
+    # carry no currency, so amounts are read in this one.
+    authorizenet_key_form: Literal["ascii", "hex", "both"] = "ascii"
+    authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     projector_batch: int = Field(500, ge=1, le=10_000)
 
     @model_validator(mode="after")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from paywatch.errors import UnknownProvider
+from paywatch.providers.authorizenet import AuthorizeNetProvider, authorizenet
 from paywatch.providers.base import Provider
+from paywatch.providers.braintree import braintree
 from paywatch.providers.stripe import StripeProvider, stripe
 from paywatch.settings import Settings
 
@@ -20,13 +22,20 @@ KNOWN_PROVIDERS = (
 )
 """Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
 
-PROVIDERS: dict[str, Provider] = {stripe.name: stripe}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (stripe, braintree, authorizenet)}
 """Enabled provider modules by name."""
 
 
 def configured_providers(settings: Settings) -> dict[str, Provider]:
     """Enabled providers with the operator's settings applied (ingest's verification)."""
-    return {**PROVIDERS, "stripe": StripeProvider(tolerance=settings.stripe_tolerance_s)}
+    return {
+        **PROVIDERS,
+        "stripe": StripeProvider(tolerance=settings.stripe_tolerance_s),
+        "authorizenet": AuthorizeNetProvider(
+            key_form=settings.authorizenet_key_form,
+            default_currency=settings.authorizenet_currency,
+        ),
+    }
 
 
 def get_provider(name: str, enabled: dict[str, Provider] | None = None) -> Provider:

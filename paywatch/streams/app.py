@@ -9,6 +9,8 @@ from typing import Any
 
 import faust
 
+from paywatch.providers.base import Provider
+from paywatch.providers.registry import configured_providers
 from paywatch.schemas.codec import Codec, make_codec
 from paywatch.settings import Settings
 from paywatch.streams.normalize import POISON, dead_letter, event_key, normalize_record
@@ -25,6 +27,7 @@ class Worker:
     events: Any
     raw_dlq: Any
     seen: Any
+    providers: dict[str, Provider]
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
@@ -67,6 +70,7 @@ def create_worker(settings: Settings, bootstrap: str) -> Worker:
             default=None,
             partitions=settings.topic_partitions,
         ),
+        providers=configured_providers(settings),
     )
     _normalize_agent(worker, make_codec(settings))
     return worker
@@ -82,7 +86,9 @@ def _normalize_agent(w: Worker, codec: Codec) -> None:
 async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
     """Normalize one record; duplicates of an already-normalized delivery are dropped."""
     try:
-        result = normalize_record(codec, msg.value, msg.topic, msg.partition, msg.offset)
+        result = normalize_record(
+            codec, w.providers, msg.value, msg.topic, msg.partition, msg.offset
+        )
     except POISON as exc:
         log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
         letter = dead_letter(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from paywatch.errors import CodecError, PayloadError, UnknownProvider
+from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import DeadLetter, PaymentEvent, RawWebhook
@@ -25,11 +26,16 @@ def event_key(event: PaymentEvent) -> bytes:
 
 
 def normalize_record(
-    codec: Codec, value: bytes, topic: str, partition: int, offset: int
+    codec: Codec,
+    providers: dict[str, Provider],
+    value: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
 ) -> Normalized:
     """Decode and normalize one webhooks.raw record (raises the POISON errors below)."""
     raw = codec.decode(value, RawWebhook, topic=topic)
-    provider = get_provider(raw.provider)
+    provider = get_provider(raw.provider, providers)
     doc = provider.parse(raw.body)
     key = f"{raw.tenant}/{raw.provider}/{provider.provider_event_id(doc)}"
     return Normalized(key, provider.normalize(raw, topic, partition, offset))

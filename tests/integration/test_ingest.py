@@ -231,3 +231,36 @@ async def test_stripe_tolerance_is_configurable(
     async for client in _client(test_settings, kafka_bootstrap, pg_dsn):
         resp = await client.post(f"/webhooks/stripe/{tenant}", content=body, headers=minute_old)
         assert resp.status_code == 200
+
+
+async def test_braintree_challenge_and_get_on_other_providers(
+    test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str
+) -> None:
+    from paywatch.providers import samples_braintree as bt
+    from paywatch.providers.braintree import challenge_response
+
+    tenant = f"{unique}-bt"
+    conn = await asyncpg.connect(pg_dsn)
+    await create_tenant(conn, tenant)
+    box = SecretBox(test_settings.secret_key.get_secret_value())
+    await set_secrets(
+        conn, box, tenant, "braintree", {"public_key": bt.PUBLIC_KEY, "private_key": bt.PRIVATE_KEY}
+    )
+    await conn.close()
+    secrets = [{"public_key": bt.PUBLIC_KEY, "private_key": bt.PRIVATE_KEY}]
+    async for client in _client(test_settings, kafka_bootstrap, pg_dsn):
+        resp = await client.get(
+            f"/webhooks/braintree/{tenant}",
+            params={"bt_challenge": "20f9f8ed05f77439fe955c977e4c8a53"},
+        )
+        assert resp.status_code == 200
+        assert resp.text == challenge_response("20f9f8ed05f77439fe955c977e4c8a53", secrets)
+        assert resp.text.startswith(f"{bt.PUBLIC_KEY}|")
+        assert (await client.get(f"/webhooks/braintree/{tenant}")).status_code == 400
+        assert (
+            await client.get(f"/webhooks/braintree/{tenant}", params={"bt_challenge": "<script>"})
+        ).status_code == 400
+        assert (
+            await client.get("/webhooks/braintree/nobody", params={"bt_challenge": "ab"})
+        ).status_code == 404
+        assert (await client.get(f"/webhooks/stripe/{tenant}")).status_code == 405

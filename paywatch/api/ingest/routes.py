@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from paywatch.api.ingest.appender import RawAppender
 from paywatch.api.ingest.body import BodyTooLarge, read_capped
@@ -147,3 +147,26 @@ async def receive_webhook(provider: str, tenant: str, request: Request) -> JSONR
     REQUESTS.labels(provider if outcome != "unknown_provider" else "-", outcome).inc()
     LATENCY.labels(outcome).observe(time.perf_counter() - started)
     return response
+
+
+@router.get("/webhooks/{provider}/{tenant}", response_model=None)
+async def handshake(provider: str, tenant: str, request: Request) -> Response:
+    """Provider verification handshakes (Braintree `?bt_challenge=`); 405 for the others."""
+    ctx: IngestContext = request.app.state.ingest
+    try:
+        module = get_provider(provider, ctx.providers)
+    except UnknownProvider as exc:
+        return _error(404, "unknown_provider", str(exc))
+    answer = getattr(module, "challenge_response", None)
+    if answer is None:
+        return _error(405, "method_not_allowed", f"{provider} webhooks are POSTed")
+    challenge = request.query_params.get("bt_challenge")
+    if not challenge:
+        return _error(400, "malformed", "missing bt_challenge query parameter")
+    secrets = await ctx.secrets.get(tenant, module.name)
+    if secrets is None:
+        return _error(404, "unknown_tenant", f"no tenant {tenant!r}")
+    try:
+        return PlainTextResponse(answer(challenge, secrets))
+    except VerificationError as exc:
+        return _error(401 if not secrets else 400, "bad_challenge", str(exc))

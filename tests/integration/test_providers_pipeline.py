@@ -1,0 +1,101 @@
+"""Every enabled provider end to end: ingest -> worker -> projector -> query API."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from paywatch.api.ingest.app import create_app as create_ingest
+from paywatch.api.query.app import create_app as create_api
+from paywatch.db import create_pool
+from paywatch.projections.runner import Projector
+from paywatch.providers.registry import PROVIDERS
+from paywatch.schemas.codec import make_codec
+from paywatch.settings import Settings
+from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.store import create_api_key, create_tenant, set_secrets
+from tests.kafka_helpers import eventually
+from tests.procs import log_tail, paywatch_process
+from tests.provider_cases import Case, provider_cases
+
+
+def test_every_enabled_provider_has_a_case() -> None:
+    assert {c.provider for c in provider_cases()} == set(PROVIDERS)
+
+
+async def _setup(settings: Settings, dsn: str, tenant: str, cases: list[Case]) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await create_tenant(conn, tenant)
+        box = SecretBox(settings.secret_key.get_secret_value())
+        for case in cases:
+            await set_secrets(conn, box, tenant, case.provider, case.secrets)
+        return await create_api_key(conn, tenant, "analyst")
+    finally:
+        await conn.close()
+
+
+async def _post(
+    settings: Settings, bootstrap: str, dsn: str, tenant: str, cases: list[Case]
+) -> None:
+    app = create_ingest(settings, bootstrap, dsn)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            for case in cases:
+                for body, headers in case.deliveries:
+                    url = f"/webhooks/{case.provider}/{tenant}"
+                    resp = await client.post(url, content=body, headers=headers)
+                    assert resp.status_code == 200, (case.provider, resp.text)
+
+
+async def test_one_failure_and_recovery_per_provider_reach_the_query_api(
+    test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str, tmp_path: Path
+) -> None:
+    cases = provider_cases()
+    key = await _setup(test_settings, pg_dsn, unique, cases)
+    await _post(test_settings, kafka_bootstrap, pg_dsn, unique, cases)
+    pool = await create_pool(pg_dsn)
+    projector = Projector(test_settings, kafka_bootstrap, pool, make_codec(test_settings))
+    task = asyncio.create_task(projector.run())
+    api = create_api(test_settings, pg_dsn)
+    log = tmp_path / "worker.log"
+    try:
+        with paywatch_process(test_settings, "run", "worker", log=log) as worker:
+            async with api.router.lifespan_context(api):
+                transport = httpx.ASGITransport(app=api)
+                async with httpx.AsyncClient(
+                    transport=transport,
+                    base_url="http://api",
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as client:
+                    for case in cases:
+
+                        async def done(case: Case = case) -> dict[str, object] | None:
+                            assert worker.poll() is None, log_tail(log)
+                            assert not task.done(), task
+                            resp = await client.get(f"/v1/invoices/{case.invoice_ref}")
+                            inv = resp.json() if resp.status_code == 200 else None
+                            return inv if inv and inv["status"] == case.status else None
+
+                        inv = await eventually(done, timeout=120, what=f"{case.provider} invoice")
+                        assert (inv["provider"], inv["amount_minor"], inv["currency"]) == (
+                            case.provider,
+                            case.amount_minor,
+                            case.currency,
+                        )
+                        failures = (
+                            await client.get(
+                                "/v1/failures", params={"invoice_ref": case.invoice_ref}
+                            )
+                        ).json()
+                        assert [f["decline"]["category"] for f in failures["data"]] == [
+                            case.decline_category
+                        ], case.provider
+    finally:
+        projector.stop()
+        await asyncio.wait_for(task, 30)
+        await pool.close()
