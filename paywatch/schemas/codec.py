@@ -10,7 +10,8 @@ to this module):
 * ``RegistryCodec`` (when ``PAYWATCH_SCHEMA_REGISTRY_URL`` is set): Confluent
   wire format, ``00`` + 4-byte big-endian schema id + body, subject
   ``<topic>-value``. It still decodes single-object records, so topics written
-  before the registry was switched on keep replaying.
+  before the registry was switched on keep replaying. It lives in
+  :mod:`paywatch.schemas.registry` and is re-exported here, imported on first use.
 
 Malformed bytes raise :class:`~paywatch.errors.CodecError`, never anything else.
 With a registry, also :class:`~paywatch.errors.Retryable` when it cannot be reached
@@ -34,7 +35,7 @@ from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from pydantic import ValidationError
 
-from paywatch.errors import CodecError, ConfigError, Retryable
+from paywatch.errors import CodecError
 from paywatch.schemas.models import TOPIC_MODELS, DeadLetter, Frozen
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ M = TypeVar("M", bound=Frozen)
 MAGIC = b"\xc3\x01"
 """Marker of Avro single-object encoding."""
 HEADER_LEN = len(MAGIC) + 8
-CONFLUENT_MAGIC = 0
-CONFLUENT_HEADER = struct.Struct(">bI")
 
 TOPIC_VALUE_MODELS: tuple[type[Frozen], ...] = (*TOPIC_MODELS.values(), DeadLetter)
 """Every model that is a topic value; each has ``<Name>.avsc`` in this package."""
@@ -123,7 +122,8 @@ def _history_texts() -> Iterator[str]:
 
 
 @cache
-def _current(model_type: type[Frozen]) -> AvroSchema:
+def current_schema(model_type: type[Frozen]) -> AvroSchema:
+    """The published schema of a topic value model (cached)."""
     if model_type not in TOPIC_VALUE_MODELS:
         raise TypeError(f"{model_type.__name__} is not a topic value model")
     text = resources.files(__package__).joinpath(f"{model_type.__name__}.avsc")
@@ -133,23 +133,23 @@ def _current(model_type: type[Frozen]) -> AvroSchema:
 @cache
 def _published_writers() -> dict[bytes, AvroSchema]:
     schemas = [AvroSchema.from_text(text) for text in _history_texts()]
-    schemas += [_current(model_type) for model_type in TOPIC_VALUE_MODELS]
+    schemas += [current_schema(model_type) for model_type in TOPIC_VALUE_MODELS]
     return {schema.fingerprint: schema for schema in schemas}
 
 
 def load_schema(model_type: type[Frozen]) -> Any:
     """The parsed fastavro schema of a topic value model (cached)."""
-    return _current(model_type).parsed
+    return current_schema(model_type).parsed
 
 
 def schema_text(model_type: type[Frozen]) -> str:
     """The ``.avsc`` text of a topic value model, as published."""
-    return _current(model_type).text
+    return current_schema(model_type).text
 
 
 def fingerprint(model_type: type[Frozen]) -> bytes:
     """8-byte little-endian CRC-64-AVRO fingerprint of the model's canonical schema."""
-    return _current(model_type).fingerprint
+    return current_schema(model_type).fingerprint
 
 
 def _to_avro(model: Frozen, schema: AvroSchema) -> dict[str, Any]:
@@ -157,7 +157,8 @@ def _to_avro(model: Frozen, schema: AvroSchema) -> dict[str, Any]:
     return _tag(model.model_dump(mode="python"), schema.tags)
 
 
-def _write_body(buf: io.BytesIO, schema: AvroSchema, model: Frozen) -> None:
+def write_body(buf: io.BytesIO, schema: AvroSchema, model: Frozen) -> None:
+    """Write the schemaless Avro body of ``model``; raises CodecError when it cannot."""
     try:
         fastavro.schemaless_writer(buf, schema.parsed, _to_avro(model, schema))
     except _ENCODE_ERRORS as exc:
@@ -171,8 +172,9 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _read_body(body: memoryview, writer: AvroSchema, model_type: type[M]) -> M:
-    reader = _current(model_type)
+def read_body(body: memoryview, writer: AvroSchema, model_type: type[M]) -> M:
+    """Read a body written with ``writer``, resolved to ``model_type``'s current schema."""
+    reader = current_schema(model_type)
     if writer.name != reader.name:
         raise CodecError(f"record is a {writer.name}, not a {reader.name}")
     resolve = None if writer.fingerprint == reader.fingerprint else reader.parsed
@@ -209,11 +211,11 @@ class SingleObjectCodec:
 
     def encode(self, model: Frozen, topic: str | None = None) -> bytes:
         """``C3 01`` + fingerprint + body."""
-        schema = _current(type(model))
+        schema = current_schema(type(model))
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(schema.fingerprint)
-        _write_body(buf, schema, model)
+        write_body(buf, schema, model)
         return buf.getvalue()
 
     def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
@@ -224,103 +226,30 @@ class SingleObjectCodec:
         writer = self._writers.get(key)
         if writer is None:
             raise CodecError(f"unknown schema fingerprint {key.hex()}")
-        return _read_body(memoryview(data)[HEADER_LEN:], writer, model_type)
+        return read_body(memoryview(data)[HEADER_LEN:], writer, model_type)
 
 
 @cache
-def _default() -> SingleObjectCodec:
+def default_codec() -> SingleObjectCodec:
+    """The shared SingleObjectCodec of the published schemas."""
     # Built on first use, not at import: it reads the packaged .avsc files.
     return SingleObjectCodec()
 
 
 def encode(model: Frozen) -> bytes:
     """Encode with Avro single-object encoding."""
-    return _default().encode(model)
+    return default_codec().encode(model)
 
 
 def decode(data: bytes, model_type: type[M]) -> M:
     """Decode Avro single-object encoded bytes as ``model_type``."""
-    return _default().decode(data, model_type)
-
-
-class RegistryCodec:
-    """Confluent wire format (``00`` + schema id) against a schema registry."""
-
-    def __init__(self, client: Any, fallback: SingleObjectCodec | None = None) -> None:
-        self._client = client
-        self._fallback = fallback or _default()
-        self._ids: dict[tuple[str, str], int] = {}
-        self._writers: dict[int, AvroSchema] = {}
-
-    @classmethod
-    def from_url(cls, url: str) -> RegistryCodec:
-        """Registry client for ``url`` (``mock://...`` gives confluent-kafka's in-memory one)."""
-        # Imported here: the registry client stack takes ~0.5 s to import.
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        return cls(SchemaRegistryClient.new_client({"url": url}))
-
-    def encode(self, model: Frozen, topic: str | None = None) -> bytes:
-        """Magic 0 + 4-byte schema id of ``<topic>-value`` + body."""
-        if topic is None:
-            raise ValueError("RegistryCodec.encode needs the topic (subject <topic>-value)")
-        schema = _current(type(model))
-        buf = io.BytesIO()
-        buf.write(CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, self._schema_id(topic, schema)))
-        _write_body(buf, schema, model)
-        return buf.getvalue()
-
-    def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
-        """Decode Confluent-framed bytes (or single-object bytes written before)."""
-        if data[:2] == MAGIC:
-            return self._fallback.decode(data, model_type)
-        if len(data) < CONFLUENT_HEADER.size or data[0] != CONFLUENT_MAGIC:
-            raise CodecError("neither Confluent wire format nor single-object encoding")
-        _, schema_id = CONFLUENT_HEADER.unpack_from(data)
-        writer = self._writer(schema_id)
-        return _read_body(memoryview(data)[CONFLUENT_HEADER.size :], writer, model_type)
-
-    def _schema_id(self, topic: str, schema: AvroSchema) -> int:
-        key = (topic, schema.name)
-        if key not in self._ids:
-            from confluent_kafka.schema_registry import Schema
-
-            subject = f"{topic}-value"
-            self._ids[key] = _registry_call(
-                self._client.register_schema, subject, Schema(schema.text, "AVRO")
-            )
-        return self._ids[key]
-
-    def _writer(self, schema_id: int) -> AvroSchema:
-        if schema_id not in self._writers:
-            found = _registry_call(self._client.get_schema, schema_id)
-            if (found.schema_type or "AVRO") != "AVRO":
-                raise CodecError(f"schema id {schema_id} is {found.schema_type}, not Avro")
-            self._writers[schema_id] = AvroSchema.from_text(found.schema_str)
-        return self._writers[schema_id]
-
-
-def _registry_call(fn: Any, *args: Any) -> Any:
-    """Call the registry, translating its errors: refused -> CodecError, down -> Retryable."""
-    import httpx2
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-    try:
-        return fn(*args)
-    except SchemaRegistryError as exc:
-        status = exc.http_status_code
-        if status in (401, 403):
-            raise ConfigError(f"schema registry denied access: {exc}") from exc
-        if 400 <= status < 500 and status not in (408, 429):
-            # Unknown schema id or subject, incompatible or invalid schema: permanent.
-            raise CodecError(f"schema registry refused: {exc}") from exc
-        raise Retryable(f"schema registry unavailable: {exc}") from exc
-    except httpx2.TransportError as exc:
-        raise Retryable(f"schema registry unreachable: {type(exc).__name__}") from exc
+    return default_codec().decode(data, model_type)
 
 
 def make_codec(settings: Settings) -> Codec:
     """RegistryCodec when ``schema_registry_url`` is set, else SingleObjectCodec."""
     if settings.schema_registry_url:
+        from paywatch.schemas.registry import RegistryCodec
+
         return RegistryCodec.from_url(settings.schema_registry_url)
     return SingleObjectCodec()

@@ -12,7 +12,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from paywatch.errors import CodecError, ConfigError, Retryable
 from paywatch.schemas import codec
-from paywatch.schemas.codec import RegistryCodec, SingleObjectCodec, make_codec
+from paywatch.schemas.codec import SingleObjectCodec, make_codec
 from paywatch.schemas.models import (
     Alert,
     AlertWindow,
@@ -20,6 +20,7 @@ from paywatch.schemas.models import (
     PaymentEvent,
     Severity,
 )
+from paywatch.schemas.registry import RegistryCodec
 from paywatch.settings import Settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

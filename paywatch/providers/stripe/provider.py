@@ -1,0 +1,111 @@
+"""The Stripe adapter of the Provider port (reference/webhooks.md §1.1, §2.1, §3.1)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from paywatch.errors import PayloadError
+from paywatch.providers.base import Secrets, event_id
+from paywatch.providers.stripe.fields import created, obj, ref
+from paywatch.providers.stripe.normalize import HANDLERS
+from paywatch.providers.stripe.signature import DEFAULT_TOLERANCE, verify_signature
+from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
+
+
+class StripeProvider:
+    """The Stripe adapter of the Provider port."""
+
+    name: str = "stripe"
+    secret_names: tuple[str, ...] = ("signing_secret",)
+
+    def __init__(self, tolerance: int = DEFAULT_TOLERANCE) -> None:
+        if tolerance < 0:
+            raise ValueError("tolerance must be >= 0 seconds")
+        self.tolerance = tolerance
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
+    ) -> None:
+        """Raise VerificationError unless a v1 signature over the raw body matches a secret.
+
+        ``headers`` keys are expected lowercased (the ingest lowercases them). Stricter than
+        the SDK: timestamps more than ``tolerance`` seconds in the *future* are refused too
+        (the SDK only refuses old ones). ``now`` must be timezone-aware.
+        """
+        verify_signature(body, headers, secrets, now, self.tolerance)
+
+    def parse(self, body: bytes) -> dict[str, Any]:
+        """Decode a Stripe event: a JSON object with ``id``, ``type`` and ``data.object``."""
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise PayloadError("body is not UTF-8") from exc
+        except RecursionError as exc:
+            raise PayloadError("JSON nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
+            raise PayloadError(f"body is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise PayloadError("a Stripe event is a JSON object")
+        for key in ("id", "type"):
+            if not isinstance(doc.get(key), str) or not doc[key]:
+                raise PayloadError(f"Stripe event has no string {key!r}")
+        if not isinstance(obj(doc, "data").get("object"), dict):
+            raise PayloadError("Stripe event has no object 'data.object'")
+        return doc
+
+    def subject(self, doc: Mapping[str, Any]) -> str | None:
+        """Invoice id when the event names one, else the customer id, else None."""
+        evt_type = doc.get("type")
+        data_object = obj(obj(doc, "data"), "object")
+        if not isinstance(evt_type, str):
+            return None
+        if evt_type.startswith("invoice."):
+            return ref(data_object.get("id")) or ref(data_object.get("customer"))
+        if evt_type.startswith("customer.subscription."):
+            return ref(data_object.get("latest_invoice")) or ref(data_object.get("customer"))
+        return ref(data_object.get("invoice")) or ref(data_object.get("customer"))
+
+    def provider_event_id(self, doc: Mapping[str, Any]) -> str:
+        """Stripe's event id (``evt_...``)."""
+        evt_id = doc.get("id")
+        if not isinstance(evt_id, str) or not evt_id:
+            raise PayloadError("Stripe event has no string 'id'")
+        return evt_id
+
+    def normalize(
+        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    ) -> list[PaymentEvent]:
+        """Canonical events of one Stripe webhook; unhandled event types give []."""
+        doc = self.parse(raw.body)
+        evt_type: str = doc["type"]
+        handler = HANDLERS.get(evt_type)
+        fields = handler(doc["data"]) if handler else None
+        # One Stripe event gives at most one canonical event today; the index keeps ids
+        # distinct should a handler ever emit several.
+        drafts = [fields] if fields is not None else []
+        evt_id = self.provider_event_id(doc)
+        raw_ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
+        try:
+            return [
+                PaymentEvent(
+                    event_id=event_id(raw.tenant, raw.provider, evt_id, index),
+                    tenant=raw.tenant,
+                    provider=raw.provider,
+                    source_type=evt_type,
+                    occurred_at=created(doc),
+                    raw=raw_ref,
+                    **draft,
+                )
+                for index, draft in enumerate(drafts)
+            ]
+        except ValidationError as exc:
+            raise PayloadError(f"Stripe event {evt_id} has unexpected field values") from exc
+
+
+stripe = StripeProvider()
+"""The Stripe provider with the SDK's default 300 s tolerance."""
