@@ -21,7 +21,7 @@ CLOSE_TYPES = {
     EventType.INVOICE_VOIDED: SagaState.canceled,
     EventType.INVOICE_UNCOLLECTIBLE: SagaState.exhausted,
 }
-TERMINAL = frozenset({SagaState.recovered, SagaState.canceled, SagaState.exhausted})
+CLOSED = frozenset({SagaState.canceled, SagaState.exhausted})
 
 
 @dataclass(frozen=True)
@@ -185,25 +185,41 @@ def evolve(
 
     `success` is the latest success already in the event log for this invoice, so a
     failure that arrives after its own recovery does not reopen it and the row ends up
-    as if the events had arrived in order. Successes and closes for invoices that never
-    failed create no row.
+    as if the events had arrived in order. A failure *newer* than every success does
+    reopen it (refs such as subscription ids are reused across billing cycles).
+    Successes and closes for invoices that never failed create no row.
     """
     if event.type in FAILURE_TYPES:
         row = _apply_failure(_touch(row, event), event) if row else _new_row(event)
-        if success is not None and success.occurred_at >= event.occurred_at:
-            return _recover(_touch(row, success), success)
-        return row
+        if success is not None:
+            row = _succeed(_touch(row, success), success)
+        return _settle(row)
     if row is None:
         return None
     row = _touch(row, event)
     if event.type in SUCCESS_TYPES:
-        return _recover(row, event)
+        return _settle(_succeed(row, event))
     closed = CLOSE_TYPES.get(event.type)
-    if closed is not None and row.status is not SagaState.recovered:
-        return replace(row, status=closed, canceled_at=_min(row.canceled_at, event.occurred_at))
+    if closed is not None:
+        row = replace(row, canceled_at=_max(row.canceled_at, event.occurred_at))
+        return _settle(row, closed)
     return row
 
 
-def _recover(row: InvoiceRow, success: PaymentEvent) -> InvoiceRow:
-    recovered_at = _min(row.recovered_at, success.occurred_at)
-    return replace(row, status=SagaState.recovered, recovered_at=recovered_at)
+def _succeed(row: InvoiceRow, success: PaymentEvent) -> InvoiceRow:
+    return replace(row, recovered_at=_max(row.recovered_at, success.occurred_at))
+
+
+def _settle(row: InvoiceRow, closed: SagaState | None = None) -> InvoiceRow:
+    """Status from the times alone: the latest of failure, success and close wins.
+
+    A success at or after the last failure recovers; a close after the last failure
+    (and not beaten by a success) cancels or exhausts; otherwise the invoice is failed.
+    """
+    last_failure = row.last_failed_at or _EPOCH
+    if row.recovered_at is not None and row.recovered_at >= last_failure:
+        return replace(row, status=SagaState.recovered)
+    if row.canceled_at is not None and row.canceled_at >= last_failure:
+        kind = closed or (row.status if row.status in CLOSED else SagaState.canceled)
+        return replace(row, status=kind)
+    return replace(row, status=SagaState.failed)

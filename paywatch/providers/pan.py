@@ -16,7 +16,10 @@ What counts as a PAN here:
   timestamps (13 digits until 2286), and 7/8/9 are petroleum, telecom and national
   ranges, not payment cards; excluding them avoids most false positives, which matter
   because a rejected webhook is lost once the provider stops retrying.
-* not a decimal fraction (``0.4242...``) nor an E.164 phone number (``+4930...``).
+* not a decimal fraction (``0.4242...``) nor an E.164 phone number (``+4930...``);
+* not glued to letters (directly or through a dash): provider ids such as PayPal's plan
+  ``P-5ML4271244454362WXNWU5NQ`` hold Luhn-valid runs, and a false positive loses a
+  webhook. A card number pasted into text is still caught (``card 4242 4242 ...``).
 
 Speed: one linear regex pass finds digit chains of 13+ digits (no nested quantifiers, so
 no catastrophic backtracking); each chain is checked with prefix sums, so every candidate
@@ -31,7 +34,13 @@ from itertools import accumulate
 # A maximal chain of digits joined by at most one separator, holding 13+ digits. The
 # lookbehinds pin the match to the chain's start (not after a digit, nor digit+separator)
 # and skip decimal fractions and phone numbers.
-_CHAIN = re.compile(rb"(?<![0-9+])(?<![0-9][ -])(?<![0-9]\.)[0-9](?:[ -]?[0-9]){12,}")
+# A chain glued to letters (``P-5ML4271244454362WXNWU5NQ``, ``WH-1234-...``) is part of an
+# id, not a card number; the possessive ``{12,}+`` stops the engine from backtracking
+# to a shorter chain that would dodge the letter check.
+_CHAIN = re.compile(
+    rb"(?<![0-9A-Za-z+])(?<![0-9][ -])(?<![0-9]\.)(?<![A-Za-z]-)"
+    rb"[0-9](?:[ -]?[0-9]){12,}+(?![A-Za-z])(?!-[A-Za-z])"
+)
 _SEPARATOR = re.compile(rb"[ -]")
 
 _MIN_DIGITS = 13

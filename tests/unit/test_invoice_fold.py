@@ -138,3 +138,27 @@ def test_any_arrival_order_and_duplicates_give_the_same_row(
         "last_event_id",
     )
     assert {k: getattr(got, k) for k in keys} == {k: getattr(expected, k) for k in keys}
+
+
+def test_a_newer_failure_reopens_a_recovered_invoice() -> None:
+    # subscription-level refs are reused: next cycle's failure must show again
+    row = fold(
+        [
+            ev(1, attempt=1),
+            ev(2, EventType.PAYMENT_SUCCEEDED, minutes=5),
+            ev(3, attempt=1, minutes=60 * 24 * 30),
+        ]
+    )
+    assert row is not None and row.status is SagaState.failed
+
+
+def test_an_older_success_does_not_recover_a_newer_failure() -> None:
+    row = fold(
+        [ev(3, minutes=100), ev(1, minutes=0), ev(2, EventType.PAYMENT_SUCCEEDED, minutes=5)]
+    )
+    assert row is not None and row.status is SagaState.failed
+
+
+def test_a_close_older_than_the_last_failure_does_not_close() -> None:
+    row = fold([ev(1, minutes=50), ev(2, EventType.SUBSCRIPTION_CANCELED, minutes=10)])
+    assert row is not None and row.status is SagaState.failed

@@ -67,7 +67,7 @@ def test_contiguous_card_numbers_are_found(pan: str) -> None:
         "4242-4242 4242-4242",
         "memo: 5555 5555 5555 4444.",
         "(4000-0566-5566-5556)",
-        "card4242424242424242x",
+        "card: 4242424242424242;",
     ],
 )
 def test_grouped_card_numbers_are_found(text: str) -> None:
@@ -146,8 +146,12 @@ def _grouped(draw: st.DrawFn, pan: str) -> str:
     return groups[0] + "".join(s + g for s, g in zip(separators, groups[1:], strict=True))
 
 
+_ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Neighbours that end a card number: not digits, separators, '+'/'.', nor ASCII letters
+# (a digit run glued to letters is an id: see test_provider_ids_glued_to_letters...).
 _NOT_DIGIT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="0123456789+. -"), max_size=20
+    alphabet=st.characters(codec="utf-8", exclude_characters="0123456789+. -" + _ASCII_LETTERS),
+    max_size=20,
 )
 
 
@@ -204,3 +208,14 @@ def test_benchmark_256_kib_bodies(capsys: pytest.CaptureFixture[str]) -> None:
                 f"{(time.perf_counter() - started) * 1000:.1f} ms",
                 end="",
             )
+
+
+def test_provider_ids_glued_to_letters_are_not_card_numbers() -> None:
+    # PayPal's documented plan id holds the Luhn-valid run 4271244454362.
+    assert not contains_pan(b'{"plan_id": "P-5ML4271244454362WXNWU5NQ"}')
+    assert not contains_pan(b'{"id": "WH-4242424242424242-ABC"}')
+    assert not contains_pan(b'{"id": "ch_4242424242424242x"}')
+    # ...while card numbers in values and prose are still found
+    assert contains_pan(b'{"note": "card 4242 4242 4242 4242 was declined"}')
+    assert contains_pan(b'{"pan": "4242424242424242"}')
+    assert contains_pan(b"4242-4242-4242-4242,")
