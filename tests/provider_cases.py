@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
 
 from paywatch.providers import samples
 from paywatch.providers import samples_authorizenet as anet
 from paywatch.providers import samples_braintree as bt
+from paywatch.providers import samples_paypal as pp
+from paywatch.providers.paypal.testkit import make_test_pki, mock_paypal, sign_paypal
+
+Handler = Callable[[httpx.Request], httpx.Response]
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class Case:
     amount_minor: int
     currency: str
     decline_category: str
+    http: Handler | None = field(default=None)
+    """What the provider's API answers (PayPal certificates) when ingest calls out."""
 
 
 def _stripe() -> Case:
@@ -86,6 +96,41 @@ def _authorizenet() -> Case:
     )
 
 
+def _paypal() -> Case:
+    now = datetime.now(UTC)
+    pki = make_test_pki(now)
+    bodies = [
+        pp.paypal_body(pp.paypal_payment_failed()),
+        pp.paypal_body(pp.paypal_sale_completed()),
+    ]
+    deliveries = [(b, sign_paypal(b, pp.WEBHOOK_ID, pki.leaf_key)) for b in bodies]
+    return Case(
+        "paypal",
+        {"webhook_id": pp.WEBHOOK_ID},
+        deliveries,
+        pp.SUBSCRIPTION_ID,
+        "recovered",
+        4999,
+        "USD",
+        "SOFT",
+        http=mock_paypal(pki.bundle, now=now),
+    )
+
+
 def provider_cases() -> list[Case]:
     """Every enabled provider's case (signatures made now: build them right before use)."""
-    return [_stripe(), _braintree(), _authorizenet()]
+    return [_stripe(), _paypal(), _braintree(), _authorizenet()]
+
+
+def transport(cases: list[Case]) -> httpx.MockTransport:
+    """One transport answering for every case's provider API (404 for anything else)."""
+    handlers = [c.http for c in cases if c.http is not None]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        for handler in handlers:
+            response = handler(request)
+            if response.status_code != 404:
+                return response
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handle)

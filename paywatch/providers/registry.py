@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
+
 from paywatch.errors import UnknownProvider
 from paywatch.providers.authorizenet import AuthorizeNetProvider, authorizenet
 from paywatch.providers.base import Provider
 from paywatch.providers.braintree import braintree
+from paywatch.providers.paypal import PayPalProvider, paypal
 from paywatch.providers.stripe import StripeProvider, stripe
 from paywatch.settings import Settings
 
@@ -22,13 +25,19 @@ KNOWN_PROVIDERS = (
 )
 """Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (stripe, braintree, authorizenet)}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (stripe, paypal, braintree, authorizenet)}
 """Enabled provider modules by name."""
 
 
-def configured_providers(settings: Settings) -> dict[str, Provider]:
-    """Enabled providers with the operator's settings applied (ingest's verification)."""
-    return {
+def configured_providers(
+    settings: Settings, http: httpx.AsyncClient | None = None
+) -> dict[str, Provider]:
+    """Enabled providers with the operator's settings applied.
+
+    `http` is the ingest's client for providers whose verification calls out (PayPal
+    certificates / verify API); the worker passes none: normalizing never does I/O.
+    """
+    configured: dict[str, Provider] = {
         **PROVIDERS,
         "stripe": StripeProvider(tolerance=settings.stripe_tolerance_s),
         "authorizenet": AuthorizeNetProvider(
@@ -36,6 +45,9 @@ def configured_providers(settings: Settings) -> dict[str, Provider]:
             default_currency=settings.authorizenet_currency,
         ),
     }
+    if http is not None:
+        configured["paypal"] = PayPalProvider(http)
+    return configured
 
 
 def get_provider(name: str, enabled: dict[str, Provider] | None = None) -> Provider:

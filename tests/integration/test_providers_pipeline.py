@@ -20,6 +20,7 @@ from paywatch.tenants.store import create_api_key, create_tenant, set_secrets
 from tests.kafka_helpers import eventually
 from tests.procs import log_tail, paywatch_process
 from tests.provider_cases import Case, provider_cases
+from tests.provider_cases import transport as provider_apis
 
 
 def test_every_enabled_provider_has_a_case() -> None:
@@ -41,7 +42,7 @@ async def _setup(settings: Settings, dsn: str, tenant: str, cases: list[Case]) -
 async def _post(
     settings: Settings, bootstrap: str, dsn: str, tenant: str, cases: list[Case]
 ) -> None:
-    app = create_ingest(settings, bootstrap, dsn)
+    app = create_ingest(settings, bootstrap, dsn, http_transport=provider_apis(cases))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,9 +21,21 @@ from paywatch.tenants.cache import SecretCache
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import valid_secrets
 
+# Providers answer within seconds or the webhook is retried later (503): never hang ingest.
+PROVIDER_HTTP_TIMEOUT_S = 5.0
 
-def create_app(settings: Settings, bootstrap: str, dsn: str) -> FastAPI:
-    """Build the ingest app; connections are opened in the lifespan, not here."""
+
+def create_app(
+    settings: Settings,
+    bootstrap: str,
+    dsn: str,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the ingest app; connections are opened in the lifespan, not here.
+
+    `http_transport` replaces the network for provider calls (tests: httpx.MockTransport).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,6 +47,9 @@ def create_app(settings: Settings, bootstrap: str, dsn: str) -> FastAPI:
             async with pool.acquire() as conn:
                 return await valid_secrets(conn, box, tenant, provider, grace)
 
+        http = httpx.AsyncClient(
+            transport=http_transport, timeout=PROVIDER_HTTP_TIMEOUT_S, follow_redirects=False
+        )
         appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s)
         await appender.start()
         app.state.ingest = IngestContext(
@@ -42,12 +58,13 @@ def create_app(settings: Settings, bootstrap: str, dsn: str) -> FastAPI:
             secrets=SecretCache(load),
             codec=make_codec(settings),
             raw_topic=settings.topic("webhooks.raw"),
-            providers=configured_providers(settings),
+            providers=configured_providers(settings, http),
         )
         try:
             yield
         finally:
             await appender.stop()
+            await http.aclose()
             await pool.close()
 
     app = FastAPI(title="paywatch ingest", lifespan=lifespan, docs_url=None, redoc_url=None)

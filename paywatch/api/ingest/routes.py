@@ -81,7 +81,11 @@ async def _accept(
         raise UnknownTenant(tenant)
     now = datetime.now(UTC)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    provider.verify(body, headers, secrets, now)
+    verify_async = getattr(provider, "verify_async", None)  # providers that call out (PayPal)
+    if verify_async is not None:
+        await verify_async(body, headers, secrets, now)
+    else:
+        provider.verify(body, headers, secrets, now)
     if contains_pan(body):
         raise CardDataError("body contains a card number")
     doc = provider.parse(body)
@@ -135,7 +139,9 @@ async def _handle(
         return "malformed", _error(400, "malformed", str(exc))
     except Retryable as exc:
         log.warning("webhook for %s/%s not acknowledged: %s", tenant, provider_name, exc)
-        return "unavailable", _error(503, "unavailable", "event log unavailable; retry later")
+        return "unavailable", _error(
+            503, "unavailable", "the webhook could not be verified or stored right now; retry"
+        )
 
 
 @router.post("/webhooks/{provider}/{tenant}")
