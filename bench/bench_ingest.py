@@ -1,10 +1,16 @@
 """Ingest throughput: signed Stripe webhooks/s accepted with broker ack vs a bare FastAPI 200.
 
-Run: ``.venv/bin/python bench/bench_ingest.py [--seconds 10] [--connections 16] [--rounds 3]``.
+Run: ``.venv/bin/python bench/bench_ingest.py [--seconds 10] [--connections 16] [--rounds 3]
+[--compare-provider braintree]``.
 Starts its own Kafka + Postgres (``.paywatch/bench-<pid>``, free ports), one
 ``python -m paywatch run ingest`` and the bare app of ``bench/bare_app.py``, loads
 them alternately with ``wrk`` and prints a Markdown report with the ratio measured in
 the same run. Needs ``wrk`` (``apt-get install -y wrk``). About 2 minutes by default.
+
+``--compare-provider braintree`` adds a third target, alternated with the other two in the
+same run: the same ingest process loaded with signed Braintree deliveries
+(``POST /webhooks/braintree/<tenant>``); the report adds the ratio braintree/stripe and
+each ingest target vs the baseline. About 3 minutes.
 PAYWATCH_* variables of the calling shell are ignored: the bench always uses its own stack.
 """
 
@@ -27,8 +33,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -41,6 +48,13 @@ from paywatch.ops.infra import Endpoints, start_infra, stop_infra
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.procs import pid_alive
 from paywatch.providers.samples import sign_stripe, stripe_body, stripe_event, stripe_invoice
+from paywatch.providers.samples_braintree import (
+    BRAINTREE_HEADERS,
+    braintree_body,
+    braintree_notification_xml,
+    braintree_subscription_xml,
+    braintree_transaction_xml,
+)
 from paywatch.settings import DEV_SECRET_KEY, Settings
 from paywatch.streams.topics import WEBHOOKS_RAW, ensure_topics, topic_specs
 from paywatch.tenants.crypto import SecretBox
@@ -57,9 +71,12 @@ WARMUP_S = 2
 THREADS = 2
 READY_TIMEOUT_S = 60.0
 EVENT_TYPE = "invoice.payment_failed"
+BRAINTREE_KIND = "subscription_charged_unsuccessfully"
+COMPARE_PROVIDERS = ("braintree",)
 
 WRK_SCRIPT = r"""
--- Rotate through pre-generated signed Stripe deliveries; thread k sends k, k+T, k+2T...
+-- Rotate through pre-generated signed deliveries ({headers, body} each);
+-- thread k sends k, k+T, k+2T...
 local counter = 0
 local threads = {}
 
@@ -77,8 +94,7 @@ function init(args)
   i = tid
   reqs = {}
   for k, b in ipairs(bodies) do
-    reqs[k] = wrk.format("POST", nil,
-      {["Content-Type"] = "application/json", ["Stripe-Signature"] = b[1]}, b[2])
+    reqs[k] = wrk.format("POST", nil, b[1], b[2])
   end
 end
 
@@ -123,10 +139,12 @@ class Run:
 
 @dataclass
 class Target:
-    """A server under load and the wrk runs against it."""
+    """A server under load, the deliveries wrk sends it and the wrk runs against it."""
 
     name: str
     url: str
+    provider: str = "stripe"  # whose signed deliveries wrk sends (see `deliveries`)
+    ingest: bool = False  # the paywatch ingest process (counted in /metrics and Kafka)
     runs: list[Run] = field(default_factory=list)
     warmups: list[Run] = field(default_factory=list)
 
@@ -139,6 +157,9 @@ class Bench:
     settings: Settings
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     secret: str = field(default_factory=lambda: "whsec_" + secrets.token_hex(16))
+    bt_keys: dict[str, str] = field(default_factory=lambda: {
+        "public_key": "bench_bt_public_" + secrets.token_hex(4),
+        "private_key": "bench_bt_private_" + secrets.token_hex(16)})
     invocations: int = 0
 
 
@@ -151,6 +172,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--rounds", type=int, default=3, help="baseline+ingest rounds")
+    parser.add_argument("--compare-provider", choices=COMPARE_PROVIDERS, default=None,
+                        help="also load ingest with this provider's deliveries, alternated "
+                        "with Stripe's and the baseline in the same run")
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 240:  # Stripe signatures are valid for 300 s
         parser.error("--seconds must be between 1 and 240")
@@ -198,11 +222,12 @@ def seed_jars(settings: Settings) -> Path:
     return kafka.ensure_jars()
 
 
-async def _create_tenant(dsn: str, box: SecretBox, secret: str) -> str:
+async def _create_tenant(dsn: str, box: SecretBox, bench: Bench) -> str:
     conn = await asyncpg.connect(dsn)
     try:
         await create_tenant(conn, TENANT)
-        await set_secrets(conn, box, TENANT, "stripe", {"signing_secret": secret})
+        await set_secrets(conn, box, TENANT, "stripe", {"signing_secret": bench.secret})
+        await set_secrets(conn, box, TENANT, "braintree", bench.bt_keys)
         return str(await conn.fetchval("SHOW server_version"))
     finally:
         await conn.close()
@@ -214,7 +239,7 @@ def start_stack(bench: Bench) -> tuple[Endpoints, str]:
     ends = start_infra(bench.settings)
     ensure_topics(ends.bootstrap, topic_specs(bench.settings), timeout=60.0)
     box = SecretBox(bench.settings.secret_key.get_secret_value())
-    pg_version = asyncio.run(_create_tenant(ends.dsn, box, bench.secret))
+    pg_version = asyncio.run(_create_tenant(ends.dsn, box, bench))
     return ends, pg_version
 
 
@@ -305,6 +330,10 @@ def lua_string(text: str) -> str:
     return f"[{eq}[\n{text}]{eq}]"
 
 
+Delivery = tuple[dict[str, str], str]
+"""(HTTP headers, body) of one pre-generated request."""
+
+
 def signed_bodies(run: int, secret: str) -> Iterator[tuple[str, str]]:
     """BODIES distinct Stripe deliveries (event and invoice ids vary), signed now."""
     now = int(time.time())
@@ -316,23 +345,64 @@ def signed_bodies(run: int, secret: str) -> Iterator[tuple[str, str]]:
         yield sign_stripe(body, secret, now), body.decode("ascii")
 
 
-def write_bodies(bench: Bench) -> tuple[Path, int]:
-    """A fresh Lua table of signed bodies for the next wrk invocation; (path, body size)."""
+def stripe_deliveries(run: int, secret: str) -> Iterator[Delivery]:
+    """`signed_bodies` with their headers."""
+    for sig, body in signed_bodies(run, secret):
+        yield {"Content-Type": "application/json", "Stripe-Signature": sig}, body
+
+
+def braintree_deliveries(run: int, keys: Mapping[str, str]) -> Iterator[Delivery]:
+    """BODIES distinct Braintree `subscription_charged_unsuccessfully` deliveries.
+
+    The timestamp and the subscription and transaction ids vary, so each body has its own
+    dedupe key and, like the Stripe invoices, its own Kafka key (subject = subscription).
+    The signature is in the form (`braintree_body`), so the only header is the content type.
+    """
+    start = datetime.now(UTC).replace(microsecond=0)
+    for i in range(BODIES):
+        ref = f"{run:03d}{i:05d}"
+        stamp = (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sub = f"bt_sub_bench_{ref}"
+        txn = braintree_transaction_xml(transaction_id=f"bt_txn_bench_{ref}",
+                                        subscription_id=sub)
+        xml = braintree_notification_xml(
+            BRAINTREE_KIND, braintree_subscription_xml(subscription_id=sub, transactions=[txn]),
+            timestamp=stamp)
+        body = braintree_body(xml, keys["public_key"], keys["private_key"])
+        yield dict(BRAINTREE_HEADERS), body.decode("ascii")
+
+
+def deliveries(bench: Bench, provider: str, run: int) -> Iterator[Delivery]:
+    """Fresh signed deliveries of `provider` for wrk invocation `run`."""
+    if provider == "braintree":
+        return braintree_deliveries(run, bench.bt_keys)
+    return stripe_deliveries(run, bench.secret)
+
+
+def lua_headers(headers: Mapping[str, str]) -> str:
+    """A Lua table constructor of `headers` (spaces keep `[ [[` from reading as `[[[`)."""
+    return "{" + ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}"
+                           for k, v in headers.items()) + "}"
+
+
+def write_bodies(bench: Bench, provider: str) -> tuple[Path, int]:
+    """A fresh Lua table of signed requests for the next wrk invocation; (path, body size)."""
     bench.invocations += 1
     path = bench.state / "bodies.lua"
     size = 0
     with path.open("w", encoding="ascii") as out:
         out.write("return {\n")
-        for sig, body in signed_bodies(bench.invocations, bench.secret):
-            out.write(f"{{{lua_string(sig)}, {lua_string(body)}}},\n")
+        for headers, body in deliveries(bench, provider, bench.invocations):
+            out.write(f"{{{lua_headers(headers)}, {lua_string(body)}}},\n")
             size = len(body)
         out.write("}\n")
     return path, size
 
 
-def run_wrk(bench: Bench, url: str, seconds: int, connections: int) -> Run:
-    """One wrk invocation pinned to CPU 1; its summary."""
-    bodies, _ = write_bodies(bench)
+def run_wrk(bench: Bench, target: Target, seconds: int, connections: int) -> Run:
+    """One wrk invocation pinned to CPU 1 with fresh deliveries for `target`; its summary."""
+    url = target.url
+    bodies, _ = write_bodies(bench, target.provider)
     script = bench.state / "bench.lua"
     script.write_text(WRK_SCRIPT, encoding="ascii")
     cmd = [*pin(1), "wrk", f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s",
@@ -354,8 +424,8 @@ def load_rounds(bench: Bench, targets: list[Target], args: argparse.Namespace) -
     """Alternate the targets: warmup then a measured run each, `rounds` times."""
     for rnd in range(1, args.rounds + 1):
         for target in targets:
-            target.warmups.append(run_wrk(bench, target.url, WARMUP_S, args.connections))
-            run = run_wrk(bench, target.url, args.seconds, args.connections)
+            target.warmups.append(run_wrk(bench, target, WARMUP_S, args.connections))
+            run = run_wrk(bench, target, args.seconds, args.connections)
             target.runs.append(run)
             progress(f"round {rnd}/{args.rounds} {target.name}: {run.rps:.0f} req/s, "
                      f"p50 {run.p50_ms:.1f} ms, >=400: {run.status_errors}")
@@ -364,20 +434,32 @@ def load_rounds(bench: Bench, targets: list[Target], args: argparse.Namespace) -
 # -- checks -------------------------------------------------------------------
 
 
-def ingest_outcomes(base: str) -> dict[str, int]:
-    """paywatch_ingest_requests_total by outcome, from the ingest's /metrics."""
+Outcomes = dict[tuple[str, str], int]
+"""paywatch_ingest_requests_total by (provider, outcome)."""
+
+
+def ingest_outcomes(base: str) -> Outcomes:
+    """paywatch_ingest_requests_total by provider and outcome, from the ingest's /metrics."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    counts: dict[str, int] = {}
+    counts: Outcomes = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "paywatch_ingest_requests_total":
-                outcome = sample.labels["outcome"]
-                counts[outcome] = counts.get(outcome, 0) + int(sample.value)
+                key = (sample.labels["provider"], sample.labels["outcome"])
+                counts[key] = counts.get(key, 0) + int(sample.value)
     return counts
 
 
-def settled_outcomes(base: str) -> dict[str, int]:
+def by_outcome(outcomes: Outcomes) -> dict[str, int]:
+    """Counts by outcome, summed over providers."""
+    counts: dict[str, int] = {}
+    for (_, outcome), value in outcomes.items():
+        counts[outcome] = counts.get(outcome, 0) + value
+    return counts
+
+
+def settled_outcomes(base: str) -> Outcomes:
     """Outcomes once requests still in flight when wrk stopped have been answered."""
     deadline = time.monotonic() + 15
     previous = ingest_outcomes(base)
@@ -475,16 +557,19 @@ def validity(ingest: Target, outcomes: dict[str, int]) -> str:
     return "Valid: ingest answered every request 200 (no error outcome in /metrics)."
 
 
-def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
-           facts: dict[str, str], outcomes: dict[str, int], checks: list[str]) -> str:
-    """The Markdown report."""
-    base, ingest = targets
-    ratio = statistics.median(r.rps for r in ingest.runs) / statistics.median(
-        r.rps for r in base.runs)
-    rounds = [i.rps / b.rps for b, i in zip(base.runs, ingest.runs, strict=True)]
+def ratio_line(label: str, num: Target, den: Target) -> str:
+    """Median req/s over median req/s, and the same ratio per round."""
+    ratio = statistics.median(r.rps for r in num.runs) / statistics.median(
+        r.rps for r in den.runs)
+    rounds = [n.rps / d.rps for d, n in zip(den.runs, num.runs, strict=True)]
     per_round = ", ".join(f"{r:.3f}" for r in rounds)
-    return "\n".join([
-        "## Ingest throughput: signed Stripe webhooks vs bare FastAPI", "",
+    return (f"**Ratio {label}: {ratio:.3f}** (median req/s over median req/s); per round "
+            f"{per_round}, median {statistics.median(rounds):.3f}.")
+
+
+def setup_lines(args: argparse.Namespace, argv: list[str], facts: dict[str, str]) -> list[str]:
+    """Command, machine and load: the same in both reports."""
+    return [
         f"Command: `{command_line(argv)}`", "",
         f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} "
         f"{platform.release()}; Python {platform.python_version()}; Apache Kafka "
@@ -492,6 +577,23 @@ def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
         f"- Load: wrk -t{THREADS} -c{args.connections}, {args.rounds} rounds x {args.seconds} s "
         f"per target after a {WARMUP_S} s warmup, targets alternated in one run; "
         f"{facts['pinning']}.",
+    ]
+
+
+TABLE_HEAD = [
+    "| target | req/s (median) | req/s per round | p50 ms | p99 ms | status >= 400 "
+    "| socket errors |",
+    "|---|---:|---|---:|---:|---:|---:|",
+]
+
+
+def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
+           facts: dict[str, str], outcomes: dict[str, int], checks: list[str]) -> str:
+    """The Markdown report."""
+    base, ingest = targets
+    return "\n".join([
+        "## Ingest throughput: signed Stripe webhooks vs bare FastAPI", "",
+        *setup_lines(args, argv, facts),
         f"- Bodies: {BODIES} distinct `{EVENT_TYPE}` deliveries per wrk run ({facts['size']} "
         "bytes, `stripe_body`), each with a fresh `Stripe-Signature`, rotated; same requests "
         "to both targets.",
@@ -499,13 +601,74 @@ def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
         f"`{WEBHOOKS_RAW}` with acks=all, {facts['partitions']} partitions, 200 after the ack). "
         "baseline: `bench/bare_app.py` `POST /plain` reads the body and returns 200; same "
         "uvicorn settings (`paywatch.ops.processes._serve`).", "",
-        "| target | req/s (median) | req/s per round | p50 ms | p99 ms | status >= 400 "
-        "| socket errors |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        *TABLE_HEAD,
         target_row(base), target_row(ingest), "",
-        f"**Ratio ingest/baseline: {ratio:.3f}** (median req/s over median req/s); per round "
-        f"{per_round}, median {statistics.median(rounds):.3f}.", "",
+        ratio_line("ingest/baseline", ingest, base), "",
         validity(ingest, outcomes), "", *checks,
+    ])
+
+
+def compare_kafka_lines(ingests: list[Target], outcomes: Outcomes, records: int,
+                        conns: int) -> list[str]:
+    """The proof that every accepted webhook of every provider is in Kafka."""
+    accepted = by_outcome(outcomes).get("accepted", 0)
+    per_target, fits = [], records == accepted
+    for target in ingests:
+        wrk_ok = sum(r.ok for r in target.runs + target.warmups)
+        mine = outcomes.get((target.provider, "accepted"), 0)
+        in_flight, bound = mine - wrk_ok, conns * len(target.runs + target.warmups)
+        fits = fits and 0 <= in_flight <= bound
+        per_target.append(f"{target.provider}: /metrics {mine} accepted, wrk {wrk_ok} 2xx, "
+                          f"{in_flight} answered after wrk stopped reading (at most {bound})")
+    verdict = "OK" if fits else "MISMATCH"
+    return [
+        f"- `{WEBHOOKS_RAW}` holds **{records}** records (sum of high watermarks); ingest's "
+        f"/metrics counted **{accepted}** accepted over both providers (warmups included).",
+        f"- Per provider: {'; '.join(per_target)}. Requests in flight at the end of a run are "
+        f"answered after wrk stops reading: at most connections x runs. **{verdict}**: every "
+        "webhook ingest answered 200 is in Kafka.",
+    ]
+
+
+def compare_validity(ingests: list[Target], outcomes: Outcomes) -> str:
+    """Whether the ingest figures of both providers can be used."""
+    runs = [r for target in ingests for r in target.runs + target.warmups]
+    bad = sum(r.status_errors + r.socket_errors for r in runs)
+    others = {f"{p}/{o}": v for (p, o), v in outcomes.items() if o != "accepted" and v}
+    if bad or others:
+        return (f"**INVALID**: ingest answered {bad} requests with >= 400 or a socket error "
+                f"(outcomes {others}); the figures above do not measure accepted webhooks.")
+    return ("Valid: ingest answered every request of both providers 200 (no error outcome in "
+            "/metrics).")
+
+
+def compare_report(args: argparse.Namespace, argv: list[str], targets: list[Target],
+                   facts: dict[str, str], outcomes: Outcomes, checks: list[str]) -> str:
+    """The Markdown report of `--compare-provider`: baseline, ingest Stripe, ingest <other>."""
+    base, stripe, other = targets
+    name = other.provider
+    return "\n".join([
+        f"## Ingest throughput: signed Stripe vs {name.capitalize()} webhooks vs bare FastAPI",
+        "", *setup_lines(args, argv, facts),
+        f"- Bodies: {BODIES} distinct deliveries per wrk run, freshly signed, rotated. Stripe: "
+        f"`{EVENT_TYPE}` ({facts['size']} bytes, `stripe_body`, `Stripe-Signature` header), "
+        f"sent to the baseline and to ingest stripe. Braintree: `{BRAINTREE_KIND}` "
+        f"({facts['bt_size']} bytes, `braintree_body`: form with `bt_signature` and base64 XML "
+        "`bt_payload`, content type application/x-www-form-urlencoded); timestamp, "
+        "subscription and transaction ids vary, so each is a distinct delivery with its own "
+        "Kafka key.",
+        f"- ingest: one `python -m paywatch run ingest` serves both ingest targets, "
+        f"`POST /webhooks/stripe/{TENANT}` and `POST /webhooks/{name}/{TENANT}` (verify "
+        f"signature, PAN scan, parse, append to `{WEBHOOKS_RAW}` with acks=all, "
+        f"{facts['partitions']} partitions, 200 after the ack). baseline: `bench/bare_app.py` "
+        "`POST /plain` reads the body and returns 200; same uvicorn settings "
+        "(`paywatch.ops.processes._serve`).", "",
+        *TABLE_HEAD,
+        target_row(base), target_row(stripe), target_row(other), "",
+        "- " + ratio_line(f"{name}/stripe", other, stripe),
+        "- " + ratio_line("stripe/baseline", stripe, base),
+        "- " + ratio_line(f"{name}/baseline", other, base), "",
+        compare_validity([stripe, other], outcomes), "", *checks,
     ])
 
 
@@ -533,8 +696,17 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
     ingest_url = f"http://127.0.0.1:{ingest_port}"
     wait_ready(bench.procs[0], ingest_log, f"{ingest_url}/health", None)
     wait_ready(bench.procs[1], base_log, f"http://127.0.0.1:{base_port}/plain", b"")
-    targets = [Target("baseline", f"http://127.0.0.1:{base_port}/plain"),
-               Target("ingest", f"{ingest_url}/webhooks/stripe/{TENANT}")]
+    base = Target("baseline", f"http://127.0.0.1:{base_port}/plain")
+    if args.compare_provider:
+        other = args.compare_provider
+        targets = [base,
+                   Target("ingest stripe", f"{ingest_url}/webhooks/stripe/{TENANT}",
+                          ingest=True),
+                   Target(f"ingest {other}", f"{ingest_url}/webhooks/{other}/{TENANT}",
+                          provider=other, ingest=True)]
+    else:
+        targets = [base, Target("ingest", f"{ingest_url}/webhooks/stripe/{TENANT}",
+                                ingest=True)]
     progress("servers ready; loading")
     load_rounds(bench, targets, args)
     outcomes = settled_outcomes(ingest_url)
@@ -546,10 +718,15 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
         "pinning": "servers on CPU 0, wrk on CPU 1 (taskset), Kafka/Postgres unpinned"
         if pin(0) else "no CPU pinning (taskset missing or one CPU)",
         "size": str(len(next(signed_bodies(0, bench.secret))[1])),
+        "bt_size": str(len(next(braintree_deliveries(0, bench.bt_keys))[1])),
         "partitions": str(bench.settings.topic_partitions),
     }
-    checks = kafka_lines(targets[1], outcomes, records, args.connections)
-    return report(args, argv, targets, facts, outcomes, checks)
+    if args.compare_provider:
+        ingests = [t for t in targets if t.ingest]
+        checks = compare_kafka_lines(ingests, outcomes, records, args.connections)
+        return compare_report(args, argv, targets, facts, outcomes, checks)
+    checks = kafka_lines(targets[1], by_outcome(outcomes), records, args.connections)
+    return report(args, argv, targets, facts, by_outcome(outcomes), checks)
 
 
 def main(argv: list[str]) -> int:

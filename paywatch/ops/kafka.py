@@ -219,12 +219,11 @@ class EmbeddedKafka:
     def _format_storage(self) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            cluster_id,
+            new_cluster_id(),
             "-c",
             str(self.config_file),
             heap="256m",
@@ -332,3 +331,15 @@ def _fetch_jars(libs: Path) -> None:
             "Maven Central must be reachable once; or set PAYWATCH_KAFKA_BOOTSTRAP."
         )
     (libs / JARS_MARKER).write_text(_pom_digest() + "\n", encoding="utf-8")
+
+
+def new_cluster_id() -> str:
+    """A random 22-character base64url cluster id that does not start with '-'.
+
+    The storage tool's argument parser takes a leading '-' for an option (1 id in 64 would
+    fail to format); Kafka's own Uuid.randomUuid() avoids such ids for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
