@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     # Ingest behaviour.
     ingest_ack_timeout_s: float = Field(5.0, gt=0)
     stripe_tolerance_s: int = Field(300, ge=0)
+    generic_tolerance_s: int = Field(300, ge=0)  # Standard Webhooks: ±5 min
     # Authorize.Net: the Signature Key is used as its ASCII text by default; some accounts
     # need the hex-decoded bytes (reference/webhooks.md §2.4, unverified). Its payloads
     # carry no currency, so amounts are read in this one.

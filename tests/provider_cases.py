@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 import httpx
 
 from paywatch.providers import samples
+from paywatch.providers import samples_adyen as ady
 from paywatch.providers import samples_authorizenet as anet
 from paywatch.providers import samples_braintree as bt
+from paywatch.providers import samples_checkout as cko
+from paywatch.providers import samples_generic as gen
 from paywatch.providers import samples_paypal as pp
 from paywatch.providers.paypal.testkit import make_test_pki, mock_paypal, sign_paypal
 
@@ -117,9 +120,65 @@ def _paypal() -> Case:
     )
 
 
+def _adyen() -> Case:
+    ref = "INV-ADY-1"
+    bodies = [
+        ady.adyen_body(ady.adyen_failure(merchant_reference=ref)),
+        ady.adyen_body(ady.adyen_recovery(merchant_reference=ref)),
+    ]
+    return Case(
+        "adyen",
+        {"hmac_key": ady.HMAC_KEY},
+        [(b, ady.adyen_headers(b)) for b in bodies],
+        ref,
+        "recovered",
+        4900,
+        "EUR",
+        "SOFT",
+    )
+
+
+def _checkout() -> Case:
+    ref = "INV-CKO-1"
+    bodies = [
+        cko.checkout_body(cko.checkout_failure(reference=ref)),
+        cko.checkout_body(cko.checkout_recovery(reference=ref)),
+    ]
+    return Case(
+        "checkout",
+        {"signature_key": cko.SIGNATURE_KEY},
+        [(b, cko.checkout_headers(b)) for b in bodies],
+        ref,
+        "recovered",
+        4900,
+        "EUR",
+        "SOFT",
+    )
+
+
+def _generic() -> Case:
+    ref, now = "INV-GEN-1", int(time.time())
+    failed = gen.generic_body(gen.generic_failure(invoice_ref=ref))
+    paid = gen.generic_body(gen.generic_recovery(invoice_ref=ref))
+    deliveries = [
+        (failed, gen.generic_headers(failed, timestamp=now)),
+        (paid, gen.generic_headers(paid, msg_id=gen.RECOVERY_MSG_ID, timestamp=now)),
+    ]
+    return Case(
+        "generic",
+        {"signing_secret": gen.SIGNING_SECRET},
+        deliveries,
+        ref,
+        "recovered",
+        4999,
+        "EUR",
+        "SOFT",
+    )
+
+
 def provider_cases() -> list[Case]:
     """Every enabled provider's case (signatures made now: build them right before use)."""
-    return [_stripe(), _paypal(), _braintree(), _authorizenet()]
+    return [_stripe(), _paypal(), _braintree(), _authorizenet(), _adyen(), _checkout(), _generic()]
 
 
 def transport(cases: list[Case]) -> httpx.MockTransport:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import httpx
 
 from paywatch.errors import UnknownProvider
+from paywatch.providers.adyen import adyen
 from paywatch.providers.authorizenet import AuthorizeNetProvider, authorizenet
 from paywatch.providers.base import Provider
 from paywatch.providers.braintree import braintree
+from paywatch.providers.checkout import checkout
+from paywatch.providers.generic import GenericProvider, generic
 from paywatch.providers.paypal import PayPalProvider, paypal
 from paywatch.providers.stripe import StripeProvider, stripe
 from paywatch.settings import Settings
@@ -25,7 +28,9 @@ KNOWN_PROVIDERS = (
 )
 """Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (stripe, paypal, braintree, authorizenet)}
+PROVIDERS: dict[str, Provider] = {
+    p.name: p for p in (stripe, paypal, braintree, authorizenet, adyen, checkout, generic)
+}
 """Enabled provider modules by name."""
 
 
@@ -40,6 +45,7 @@ def configured_providers(
     configured: dict[str, Provider] = {
         **PROVIDERS,
         "stripe": StripeProvider(tolerance=settings.stripe_tolerance_s),
+        "generic": GenericProvider(tolerance=settings.generic_tolerance_s),
         "authorizenet": AuthorizeNetProvider(
             key_form=settings.authorizenet_key_form,
             default_currency=settings.authorizenet_currency,

@@ -264,3 +264,51 @@ async def test_braintree_challenge_and_get_on_other_providers(
             await client.get("/webhooks/braintree/nobody", params={"bt_challenge": "ab"})
         ).status_code == 404
         assert (await client.get(f"/webhooks/stripe/{tenant}")).status_code == 405
+
+
+def _luhn_valid_id(prefix: str, length: int) -> str:
+    from paywatch.providers.pan import luhn_valid
+
+    for n in range(10**6):
+        candidate = f"{prefix}{n:0{length - len(prefix)}d}"
+        if luhn_valid(candidate.encode()):
+            return candidate
+    raise AssertionError("no Luhn-valid id found")
+
+
+async def test_adyen_reply_and_checkout_network_ids_are_not_card_numbers(
+    test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str
+) -> None:
+    from paywatch.providers import samples_adyen as ady
+    from paywatch.providers import samples_checkout as cko
+
+    tenant = f"{unique}-pp"
+    conn = await asyncpg.connect(pg_dsn)
+    await create_tenant(conn, tenant)
+    box = SecretBox(test_settings.secret_key.get_secret_value())
+    await set_secrets(conn, box, tenant, "adyen", {"hmac_key": ady.HMAC_KEY})
+    await set_secrets(conn, box, tenant, "checkout", {"signature_key": cko.SIGNATURE_KEY})
+    await conn.close()
+    scheme_id = _luhn_valid_id("4", 15)  # a Visa transaction id that passes Luhn by chance
+    event = cko.checkout_failure()
+    event["data"]["scheme_id"] = scheme_id
+    checkout_body = cko.checkout_body(event)
+    with_pan = cko.checkout_failure()
+    with_pan["data"]["description"] = "card 4242 4242 4242 4242"
+    pan_body = cko.checkout_body(with_pan)
+    adyen_body = ady.adyen_body(ady.adyen_failure())
+    async for client in _client(test_settings, kafka_bootstrap, pg_dsn):
+        resp = await client.post(
+            f"/webhooks/adyen/{tenant}", content=adyen_body, headers=ady.adyen_headers(adyen_body)
+        )
+        assert (resp.status_code, resp.text) == (200, "[accepted]")
+        resp = await client.post(
+            f"/webhooks/checkout/{tenant}",
+            content=checkout_body,
+            headers=cko.checkout_headers(checkout_body),
+        )
+        assert resp.status_code == 200, resp.text
+        resp = await client.post(
+            f"/webhooks/checkout/{tenant}", content=pan_body, headers=cko.checkout_headers(pan_body)
+        )
+        assert resp.status_code == 422

@@ -493,7 +493,7 @@ def test_registry_serves_stripe_and_knows_the_contract_list() -> None:
         "generic",
     }
     with pytest.raises(UnknownProvider, match="not enabled"):
-        registry.get_provider("paypal")
+        registry.get_provider("xero")
     with pytest.raises(UnknownProvider, match="unknown provider"):
         registry.get_provider("venmo")
 
