@@ -1,0 +1,152 @@
+"""The QuickBooks Online adapter of the Provider port, plus the thin-webhook hooks.
+
+reference/webhooks.md §1.6, §2.6, §3.6, §4: ``intuit-signature`` = base64(HMAC-SHA256(
+verifier token as UTF-8, raw body)); the verifier token is not the OAuth client secret.
+Deliveries come in the legacy ``eventNotifications`` format or as CloudEvents (an array);
+both carry ids only, so invoices and payments are fetched, then normalized. Intuit retries
+any non-200 and may hold later events back behind a failing one (§4), so ingest should
+answer fast and only reject what is really bad.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from paywatch.errors import PayloadError
+from paywatch.providers import pan
+from paywatch.providers.base import Secrets
+from paywatch.providers.quickbooks import documents, events
+from paywatch.providers.quickbooks.api import QuickBooksApi
+from paywatch.providers.xero.fetched import LedgerRules, RawCoords, currency_code
+from paywatch.providers.xero.thin import ResourceRef, verify_b64_hmac
+from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
+
+SIGNATURE_HEADER = "intuit-signature"
+
+
+class QuickBooksProvider:
+    """QuickBooks Online webhooks: thin, signed; entities are fetched, then normalized.
+
+    ``grace_days`` (default 0) and ``overdue_category`` (default ACTION) as for Xero;
+    ``default_currency`` (default None): currency of invoices without ``CurrencyRef`` (None
+    leaves their amounts unset); ``collapse_repeats`` (default True): one fetch per entity
+    and event type per delivery.
+    """
+
+    name: str = "quickbooks"
+    secret_names: tuple[str, ...] = ("verifier_token",)
+    optional_secret_names: tuple[str, ...] = (
+        "client_id",
+        "client_secret",
+        "refresh_token",
+        "api_base",
+    )
+    thin: bool = True
+    empty_ack: bool = False
+
+    def __init__(
+        self,
+        *,
+        grace_days: int = 0,
+        overdue_category: DeclineCategory = DeclineCategory.ACTION,
+        default_currency: str | None = None,
+        collapse_repeats: bool = True,
+    ) -> None:
+        self.rules = LedgerRules(grace_days=grace_days, overdue_category=overdue_category)
+        try:
+            self.default_currency = currency_code(default_currency)
+        except PayloadError as exc:
+            raise ValueError("default_currency must be an ISO 4217 code") from exc
+        self.collapse_repeats = collapse_repeats
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
+    ) -> None:
+        """Raise VerificationError unless ``intuit-signature`` signs the raw body (no time)."""
+        verify_b64_hmac(
+            body,
+            headers,
+            secrets,
+            header_name=SIGNATURE_HEADER,
+            secret_name="verifier_token",  # noqa: S106 (the secret's name, not its value)
+            what="QuickBooks",
+        )
+
+    def contains_pan(self, body: bytes) -> bool:
+        """Card-number check that ignores realm ids (``pan.contains_pan`` would not).
+
+        Ingest hook: use it instead of ``pan.contains_pan`` for this provider. A body that is
+        not JSON is scanned as raw bytes.
+        """
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return pan.contains_pan(body)
+        scrubbed = json.dumps(events.without_realm_ids(doc), ensure_ascii=False)
+        return pan.contains_pan(scrubbed.encode("utf-8", "surrogatepass"))
+
+    def parse(self, body: bytes) -> dict[str, Any]:
+        """Legacy delivery as is, CloudEvents as ``{"cloudevents": [...]}``."""
+        return events.parse_delivery(body)
+
+    def handshake(self, doc: Mapping[str, Any]) -> bool:
+        """Intuit has no handshake delivery."""
+        return False
+
+    def subject(self, doc: Mapping[str, Any]) -> str | None:
+        """The one entity id of the delivery, else its one realm id, else None."""
+        return events.subject(doc)
+
+    def provider_event_id(self, doc: Mapping[str, Any]) -> str:
+        """The CloudEvent id, or a content hash of the delivery."""
+        return events.delivery_key(doc)
+
+    def normalize(
+        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    ) -> list[PaymentEvent]:
+        """Always []: a thin webhook says nothing before its entities are fetched."""
+        self.parse(raw.body)
+        return []
+
+    def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:
+        """The invoices and payments a parsed delivery asks to fetch, in delivery order."""
+        return events.references(doc, collapse_repeats=self.collapse_repeats)
+
+    def follow_ups(self, ref: ResourceRef, document: bytes, status: int = 200) -> list[ResourceRef]:
+        """The invoices a fetched payment pays (fetch them too)."""
+        return documents.follow_ups(ref, document, status)
+
+    def normalize_fetched(
+        self,
+        tenant: str,
+        ref: ResourceRef,
+        document: bytes,
+        raw_coords: RawCoords,
+        index: int = 0,
+        *,
+        status: int = 200,
+    ) -> list[PaymentEvent]:
+        """Canonical events of one fetched entity (pure; see ``quickbooks.documents``)."""
+        return documents.normalize_document(
+            tenant,
+            ref,
+            document,
+            raw_coords,
+            index,
+            status=status,
+            rules=self.rules,
+            default_currency=self.default_currency,
+        )
+
+    def api(self, http: httpx.AsyncClient, **options: Any) -> QuickBooksApi:
+        """A QBO API client (options: minor_version, token_url, max_bytes, clock)."""
+        return QuickBooksApi(http, **options)
+
+
+quickbooks = QuickBooksProvider()
+"""The QuickBooks Online provider with defaults."""
