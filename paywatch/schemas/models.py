@@ -172,6 +172,13 @@ class RecoveryCommand(Frozen):
     reason: str
     rule: RuleRef
     cause_event_id: str | None = None
+    provider: str | None = None
+    customer_ref: str | None = None
+    subscription_ref: str | None = None
+    payment_ref: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    decline_category: DeclineCategory | None = None
 
 
 class SagaTransition(Frozen):
@@ -230,8 +237,40 @@ class DeadLetter(Frozen):
     failed_at: datetime
 
 
+class FetchedRef(Frozen):
+    """The provider resource a thin webhook named (``ResourceRef`` in the log)."""
+
+    tenant_ref: str
+    kind: str
+    resource_id: str
+    event_type: str
+    event_time: datetime
+    index: int
+    fetch: bool = True
+
+
+class FetchedDocument(Frozen):
+    """A provider document fetched for a thin webhook (topic ``webhooks.fetched``).
+
+    Logged before it is normalized, so replay and re-normalization never call the
+    provider again. Key ``tenant/provider/resource_id``.
+    """
+
+    fetch_id: str
+    tenant: str
+    provider: str
+    ref: FetchedRef
+    status: int
+    content_type: str = ""
+    document: bytes
+    fetched_at: datetime
+    source: RawRef
+    parent_resource_id: str | None = None
+
+
 TOPIC_MODELS: dict[str, type[Frozen]] = {
     "webhooks.raw": RawWebhook,
+    "webhooks.fetched": FetchedDocument,
     "payments.events": PaymentEvent,
     "recovery.commands": RecoveryCommand,
     "recovery.transitions": SagaTransition,
