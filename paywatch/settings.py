@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     authorizenet_key_form: Literal["ascii", "hex", "both"] = "ascii"
     authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     projector_batch: int = Field(500, ge=1, le=10_000)
+    # Thin webhooks (Xero, QuickBooks): the worker fetches the invoices they name.
+    # Token URLs are settings, not tenant secrets: one per provider sandbox/region.
+    xero_token_url: str | None = None  # default https://identity.xero.com/connect/token
+    quickbooks_token_url: str | None = None  # default Intuit's bearer-token endpoint
+    quickbooks_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+    ledger_grace_days: int = Field(0, ge=0, le=365)  # days past due before INVOICE_OVERDUE
+    fetch_timeout_s: float = Field(10.0, gt=0)  # one provider API request
+    fetch_deadline_s: float = Field(300.0, gt=0)  # retrying one webhook's fetches, then DLQ
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Settings:

@@ -22,6 +22,9 @@ _FIELDS = (
     "table_store",
     "table_standby_replicas",
     "time_scale",
+    "xero_token_url",
+    "quickbooks_token_url",
+    "fetch_deadline_s",
 )
 
 
@@ -29,7 +32,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces `settings` in a child process."""
     env = dict(os.environ)
     for name in _FIELDS:
-        env[f"PAYWATCH_{name.upper()}"] = str(getattr(settings, name))
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"PAYWATCH_{name.upper()}"] = str(value)
     env["PAYWATCH_STATE_DIR"] = str(settings.state_path)
     if settings.kafka_bootstrap:
         env["PAYWATCH_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap

@@ -16,7 +16,10 @@ from paywatch.providers import samples_braintree as bt
 from paywatch.providers import samples_checkout as cko
 from paywatch.providers import samples_generic as gen
 from paywatch.providers import samples_paypal as pp
+from paywatch.providers import samples_quickbooks as qbo
+from paywatch.providers import samples_xero as xs
 from paywatch.providers.paypal.testkit import make_test_pki, mock_paypal, sign_paypal
+from tests.fake_ledgers import Ledgers, quickbooks_path, xero_path
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -35,6 +38,11 @@ class Case:
     decline_category: str
     http: Handler | None = field(default=None)
     """What the provider's API answers (PayPal certificates) when ingest calls out."""
+    documents: list[dict[str, bytes]] = field(default_factory=list)
+    """Thin webhooks: before delivery i, the fake ledger API serves documents[i]
+    (request path -> JSON); the next delivery waits until the invoice shows
+    ``between`` (fetches return the *current* state, so stages must not overlap)."""
+    between: str = "failed"
 
 
 def _stripe() -> Case:
@@ -176,9 +184,73 @@ def _generic() -> Case:
     )
 
 
-def provider_cases() -> list[Case]:
-    """Every enabled provider's case (signatures made now: build them right before use)."""
-    return [_stripe(), _paypal(), _braintree(), _authorizenet(), _adyen(), _checkout(), _generic()]
+def _xero(ledgers: Ledgers) -> Case:
+    bodies = [xs.xero_body(xs.xero_failure()), xs.xero_body(xs.xero_recovery())]
+    return Case(
+        "xero",
+        {
+            "webhook_key": xs.WEBHOOK_KEY,
+            "client_id": xs.CLIENT_ID,
+            "client_secret": xs.CLIENT_SECRET,
+            "refresh_token": xs.REFRESH_TOKEN,
+            "api_base": ledgers.api_base("xero"),
+        },
+        [(b, xs.xero_headers(b)) for b in bodies],
+        xs.INVOICE_ID,
+        "recovered",
+        4900,
+        "USD",
+        "ACTION",
+        documents=[
+            {xero_path(): xs.xero_body(xs.xero_overdue())},
+            {xero_path(): xs.xero_body(xs.xero_paid())},
+        ],
+    )
+
+
+def _quickbooks(ledgers: Ledgers) -> Case:
+    bodies = [qbo.qbo_body(qbo.qbo_failure()), qbo.qbo_body(qbo.qbo_recovery())]
+    invoice = quickbooks_path("invoice", qbo.INVOICE_ID)
+    payment = quickbooks_path("payment", qbo.PAYMENT_ID)
+    return Case(
+        "quickbooks",
+        {
+            "verifier_token": qbo.VERIFIER_TOKEN,
+            "client_id": qbo.CLIENT_ID,
+            "client_secret": qbo.CLIENT_SECRET,
+            "refresh_token": qbo.REFRESH_TOKEN,
+            "api_base": ledgers.api_base("quickbooks"),
+        },
+        [(b, qbo.quickbooks_headers(b)) for b in bodies],
+        qbo.INVOICE_ID,
+        "recovered",
+        4900,
+        "USD",
+        "ACTION",
+        documents=[
+            {invoice: qbo.qbo_body(qbo.qbo_overdue())},
+            {invoice: qbo.qbo_body(qbo.qbo_paid()), payment: qbo.qbo_body(qbo.qbo_payment())},
+        ],
+    )
+
+
+def provider_cases(ledgers: Ledgers | None = None) -> list[Case]:
+    """Every enabled provider's case (signatures made now: build them right before use).
+
+    ``ledgers``: where the fake Xero/QuickBooks APIs answer (a dummy address when absent).
+    """
+    ledgers = ledgers or Ledgers(base="http://127.0.0.1:9", fakes={})
+    return [
+        _stripe(),
+        _paypal(),
+        _braintree(),
+        _authorizenet(),
+        _xero(ledgers),
+        _quickbooks(ledgers),
+        _adyen(),
+        _checkout(),
+        _generic(),
+    ]
 
 
 def transport(cases: list[Case]) -> httpx.MockTransport:

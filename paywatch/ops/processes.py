@@ -52,7 +52,7 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     from paywatch.streams.app import create_worker
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
-    worker = create_worker(settings, ends.bootstrap)
+    worker = create_worker(settings, ends.bootstrap, ends.dsn)
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
 
 

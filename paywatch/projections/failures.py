@@ -17,9 +17,13 @@ INSERT = (
 )
 
 
+FAILURE_ROW_TYPES = frozenset({EventType.PAYMENT_FAILED, EventType.INVOICE_OVERDUE})
+"""One failures row per failed attempt; for ledgers, per invoice gone overdue."""
+
+
 def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...] | None:
-    """The failures row of a PAYMENT_FAILED event, else None."""
-    if event.type is not EventType.PAYMENT_FAILED:
+    """The failures row of a failed collection (PAYMENT_FAILED, INVOICE_OVERDUE), else None."""
+    if event.type not in FAILURE_ROW_TYPES:
         return None
     d = event.decline
     pm = event.payment_method

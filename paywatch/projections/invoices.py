@@ -14,7 +14,11 @@ from typing import Any
 
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, SagaState
 
-FAILURE_TYPES = frozenset({EventType.PAYMENT_FAILED, EventType.SUBSCRIPTION_PAST_DUE})
+FAILURE_TYPES = frozenset(
+    {EventType.PAYMENT_FAILED, EventType.SUBSCRIPTION_PAST_DUE, EventType.INVOICE_OVERDUE}
+)
+"""Events that (re)open an invoice as failed. Ledgers (Xero, QuickBooks) have no payment
+failures: an unpaid invoice past its due date is their failure."""
 SUCCESS_TYPES = frozenset({EventType.PAYMENT_SUCCEEDED, EventType.SUBSCRIPTION_REACTIVATED})
 CLOSE_TYPES = {
     EventType.SUBSCRIPTION_CANCELED: SagaState.canceled,

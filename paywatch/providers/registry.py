@@ -12,7 +12,9 @@ from paywatch.providers.braintree import braintree
 from paywatch.providers.checkout import checkout
 from paywatch.providers.generic import GenericProvider, generic
 from paywatch.providers.paypal import PayPalProvider, paypal
+from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
 from paywatch.providers.stripe import StripeProvider, stripe
+from paywatch.providers.xero import XeroProvider, xero
 from paywatch.settings import Settings
 
 KNOWN_PROVIDERS = (
@@ -29,7 +31,8 @@ KNOWN_PROVIDERS = (
 """Every provider name of the contract (ARCHITECTURE §6); only PROVIDERS are enabled."""
 
 PROVIDERS: dict[str, Provider] = {
-    p.name: p for p in (stripe, paypal, braintree, authorizenet, adyen, checkout, generic)
+    p.name: p
+    for p in (stripe, paypal, braintree, authorizenet, xero, quickbooks, adyen, checkout, generic)
 }
 """Enabled provider modules by name."""
 
@@ -49,6 +52,10 @@ def configured_providers(
         "authorizenet": AuthorizeNetProvider(
             key_form=settings.authorizenet_key_form,
             default_currency=settings.authorizenet_currency,
+        ),
+        "xero": XeroProvider(grace_days=settings.ledger_grace_days),
+        "quickbooks": QuickBooksProvider(
+            grace_days=settings.ledger_grace_days, default_currency=settings.quickbooks_currency
         ),
     }
     if http is not None:

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import faust
+import httpx
+from pydantic import ValidationError
 
+from paywatch.db import create_pool
+from paywatch.errors import CardDataError, PayloadError, UnknownProvider, VerificationError
 from paywatch.providers.base import Provider
-from paywatch.providers.registry import configured_providers
+from paywatch.providers.registry import configured_providers, get_provider
 from paywatch.schemas.codec import Codec, make_codec
+from paywatch.schemas.models import FetchedDocument, RawRef
 from paywatch.settings import Settings
-from paywatch.streams.normalize import POISON, dead_letter, event_key, normalize_record
+from paywatch.streams.fetch import (
+    Fetcher,
+    FetchGaveUp,
+    ThinProvider,
+    fetched_key,
+    normalize_fetched,
+    thin,
+)
+from paywatch.streams.normalize import (
+    POISON,
+    Normalized,
+    dead_letter,
+    event_key,
+    normalize_record,
+)
+from paywatch.streams.topics import WEBHOOKS_FETCHED, dlq_name
+from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.store import store_rotated_secrets, valid_secrets
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +52,43 @@ class Worker:
     raw_dlq: Any
     seen: Any
     providers: dict[str, Provider]
+    fetched: Any = None
+    fetched_dlq: Any = None
+    fetcher: Fetcher | None = None
+    """Fetches what thin webhooks name; None when the worker has no database."""
+
+
+class PgSecrets:
+    """Tenant secrets from Postgres for the fetch step (pool opened on first use)."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self._dsn = dsn
+        self._box = SecretBox(settings.secret_key.get_secret_value())
+        self._grace = timedelta(hours=settings.secret_grace_hours)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self._dsn, min_size=1, max_size=2)
+            return self._pool
+
+    async def get(self, tenant: str, provider: str) -> list[dict[str, str]] | None:
+        """Fresh candidate secret sets (never cached: a rotation must show at once)."""
+        async with (await self._get_pool()).acquire() as conn:
+            return await valid_secrets(conn, self._box, tenant, provider, self._grace)
+
+    async def store_rotated(self, tenant: str, provider: str, values: dict[str, str]) -> None:
+        """Persist a rotated refresh token (idempotent)."""
+        async with (await self._get_pool()).acquire() as conn:
+            if await store_rotated_secrets(conn, self._box, tenant, provider, values):
+                log.info("stored a rotated %s refresh token for tenant %s", provider, tenant)
+
+    async def close(self) -> None:
+        """Close the pool if it was opened."""
+        if self._pool is not None:
+            await self._pool.close()
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
@@ -42,8 +103,19 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
     )
 
 
-def create_worker(settings: Settings, bootstrap: str) -> Worker:
-    """Build the Faust app, its topics, tables and agents."""
+def create_worker(
+    settings: Settings,
+    bootstrap: str,
+    dsn: str | None = None,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+) -> Worker:
+    """Build the Faust app, its topics, tables and agents.
+
+    ``dsn`` gives the fetch step of thin webhooks its tenant secrets; without it, thin
+    webhooks are dead-lettered. ``http_transport`` replaces the network for provider API
+    calls (tests).
+    """
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -71,9 +143,29 @@ def create_worker(settings: Settings, bootstrap: str) -> Worker:
             partitions=settings.topic_partitions,
         ),
         providers=configured_providers(settings),
+        fetched=_raw_topic(app, settings.topic(WEBHOOKS_FETCHED)),
+        fetched_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_FETCHED))),
+        fetcher=None if dsn is None else _fetcher(settings, dsn, http_transport),
     )
-    _normalize_agent(worker, make_codec(settings))
+    codec = make_codec(settings)
+    _normalize_agent(worker, codec)
+    _normalize_fetched_agent(worker, codec)
     return worker
+
+
+def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport | None) -> Fetcher:
+    http = httpx.AsyncClient(
+        transport=transport, timeout=settings.fetch_timeout_s, follow_redirects=False
+    )
+    return Fetcher(
+        http,
+        PgSecrets(settings, dsn),
+        deadline_s=settings.fetch_deadline_s,
+        token_urls={
+            "xero": settings.xero_token_url,
+            "quickbooks": settings.quickbooks_token_url,
+        },
+    )
 
 
 def _normalize_agent(w: Worker, codec: Codec) -> None:
@@ -90,32 +182,89 @@ async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
             codec, w.providers, msg.value, msg.topic, msg.partition, msg.offset
         )
     except POISON as exc:
-        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
-        letter = dead_letter(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key=msg.key,
-            value=msg.value,
-            error=exc,
-            now=datetime.now(UTC),
-        )
-        fut = await w.raw_dlq.send(
-            key=msg.key, value=codec.encode(letter, topic=w.raw_dlq.get_topic_name())
-        )
-        await fut
+        await _dead_letter(w.raw_dlq, codec, msg, exc, "normalize")
         return
     first = w.seen.get(result.dedupe_key)
     if first is not None and first != msg.offset:
         return  # a redelivery of a provider event that was already normalized
-    futures = []
-    for ev in result.events:
-        futures.append(
-            await w.events.send(
-                key=event_key(ev), value=codec.encode(ev, topic=w.events.get_topic_name())
-            )
-        )
-    for fut in futures:
-        await fut  # at-least-once: the source offset is only committed after these acks
+    provider = w.providers[result.raw.provider] if result.raw else None
+    thin_provider = thin(provider) if provider is not None else None
+    if thin_provider is not None and result.raw is not None:
+        if not await _fetch(w, codec, msg, thin_provider, result):
+            return  # dead-lettered: not marked seen, so a replay fetches again
+    else:
+        await _send_all(w.events, codec, [(event_key(ev), ev) for ev in result.events])
     if first is None:
         w.seen[result.dedupe_key] = msg.offset
+
+
+async def _send_all(topic: Any, codec: Codec, records: list[tuple[bytes, Any]]) -> None:
+    name = topic.get_topic_name()
+    futures = [await topic.send(key=k, value=codec.encode(v, topic=name)) for k, v in records]
+    for fut in futures:
+        await fut  # at-least-once: the source offset is only committed after these acks
+
+
+async def _dead_letter(dlq: Any, codec: Codec, msg: Any, exc: Exception, stage: str) -> None:
+    log.warning("dead letter (%s) %s[%s]@%s: %s", stage, msg.topic, msg.partition, msg.offset, exc)
+    letter = dead_letter(
+        stage=stage,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        error=exc,
+        now=datetime.now(UTC),
+    )
+    fut = await dlq.send(key=msg.key, value=codec.encode(letter, topic=dlq.get_topic_name()))
+    await fut
+
+
+FETCH_FAILURES = (VerificationError, CardDataError, PayloadError, FetchGaveUp)
+"""Fetch outcomes that dead-letter the raw webhook (see ``paywatch.streams.fetch``)."""
+
+
+async def _fetch(
+    w: Worker, codec: Codec, msg: Any, provider: ThinProvider, result: Normalized
+) -> bool:
+    """Fetch what a thin webhook names and log it to webhooks.fetched; False if DLQ'd."""
+    assert result.raw is not None
+    source = RawRef(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        provider_event_id=result.provider_event_id,
+    )
+    try:
+        if w.fetcher is None:
+            raise VerificationError("the worker has no database: it cannot read OAuth secrets")
+        docs = await w.fetcher.fetch_all(
+            provider, result.raw.tenant, result.doc, source, lambda: datetime.now(UTC)
+        )
+    except FETCH_FAILURES as exc:
+        await _dead_letter(w.raw_dlq, codec, msg, exc, "fetch")
+        return False
+    await _send_all(w.fetched, codec, [(fetched_key(d), d) for d in docs])
+    return True
+
+
+def _normalize_fetched_agent(w: Worker, codec: Codec) -> None:
+    @w.app.agent(w.fetched, name="normalize-fetched")
+    async def normalize_fetched_docs(stream: Any) -> None:
+        async for event in stream.events():
+            await _normalize_fetched_one(w, codec, event.message)
+
+
+async def _normalize_fetched_one(w: Worker, codec: Codec, msg: Any) -> None:
+    """One webhooks.fetched record -> canonical events (replay runs only this)."""
+    try:
+        doc = codec.decode(msg.value, FetchedDocument, topic=msg.topic)
+        provider = thin(get_provider(doc.provider, w.providers))
+        if provider is None:
+            raise UnknownProvider(f"{doc.provider!r} is not a thin-webhook provider")
+        events = normalize_fetched(provider, doc, (msg.topic, msg.partition, msg.offset))
+    except (*POISON, ValidationError) as exc:
+        await _dead_letter(w.fetched_dlq, codec, msg, exc, "normalize")
+        return
+    await _send_all(w.events, codec, [(event_key(ev), ev) for ev in events])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from paywatch.errors import CodecError, PayloadError, UnknownProvider
 from paywatch.providers.base import Provider
@@ -18,6 +19,10 @@ class Normalized:
 
     dedupe_key: str
     events: list[PaymentEvent] = field(default_factory=list)
+    raw: RawWebhook | None = None
+    doc: dict[str, Any] = field(default_factory=dict)
+    """The parsed body (thin providers fetch what it names)."""
+    provider_event_id: str = ""
 
 
 def event_key(event: PaymentEvent) -> bytes:
@@ -37,12 +42,14 @@ def normalize_record(
     raw = codec.decode(value, RawWebhook, topic=topic)
     provider = get_provider(raw.provider, providers)
     doc = provider.parse(raw.body)
-    key = f"{raw.tenant}/{raw.provider}/{provider.provider_event_id(doc)}"
-    return Normalized(key, provider.normalize(raw, topic, partition, offset))
+    pid = provider.provider_event_id(doc)
+    key = f"{raw.tenant}/{raw.provider}/{pid}"
+    return Normalized(key, provider.normalize(raw, topic, partition, offset), raw, doc, pid)
 
 
 def dead_letter(
     *,
+    stage: str = "normalize",
     topic: str,
     partition: int,
     offset: int,
@@ -56,7 +63,7 @@ def dead_letter(
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
-        stage="normalize",
+        stage=stage,
         error=f"{type(error).__name__}: {error}"[:2000],
         key=key,
         payload=value,

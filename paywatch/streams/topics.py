@@ -34,7 +34,7 @@ RECOVERY_COMMANDS = "recovery.commands"
 RECOVERY_TRANSITIONS = "recovery.transitions"
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
-DLQ_SOURCES = (WEBHOOKS_RAW, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
+DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
 DLQ_MAX_PARTITIONS = 3
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}

@@ -92,6 +92,37 @@ async def set_secrets(
             )
 
 
+async def store_rotated_secrets(
+    conn: asyncpg.Connection, box: SecretBox, tenant: str, provider: str, values: Mapping[str, str]
+) -> bool:
+    """Store values a provider rotated (OAuth refresh tokens) unless already current.
+
+    Idempotent: the fetch step reports the newest refresh token until the stored one
+    catches up, possibly from several workers; only a value that differs from the
+    current one is written (the previous one then stays valid for the grace period).
+    Returns True when something was written.
+    """
+    check_secret_names(provider, values)
+    async with conn.transaction():
+        # One writer per tenant/provider at a time, so two workers never both rotate.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{tenant}/{provider}")
+        changed: dict[str, str] = {}
+        for name, value in values.items():
+            current = await conn.fetchval(
+                "SELECT value_enc FROM tenant_secrets WHERE tenant = $1 AND provider = $2 "
+                "AND name = $3 AND superseded_at IS NULL ORDER BY created_at DESC, id DESC "
+                "LIMIT 1",
+                tenant,
+                provider,
+                name,
+            )
+            if current is None or box.open(current) != value:
+                changed[name] = value
+        if changed:
+            await set_secrets(conn, box, tenant, provider, changed)
+    return bool(changed)
+
+
 async def valid_secrets(
     conn: asyncpg.Connection, box: SecretBox, tenant: str, provider: str, grace: timedelta
 ) -> list[dict[str, str]] | None:

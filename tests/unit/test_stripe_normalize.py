@@ -492,8 +492,9 @@ def test_registry_serves_stripe_and_knows_the_contract_list() -> None:
         "checkout",
         "generic",
     }
+    assert set(registry.PROVIDERS) == set(registry.KNOWN_PROVIDERS)  # every one enabled
     with pytest.raises(UnknownProvider, match="not enabled"):
-        registry.get_provider("xero")
+        registry.get_provider("xero", {"stripe": stripe})
     with pytest.raises(UnknownProvider, match="unknown provider"):
         registry.get_provider("venmo")
 

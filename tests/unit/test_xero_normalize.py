@@ -69,7 +69,8 @@ def test_overdue_invoice_is_an_overdue_event_with_the_webhook_time() -> None:
     assert event.decline is not None
     assert (event.decline.code, event.decline.category) == ("overdue", DeclineCategory.ACTION)
     assert event.decline.message == "overdue: due 2026-06-01, unpaid 14 day(s) later"
-    assert event.event_id == event_id("acme", "xero", REF.dedupe_key, 0)
+    overdue_fact = f"{REF.tenant_ref}/invoice/{INVOICE_ID}/overdue/2026-06-01"
+    assert event.event_id == event_id("acme", "xero", overdue_fact, 0)
     assert event.raw is not None
     assert (event.raw.topic, event.raw.partition, event.raw.offset) == COORDS
     assert event.raw.provider_event_id == REF.dedupe_key
@@ -79,7 +80,12 @@ def test_same_ref_and_document_give_the_same_event_on_replay() -> None:
     body = _fixture("invoice.overdue.json")
     assert _events(body) == _events(body)
     later = REF.model_copy(update={"event_time": datetime(2026, 6, 16, tzinfo=UTC)})
-    assert _one(body, ref=later).event_id != _one(body).event_id
+    # Overdue is one fact per invoice and due date: a later update of the unpaid invoice
+    # is the same event (no second failure, no second attempt) ...
+    assert _one(body, ref=later).event_id == _one(body).event_id
+    # ... while a new due date (the invoice was rescheduled) is a new fact.
+    moved = body.replace(b"2026-06-01", b"2026-06-05").replace(b"1780272000000", b"1780617600000")
+    assert _one(moved, ref=later).event_id != _one(body).event_id
 
 
 def test_index_changes_the_event_id() -> None:

@@ -87,10 +87,15 @@ async def _accept(
     else:
         provider.verify(body, headers, secrets, now)
     # Providers whose parse() scans the decoded document (skipping known network ids that
-    # pass Luhn by chance) declare it; everyone else gets the raw-byte scan first.
-    if not getattr(provider, "scans_card_numbers", False) and contains_pan(body):
+    # pass Luhn by chance) declare it; providers with ids that look like card numbers
+    # (QuickBooks realm ids) bring their own scan; everyone else gets the raw-byte scan.
+    scan = getattr(provider, "contains_pan", contains_pan)
+    if not getattr(provider, "scans_card_numbers", False) and scan(body):
         raise CardDataError("body contains a card number")
     doc = provider.parse(body)
+    handshake = getattr(provider, "handshake", None)  # Xero intent-to-receive
+    if handshake is not None and handshake(doc):
+        return Response(status_code=200)  # verified, nothing to store
     subject = provider.subject(doc)
     raw = RawWebhook(
         ingest_id=str(uuid.uuid4()),
@@ -107,6 +112,8 @@ async def _accept(
     success_body: str | None = getattr(provider, "success_body", None)  # Adyen: "[accepted]"
     if success_body is not None:
         return PlainTextResponse(success_body)
+    if getattr(provider, "empty_ack", False):  # Xero: 200 with no body
+        return Response(status_code=200)
     return JSONResponse(
         {
             "status": "accepted",
@@ -122,6 +129,7 @@ async def _accept(
 async def _handle(
     ctx: IngestContext, provider_name: str, tenant: str, request: Request
 ) -> tuple[str, Response]:
+    provider: Provider | None = None
     try:
         provider = get_provider(provider_name, ctx.providers)
         return "accepted", await _accept(ctx, provider, tenant, request)
@@ -132,6 +140,8 @@ async def _handle(
     except UnknownTenant:
         return "unknown_tenant", _error(404, "unknown_tenant", f"no tenant {tenant!r}")
     except VerificationError as exc:
+        if getattr(provider, "empty_ack", False):  # Xero: 401 with no body (§2.5)
+            return "bad_signature", Response(status_code=401)
         return "bad_signature", _error(401, "bad_signature", str(exc))
     except CardDataError:
         PAN_REJECTED.inc()

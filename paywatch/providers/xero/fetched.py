@@ -84,6 +84,11 @@ def is_overdue(due: date | None, at: datetime, rules: LedgerRules) -> bool:
     return due is not None and at.date() > due + timedelta(days=rules.grace_days)
 
 
+def overdue_identity(ref: ResourceRef, invoice_id: str, due: date) -> str:
+    """Identity of "invoice X of organisation O is overdue since due date D"."""
+    return f"{ref.tenant_ref}/invoice/{invoice_id}/overdue/{due.isoformat()}"
+
+
 def overdue_decline(due: date, at: datetime, rules: LedgerRules) -> Decline:
     """The Decline of an INVOICE_OVERDUE event."""
     days = (at.date() - due).days
@@ -101,12 +106,19 @@ def build_event(
     index: int,
     draft: dict[str, Any],
 ) -> PaymentEvent:
-    """The canonical event of one fetched document (``draft`` holds type, refs, amounts)."""
+    """The canonical event of one fetched document (``draft`` holds type, refs, amounts).
+
+    The event id comes from the webhook event (``ref.dedupe_key``), except for overdue:
+    every later update of an unpaid invoice is seen as overdue again, yet it is one fact
+    per invoice and due date, so its id is ``overdue_identity`` and repeats collapse.
+    """
     topic, partition, offset = raw_coords
     key = ref.dedupe_key
+    draft = dict(draft)
+    identity = draft.pop("identity", None) or key
     try:
         return PaymentEvent(
-            event_id=event_id(tenant, ref.provider, key, index),
+            event_id=event_id(tenant, ref.provider, identity, index),
             tenant=tenant,
             provider=ref.provider,
             source_type=ref.event_type,

@@ -38,6 +38,7 @@ from paywatch.providers.xero.fetched import (
     is_overdue,
     minor,
     overdue_decline,
+    overdue_identity,
 )
 from paywatch.providers.xero.thin import ResourceRef, iso_utc, load_json, obj, text
 from paywatch.schemas.models import EventType, PaymentEvent
@@ -114,6 +115,7 @@ def _draft(
                 "type": EventType.INVOICE_OVERDUE,
                 "amount_minor": minor(due, currency),
                 "decline": overdue_decline(due_date, ref.event_time, rules),
+                "identity": overdue_identity(ref, str(invoice["InvoiceID"]), due_date),
             }
     return None
 
