@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     authorizenet_key_form: Literal["ascii", "hex", "both"] = "ascii"
     authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     projector_batch: int = Field(500, ge=1, le=10_000)
+
+    # Sandbox executor: the seeded payment simulator answering RETRY_PAYMENT commands.
+    # The success table is JSON, format and defaults in paywatch/executor/simulator.py.
+    simulator_seed: int = 0
+    simulator_success: str = ""
     # Thin webhooks (Xero, QuickBooks): the worker fetches the invoices they name.
     # Token URLs are settings, not tenant secrets: one per provider sandbox/region.
     xero_token_url: str | None = None  # default https://identity.xero.com/connect/token

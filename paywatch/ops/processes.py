@@ -6,12 +6,16 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
 from paywatch.ops.infra import Endpoints
 from paywatch.settings import Settings
+
+if TYPE_CHECKING:
+    from paywatch.executor.simulator import SimulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,12 @@ def run_projector(settings: Settings, ends: Endpoints) -> None:
     asyncio.run(_projector(settings, ends))
 
 
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+
+
 async def _projector(settings: Settings, ends: Endpoints) -> None:
     from paywatch.db import create_pool
     from paywatch.projections.runner import Projector
@@ -68,9 +78,7 @@ async def _projector(settings: Settings, ends: Endpoints) -> None:
 
     pool = await create_pool(ends.dsn, min_size=1, max_size=3)
     projector = Projector(settings, ends.bootstrap, pool, make_codec(settings))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, projector.stop)
+    _stop_on_signals(projector.stop)
     try:
         await projector.run()
     finally:
@@ -78,10 +86,26 @@ async def _projector(settings: Settings, ends: Endpoints) -> None:
 
 
 def run_executor(settings: Settings, ends: Endpoints) -> None:
-    """The recovery executor is built with the recovery sagas (issue 4)."""
-    raise SystemExit(
-        "paywatch: the executor process arrives with the recovery sagas; nothing to run yet"
-    )
+    """Run the sandbox executor (recovery.commands) until SIGTERM/SIGINT."""
+    from paywatch.executor.simulator import SimulatorConfig
+
+    # A bad success table is a ConfigError (exit 2) before anything connects.
+    config = SimulatorConfig.parse(settings.simulator_seed, settings.simulator_success)
+    asyncio.run(_executor(settings, ends, config))
+
+
+async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig) -> None:
+    from paywatch.db import create_pool
+    from paywatch.executor.runner import Executor
+    from paywatch.schemas.codec import make_codec
+
+    pool = await create_pool(ends.dsn, min_size=1, max_size=2)
+    executor = Executor(settings, ends.bootstrap, pool, make_codec(settings), config)
+    _stop_on_signals(executor.stop)
+    try:
+        await executor.run()
+    finally:
+        await pool.close()
 
 
 RUNNERS: dict[str, Callable[[Settings, Endpoints], None]] = {

@@ -23,7 +23,7 @@ from paywatch.ops.infra import Endpoints, start_infra, stop_infra
 from paywatch.ops.procs import log_tail
 from paywatch.settings import Settings
 
-UP_PROCESSES = ("ingest", "worker", "projector", "api")
+UP_PROCESSES = ("ingest", "worker", "projector", "api", "executor")
 READY_TIMEOUT_S = 120.0
 
 

@@ -100,10 +100,11 @@ async def test_up_then_the_printed_curl_shows_a_failed_invoice(
             ) from None
     assert code == 0, out.read_text()
     logs = up_settings.state_path / "logs"
-    for name in ("ingest", "worker", "projector", "api"):
+    for name in ("ingest", "worker", "projector", "api", "executor"):
         assert (logs / f"{name}.log").exists()
+    assert "executor consuming" in (logs / "executor.log").read_text()  # a real process now
     # every child was stopped with the supervisor
     assert not (up_settings.state_path / "supervisor.pid").exists()
     children = json.loads((up_settings.state_path / "processes.json").read_text())
-    assert set(children) == {"ingest", "worker", "projector", "api"}
+    assert set(children) == {"ingest", "worker", "projector", "api", "executor"}
     assert not [name for name, pid in children.items() if pid_alive(pid)]
