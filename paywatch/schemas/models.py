@@ -179,6 +179,8 @@ class RecoveryCommand(Frozen):
     amount_minor: int | None = None
     currency: str | None = None
     decline_category: DeclineCategory | None = None
+    issued_at: datetime | None = None
+    first_failed_at: datetime | None = None
 
 
 class SagaTransition(Frozen):
@@ -191,6 +193,11 @@ class SagaTransition(Frozen):
     cause_event_id: str
     at: datetime
     rule: RuleRef
+    reason: str | None = None
+    attempts_used: int | None = None
+    attempts_allowed: int | None = None
+    next_action: CommandType | None = None
+    next_action_at: datetime | None = None
 
 
 class RiskScore(Frozen):
