@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow
 
 from paywatch.errors import PayloadError
 
@@ -39,6 +39,9 @@ _EXPONENTS: dict[str, int] = {
     "UYW": 4,
 }
 _MAX_MINOR = 2**63 - 1
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+"""Scaling never rounds in this context: the default one (28 digits, exponents within
++-999999) would turn 1.00000000000000000000000000001 into 100 and 1E-1000001 into 0."""
 
 
 def exponent(currency: str) -> int:
@@ -59,8 +62,11 @@ def to_minor(amount: str | int | float | Decimal, currency: str) -> int:
         raise PayloadError(f"amount {str(amount)[:32]!r} is not a number") from exc
     if not value.is_finite():
         raise PayloadError("amount is not a finite number")
-    scaled = value.scaleb(exponent(currency))
-    if abs(scaled) > _MAX_MINOR:  # checked first: quantize cannot represent huge values
+    try:
+        scaled = value.scaleb(exponent(currency), context=_EXACT)
+    except (Overflow, InvalidOperation) as exc:  # JSON "1E+999999": beyond any exponent limit
+        raise PayloadError("amount out of range") from exc
+    if scaled.copy_abs() > _MAX_MINOR:  # checked first: quantize cannot represent huge values
         raise PayloadError("amount out of range")
     if scaled != scaled.to_integral_value():
         raise PayloadError(f"amount has more decimals than {currency.upper()} allows")

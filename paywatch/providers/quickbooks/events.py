@@ -57,6 +57,9 @@ _VERBS = {
     "emailed": "Emailed",
 }
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_EPOCH_MS = re.compile(r"[0-9]{1,15}")
+_END_MS = 253_402_300_800_000
+"""Epoch milliseconds of 10000-01-01T00:00Z, the first instant a ``datetime`` cannot hold."""
 
 
 class Change(NamedTuple):
@@ -97,11 +100,12 @@ def _check_legacy(doc: Mapping[str, Any]) -> None:
 
 
 def changes(doc: Mapping[str, Any]) -> Iterator[Change]:
-    """Every entity change of a parsed delivery, in delivery order."""
+    """Every entity change of a delivery, in delivery order (PayloadError on a bad envelope)."""
     events = doc.get("cloudevents")
     if isinstance(events, list):
         yield from _cloud_changes(events)
         return
+    _check_legacy(doc)  # callers may pass a document that did not come from parse_delivery
     position = 0
     for note in doc.get("eventNotifications") or []:
         for entity in obj(note, "dataChangeEvent").get("entities") or []:
@@ -120,6 +124,8 @@ def changes(doc: Mapping[str, Any]) -> Iterator[Change]:
 
 def _cloud_changes(events: list[Any]) -> Iterator[Change]:
     for position, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise PayloadError("a QuickBooks CloudEvents delivery is an array of objects")
         parts = str(event.get("type", "")).split(".")
         entity, verb = (parts[1], parts[2]) if len(parts) >= 3 and parts[0] == "qbo" else ("", "")
         operation = _VERBS.get(verb.lower(), verb.capitalize())
@@ -160,11 +166,15 @@ def _ref(change: Change) -> ResourceRef:
 
 
 def event_time(value: Any) -> datetime | None:
-    """``lastUpdated`` / ``time``: ISO 8601 (any offset) or epoch milliseconds, as UTC."""
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 15:
+    """``lastUpdated`` / ``time``: ISO 8601 (any offset) or epoch milliseconds, as UTC.
+
+    None when unreadable, including superscript digits (``str.isdigit`` accepts them, ``int``
+    does not) and milliseconds past year 9999 (no ``datetime`` holds them).
+    """
+    if isinstance(value, str) and _EPOCH_MS.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value < 10**15:
+        if not 0 <= value < _END_MS:
             return None
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
     return iso_utc(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -81,7 +81,8 @@ def minor(amount: Decimal | None, currency: str | None) -> int | None:
 
 def is_overdue(due: date | None, at: datetime, rules: LedgerRules) -> bool:
     """Unpaid after the due date (+ grace), comparing UTC calendar dates [U: org timezone]."""
-    return due is not None and at.date() > due + timedelta(days=rules.grace_days)
+    # Days between the dates, not ``due + grace``: that overflows for a DueDate in 9999.
+    return due is not None and (at.date() - due).days > rules.grace_days
 
 
 def overdue_identity(ref: ResourceRef, invoice_id: str, due: date) -> str:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -147,6 +147,8 @@ def load_json(body: bytes, what: str) -> Any:
         raise PayloadError(f"{what} is not UTF-8") from exc
     except RecursionError as exc:
         raise PayloadError(f"{what}: JSON nested too deeply") from exc
+    except InvalidOperation as exc:  # a number like 1e99999999999999999999: no Decimal holds it
+        raise PayloadError(f"{what}: JSON number out of range") from exc
     except ValueError as exc:
         raise PayloadError(f"{what} is not JSON: {str(exc)[:80]}") from exc
 
@@ -164,14 +166,18 @@ def text(mapping: Mapping[str, Any], key: str) -> str | None:
 
 
 def iso_utc(value: Any) -> datetime | None:
-    """An ISO 8601 time as aware UTC (naive means UTC); None when unreadable."""
+    """An ISO 8601 time as aware UTC (naive means UTC); None when unreadable.
+
+    Also None when UTC falls outside years 1-9999 (``0001-01-01T00:00+01:00``):
+    ``astimezone`` raises OverflowError there.
+    """
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def content_hash(prefix: str, parts: Iterable[str]) -> str:
