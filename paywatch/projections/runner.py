@@ -1,14 +1,17 @@
-"""The projector process: payments.events -> Postgres read models, exactly-once effect.
+"""The projector process: Kafka -> Postgres read models, exactly-once effect.
 
-On every partition assignment the consumer seeks to the checkpoint stored in Postgres
-(not Kafka's committed offset); each polled batch is written with its checkpoints in
-one transaction. Kafka offsets are committed afterwards for monitoring only.
+It reads `payments.events`, `recovery.transitions` and `recovery.commands` under one
+projection name. On every partition assignment the consumer seeks to the checkpoint
+stored in Postgres (not Kafka's committed offset); each polled batch, whatever topics it
+spans, is written with the checkpoints of every partition it read in one transaction.
+Kafka offsets are committed afterwards for monitoring only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +20,43 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from paywatch.errors import CodecError
 from paywatch.projections import Coords
-from paywatch.projections.sink import PostgresSink
+from paywatch.projections.sink import PostgresSink, Record
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import DeadLetter, PaymentEvent
+from paywatch.schemas.models import DeadLetter, PaymentEvent, RecoveryCommand, SagaTransition
 from paywatch.settings import Settings
+from paywatch.streams.topics import (
+    DLQ_SOURCES,
+    PAYMENTS_EVENTS,
+    RECOVERY_COMMANDS,
+    RECOVERY_TRANSITIONS,
+    dlq_name,
+)
 
 log = logging.getLogger(__name__)
 PROJECTION = "read_models"
+SOURCES: dict[str, type[Record]] = {
+    PAYMENTS_EVENTS: PaymentEvent,
+    RECOVERY_TRANSITIONS: SagaTransition,
+    RECOVERY_COMMANDS: RecoveryCommand,
+}
+"""Logical topics the projector reads, with the model of their values."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One topic the projector reads: its value model and where its poison records go."""
+
+    model: type[Record]
+    dlq: str
+
+
+def dead_letter_topic(source: str) -> str:
+    """The source's own DLQ, else the projector's (payments.events.dlq).
+
+    recovery.transitions has no DLQ of its own (ARCHITECTURE §7 lists none); its letters
+    name their source topic, so they stay distinguishable in payments.events.dlq.
+    """
+    return dlq_name(source if source in DLQ_SOURCES else PAYMENTS_EVENTS)
 
 
 class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -63,7 +96,7 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Projector:
-    """Consumes payments.events and writes the read models in batches."""
+    """Consumes the SOURCES topics and writes the read models in batches."""
 
     def __init__(
         self,
@@ -77,8 +110,10 @@ class Projector:
         self._pool = pool
         self._codec = codec
         self._projection = projection
-        self._topic = settings.topic("payments.events")
-        self._dlq = settings.topic("payments.events.dlq")
+        self._sources = {
+            settings.topic(name): Source(model, settings.topic(dead_letter_topic(name)))
+            for name, model in SOURCES.items()
+        }
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=f"{settings.app_id}-projector-{projection}",
@@ -96,7 +131,7 @@ class Projector:
         """Run until `stop()`."""
         await self._producer.start()
         await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=self._listener)
+        self._consumer.subscribe(list(self._sources), listener=self._listener)
         try:
             while not self._stopping.is_set():
                 await self.step()
@@ -109,7 +144,7 @@ class Projector:
         self._stopping.set()
 
     async def step(self) -> int:
-        """Poll one batch and write it; returns the number of events written."""
+        """Poll one batch and write it; returns the number of records written."""
         batches = await self._consumer.getmany(
             timeout_ms=500, max_records=self._settings.projector_batch
         )
@@ -126,14 +161,15 @@ class Projector:
         await self._consumer.commit()
         return written
 
-    async def _decode(self, rec: Any) -> PaymentEvent | None:
+    async def _decode(self, rec: Any) -> Record | None:
+        source = self._sources[rec.topic]
         try:
-            return self._codec.decode(rec.value, PaymentEvent, topic=self._topic)
+            return self._codec.decode(rec.value, source.model, topic=rec.topic)
         except CodecError as exc:
-            await self._dead_letter(rec, exc)
+            await self._dead_letter(rec, exc, source.dlq)
             return None
 
-    async def _dead_letter(self, rec: Any, exc: CodecError) -> None:
+    async def _dead_letter(self, rec: Any, exc: CodecError, dlq: str) -> None:
         log.warning("dead letter %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
         letter = DeadLetter(
             source_topic=rec.topic,
@@ -145,5 +181,5 @@ class Projector:
             payload=rec.value or b"",
             failed_at=datetime.now(UTC),
         )
-        value = self._codec.encode(letter, topic=self._dlq)
-        await self._producer.send_and_wait(self._dlq, key=rec.key, value=value)
+        value = self._codec.encode(letter, topic=dlq)
+        await self._producer.send_and_wait(dlq, key=rec.key, value=value)

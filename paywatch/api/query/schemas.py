@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from paywatch.schemas.models import DeclineCategory, SagaState
+from paywatch.schemas.models import CommandType, DeclineCategory, EventType, SagaState
 
 T = TypeVar("T")
 
@@ -70,6 +70,87 @@ class Invoice(Public):
     updated_at: datetime
 
 
+class Rule(Public):
+    """The rule that made a recovery decision, with its source and edition."""
+
+    id: str
+    edition: str
+    source: str
+
+
+class Recovery(Public):
+    """An invoice's recovery workflow: the saga's latest decision."""
+
+    state: SagaState
+    next_action: CommandType | None = Field(description="The next command the saga scheduled.")
+    next_action_at: datetime | None
+    attempts_used: int | None
+    attempts_allowed: int | None
+    rule: Rule = Field(description="The rule of the latest decision.")
+    reason: str | None
+    started_at: datetime
+    closed_at: datetime | None = Field(description="When it became recovered/exhausted/canceled.")
+    last_transition_at: datetime
+
+
+class InvoiceDetail(Invoice):
+    """One invoice with its recovery workflow (null when no saga has started)."""
+
+    recovery: Recovery | None = None
+
+
+class TimelineEvent(Public):
+    """A canonical payment event of the invoice (from payments.events)."""
+
+    kind: Literal["event"]
+    at: datetime = Field(description="When the provider says it happened (occurred_at).")
+    event_id: UUID
+    type: EventType
+    provider: str
+    source_type: str
+    amount_minor: int | None
+    currency: str | None
+    attempt: int | None
+    decline: Decline | None
+    paywatch_retry: bool = Field(description="True for the outcome of a retry paywatch made.")
+    kafka: KafkaCoordinates
+
+
+class TimelineTransition(Public):
+    """A recovery saga state change (from recovery.transitions)."""
+
+    kind: Literal["transition"]
+    at: datetime
+    from_state: SagaState | None = Field(description="null when the transition opens a saga.")
+    to_state: SagaState
+    cause_event_id: str
+    reason: str | None
+    rule: Rule
+    kafka: KafkaCoordinates
+
+
+class TimelineCommand(Public):
+    """A recovery command the saga issued (from recovery.commands)."""
+
+    kind: Literal["command"]
+    at: datetime = Field(description="When it was issued (its due_at when not recorded).")
+    command_id: str
+    type: CommandType
+    due_at: datetime
+    attempt: int
+    channel: str | None
+    template: str | None
+    reason: str
+    rule: Rule
+    cause_event_id: str | None
+    kafka: KafkaCoordinates
+
+
+TimelineItem = Annotated[
+    TimelineEvent | TimelineTransition | TimelineCommand, Field(discriminator="kind")
+]
+
+
 class Failure(Public):
     """One failed payment attempt."""
 
@@ -92,6 +173,10 @@ class Page(Public, Generic[T]):
 
     data: list[T]
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page.")
+
+
+class Timeline(Page[TimelineItem]):
+    """One page of an invoice's timeline: events, transitions and commands, in order."""
 
 
 class ErrorBody(Public):

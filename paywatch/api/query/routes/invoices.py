@@ -1,4 +1,7 @@
-"""GET /v1/invoices and /v1/invoices/{invoice_ref}: the invoices read model, per tenant."""
+"""GET /v1/invoices and /v1/invoices/{invoice_ref}: the invoices read model, per tenant.
+
+The single invoice also carries its recovery workflow (`recovery_workflows`), if any.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,16 @@ from paywatch.api.query.pagination import (
     Where,
     build_page,
 )
-from paywatch.api.query.schemas import Decline, ErrorBody, Invoice, Page
-from paywatch.schemas.models import DeclineCategory, SagaState
+from paywatch.api.query.schemas import (
+    Decline,
+    ErrorBody,
+    Invoice,
+    InvoiceDetail,
+    Page,
+    Recovery,
+    Rule,
+)
+from paywatch.schemas.models import CommandType, DeclineCategory, SagaState
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 
@@ -33,6 +44,11 @@ _COLUMNS = (
     " first_failed_at, last_failed_at, recovered_at, canceled_at, last_event_at, updated_at"
 )
 _ONE = f"SELECT {_COLUMNS} FROM invoices WHERE tenant = $1 AND invoice_ref = $2"  # noqa: S608
+_WORKFLOW = (
+    "SELECT state, next_action, next_action_at, attempts_used, attempts_allowed, last_rule_id,"
+    " last_rule_edition, last_rule_source, last_reason, started_at, closed_at,"
+    " last_transition_at FROM recovery_workflows WHERE tenant = $1 AND invoice_ref = $2"
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
@@ -56,6 +72,26 @@ def _decline(row: Any) -> Decline | None:
 def _invoice(row: Any) -> Invoice:
     fields = {k: row[k] for k in Invoice.model_fields if k != "last_decline"}
     return Invoice(**fields, last_decline=_decline(row))
+
+
+def _recovery(row: Any) -> Recovery:
+    action = row["next_action"]
+    return Recovery(
+        state=SagaState(row["state"]),
+        next_action=CommandType(action) if action is not None else None,
+        next_action_at=row["next_action_at"],
+        attempts_used=row["attempts_used"],
+        attempts_allowed=row["attempts_allowed"],
+        rule=Rule(
+            id=row["last_rule_id"],
+            edition=row["last_rule_edition"],
+            source=row["last_rule_source"],
+        ),
+        reason=row["last_reason"],
+        started_at=row["started_at"],
+        closed_at=row["closed_at"],
+        last_transition_at=row["last_transition_at"],
+    )
 
 
 def _cursor_of(invoice: Invoice) -> str:
@@ -94,9 +130,11 @@ async def list_invoices(
     responses={**_ERRORS, 404: {"model": ErrorBody}},
     summary="One invoice",
 )
-async def get_invoice(pool: Pool, caller: Caller, invoice_ref: str) -> Invoice:
+async def get_invoice(pool: Pool, caller: Caller, invoice_ref: str) -> InvoiceDetail:
     """The caller's tenant's invoice; 404 when it has none by that ref (even if another does)."""
     row = await pool.fetchrow(_ONE, caller.tenant, invoice_ref)
     if row is None:
         raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
-    return _invoice(row)
+    workflow = await pool.fetchrow(_WORKFLOW, caller.tenant, invoice_ref)
+    recovery = _recovery(workflow) if workflow is not None else None
+    return InvoiceDetail(**_invoice(row).model_dump(), recovery=recovery)

@@ -1,0 +1,39 @@
+"""Read model `recovery_log`: every saga transition and recovery command with its Kafka
+coordinates and the rule behind it (audit, and the invoice timeline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paywatch.projections import Coords
+from paywatch.schemas.models import RecoveryCommand, SagaTransition
+
+INSERT = (
+    'INSERT INTO recovery_log (topic, partition, "offset", tenant, invoice_ref, kind, at,'
+    " from_state, to_state, command_id, command_type, due_at, rule_id, rule_edition,"
+    " rule_source, reason, cause_event_id, payload)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ' ON CONFLICT (topic, partition, "offset") DO NOTHING'
+)
+
+
+def row(record: SagaTransition | RecoveryCommand, at: Coords) -> tuple[Any, ...]:
+    """The recovery_log row of one transition or command."""
+    if isinstance(record, SagaTransition):
+        kind, when = "transition", record.at
+        states: tuple[str | None, str | None] = (
+            record.from_state.value if record.from_state else None,
+            record.to_state.value,
+        )
+        command: tuple[Any, ...] = (None, None, None)
+    else:
+        # A command's place in the timeline is when it was decided, not when it is due.
+        kind, when = "command", record.issued_at or record.due_at
+        states = (None, None)
+        command = (record.command_id, record.type.value, record.due_at)
+    rule = record.rule
+    return (
+        at.topic, at.partition, at.offset, record.tenant, record.invoice_ref, kind, when,
+        *states, *command, rule.id, rule.edition, rule.source, record.reason,
+        record.cause_event_id, record.model_dump(mode="json"),
+    )  # fmt: skip
