@@ -1,0 +1,91 @@
+"""An in-memory shell around ``decide``: the reference for what the Faust agent must do.
+
+Used by the property tests and the benchmark; never by the worker. Per input it:
+
+1. reads the saga (or starts from a blank one), puts the ``CardLedger`` of
+   ``ledger_card(state, input)`` into it, calls ``decide``;
+2. stores ``new_state``, adds ``ledger_entries`` to the card table (idempotent by id), keeps
+   the commands and transitions;
+3. fires timers: ``fire_due(now)`` calls ``decide`` with a ``TimerFired`` for every pending
+   timer due at ``now``, earliest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.streams.recovery.ledger import CardAttempt, CardLedger
+from paywatch.streams.recovery.policy import decide, ledger_card
+from paywatch.streams.recovery.state import Decision, PolicyChanged, Saga, SagaInput, TimerFired
+from paywatch.streams.recovery.tenant_policy import TenantPolicy
+
+Key = tuple[str, str]
+
+
+@dataclass
+class MemoryShell:
+    """Saga table, card table and output topics of one tenant policy, in memory."""
+
+    policy: TenantPolicy
+    sagas: dict[Key, Saga] = field(default_factory=dict)
+    cards: dict[str, dict[str, CardAttempt]] = field(default_factory=dict)
+    commands: list[RecoveryCommand] = field(default_factory=list)
+    transitions: list[SagaTransition] = field(default_factory=list)
+
+    def ledger(self, card: str) -> CardLedger:
+        """The card table's snapshot of one card."""
+        entries = self.cards.get(card, {})
+        return CardLedger(card=card, entries=tuple(entries.values()))
+
+    def state_for(self, key: Key, event: SagaInput) -> Saga | None:
+        """The saga as the agent passes it to decide: with its card's ledger."""
+        state = self.sagas.get(key)
+        card = ledger_card(state, event)
+        if card is None:
+            return state
+        blank = state or Saga(tenant=key[0], invoice_ref=key[1])
+        return blank.model_copy(update={"ledger": self.ledger(card)})
+
+    def apply(self, event: SagaInput, now: datetime) -> Decision:
+        """One decision, with its effects applied to the tables and topics."""
+        key = (event.tenant, event.invoice_ref)
+        decision = decide(self.state_for(key, event), event, now, self.policy)
+        if decision.new_state is not None:
+            self.sagas[key] = decision.new_state
+        for entry in decision.ledger_entries:
+            self.cards.setdefault(entry.card, {}).setdefault(entry.id, entry)
+        self.commands.extend(decision.commands)
+        self.transitions.extend(decision.transitions)
+        return decision
+
+    def receive(self, event: PaymentEvent, now: datetime) -> Decision:
+        """An event read from payments.events at `now`."""
+        return self.apply(event, now)
+
+    def due(self, now: datetime) -> list[tuple[datetime, Key, str]]:
+        """(due_at, saga key, timer id) of every timer due at `now`, earliest first."""
+        return sorted(
+            (timer.due_at, key, timer.id)
+            for key, saga in self.sagas.items()
+            for timer in saga.pending
+            if timer.due_at <= now
+        )
+
+    def fire_due(self, now: datetime) -> list[Decision]:
+        """Fire every due timer (each once: a fired timer leaves the saga's pending list)."""
+        decisions = []
+        for due_at, (tenant, invoice), timer_id in self.due(now):
+            fired = TimerFired(tenant=tenant, invoice_ref=invoice, timer_id=timer_id, due_at=due_at)
+            decisions.append(self.apply(fired, now))
+        return decisions
+
+    def change_policy(self, policy: TenantPolicy, now: datetime) -> list[Decision]:
+        """Adopt a new policy and reconcile every open saga with it."""
+        self.policy = policy
+        return [
+            self.apply(PolicyChanged(tenant=t, invoice_ref=i, revision=policy.revision), now)
+            for (t, i), saga in list(self.sagas.items())
+            if saga.is_open
+        ]

@@ -1,0 +1,102 @@
+"""The in-memory index of pending saga timers: which saga has a timer due, and when.
+
+The timers themselves are durable: they live in each saga's state (``Saga.pending``) in
+the Faust table, whose changelog survives a ``kill -9``. This index is only a cache to
+find due timers without scanning every saga each tick: the agent updates it after each
+decision, and it is rebuilt from the table whenever the worker's active partitions change
+(start, rebalance). Standby partitions are never indexed, so a standby never fires.
+
+Firing sends a tick to ``recovery.timers`` on the saga's partition; the saga agent then
+calls ``decide`` with ``TimerFired``, which emits the command once (a timer already fired
+or superseded does nothing). Until the tick's effect shows in the state, the timer is
+not sent again for ``resend_after`` seconds, so a lost tick is retried without flooding.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, order=True)
+class Due:
+    """A timer that came due: fire it by sending a tick for ``key`` on ``partition``."""
+
+    due_at: datetime
+    key: str
+    timer_id: str
+    partition: int
+
+
+@dataclass
+class TimerIndex:
+    """Pending timers by saga key, with a heap ordered by due time (lazy deletion)."""
+
+    resend_after: float = 30.0
+    _by_key: dict[str, tuple[int, dict[str, datetime]]] = field(default_factory=dict)
+    _heap: list[Due] = field(default_factory=list)
+    _sent: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(timers) for _, timers in self._by_key.values())
+
+    def put(self, key: str, partition: int, timers: Iterable[tuple[str, datetime]]) -> None:
+        """Replace the pending timers of one saga (after a decision or on rebuild)."""
+        pending = dict(timers)
+        if not pending:
+            self._by_key.pop(key, None)
+            return
+        self._by_key[key] = (partition, pending)
+        for timer_id, due_at in pending.items():
+            heapq.heappush(self._heap, Due(due_at, key, timer_id, partition))
+
+    def drop_partitions(self, keep: set[int]) -> None:
+        """Forget the sagas of partitions no longer actively owned."""
+        for key in [k for k, (p, _) in self._by_key.items() if p not in keep]:
+            del self._by_key[key]
+        self._heap = [d for d in self._heap if d.partition in keep]
+        heapq.heapify(self._heap)
+
+    def clear(self) -> None:
+        """Forget everything (before a rebuild)."""
+        self._by_key.clear()
+        self._heap.clear()
+        self._sent.clear()
+
+    def next_due(self) -> datetime | None:
+        """The earliest pending due time (stale heap entries skipped)."""
+        while self._heap and not self._live(self._heap[0]):
+            heapq.heappop(self._heap)
+        return self._heap[0].due_at if self._heap else None
+
+    def due(self, now: datetime) -> list[Due]:
+        """Timers due at ``now`` that were not sent within ``resend_after`` seconds."""
+        out: list[Due] = []
+        deferred: list[Due] = []
+        while self._heap and self._heap[0].due_at <= now:
+            item = heapq.heappop(self._heap)
+            if not self._live(item):
+                continue
+            sent = self._sent.get((item.key, item.timer_id))
+            if sent is not None and (now - sent).total_seconds() < self.resend_after:
+                deferred.append(item)
+                continue
+            self._sent[(item.key, item.timer_id)] = now
+            out.append(item)
+            deferred.append(item)  # stays pending until the saga says it fired
+        for item in deferred:
+            heapq.heappush(self._heap, item)
+        return out
+
+    def _live(self, item: Due) -> bool:
+        entry = self._by_key.get(item.key)
+        if entry is None:
+            self._sent.pop((item.key, item.timer_id), None)
+            return False
+        partition, timers = entry
+        live = timers.get(item.timer_id) == item.due_at and partition == item.partition
+        if not live:
+            self._sent.pop((item.key, item.timer_id), None)
+        return live
