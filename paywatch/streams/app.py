@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,7 +35,17 @@ from paywatch.streams.normalize import (
     event_key,
     normalize_record,
 )
-from paywatch.streams.topics import WEBHOOKS_FETCHED, dlq_name
+from paywatch.streams.recovery.agent import DefaultPolicies, PolicySource, SagaRuntime
+from paywatch.streams.recovery.agent import install as install_saga
+from paywatch.streams.recovery.clock import load_clock
+from paywatch.streams.topics import (
+    PAYMENTS_EVENTS,
+    RECOVERY_COMMANDS,
+    RECOVERY_TIMERS,
+    RECOVERY_TRANSITIONS,
+    WEBHOOKS_FETCHED,
+    dlq_name,
+)
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import store_rotated_secrets, valid_secrets
 
@@ -56,6 +66,8 @@ class Worker:
     fetched_dlq: Any = None
     fetcher: Fetcher | None = None
     """Fetches what thin webhooks name; None when the worker has no database."""
+    saga: SagaRuntime | None = None
+    """The recovery saga agent's tables, topics and timer index."""
 
 
 class PgSecrets:
@@ -109,12 +121,13 @@ def create_worker(
     dsn: str | None = None,
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    policies: PolicySource | None = None,
 ) -> Worker:
     """Build the Faust app, its topics, tables and agents.
 
     ``dsn`` gives the fetch step of thin webhooks its tenant secrets; without it, thin
     webhooks are dead-lettered. ``http_transport`` replaces the network for provider API
-    calls (tests).
+    calls (tests). ``policies``: tenant recovery policies (default: the safe defaults).
     """
     app = faust.App(
         settings.app_id,
@@ -150,7 +163,49 @@ def create_worker(
     codec = make_codec(settings)
     _normalize_agent(worker, codec)
     _normalize_fetched_agent(worker, codec)
-    return worker
+    saga = _saga(app, settings, codec, policies or DefaultPolicies())
+    return replace(worker, saga=saga)
+
+
+def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySource) -> SagaRuntime:
+    events_dlq = _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS)))
+
+    async def dead_letter(msg: Any, exc: Exception, stage: str) -> None:
+        await _dead_letter(events_dlq, codec, msg, exc, stage)
+
+    runtime = SagaRuntime(
+        codec=codec,
+        clock=load_clock(settings.time_scale, settings.state_path / "worker"),
+        policies=policies,
+        # Both tables are written from the saga agent's stream (payments.events and
+        # recovery.timers, co-partitioned), so their changelogs follow its partitions.
+        sagas=app.Table(
+            f"{settings.topic_prefix}recovery-sagas",
+            default=None,
+            partitions=settings.topic_partitions,
+        ),
+        cards=app.Table(
+            f"{settings.topic_prefix}recovery-cards",
+            default=None,
+            partitions=settings.topic_partitions,
+        ),
+        commands=_raw_topic(app, settings.topic(RECOVERY_COMMANDS)),
+        transitions=_raw_topic(app, settings.topic(RECOVERY_TRANSITIONS)),
+        timers=_raw_topic(app, settings.topic(RECOVERY_TIMERS)),
+        events_topic=settings.topic(PAYMENTS_EVENTS),
+        timers_topic=settings.topic(RECOVERY_TIMERS),
+        dead_letter=dead_letter,
+    )
+    source = app.topic(
+        settings.topic(PAYMENTS_EVENTS),
+        settings.topic(RECOVERY_TIMERS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    install_saga(app, runtime, source)
+    return runtime
 
 
 def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport | None) -> Fetcher:

@@ -32,6 +32,9 @@ WEBHOOKS_FETCHED = "webhooks.fetched"
 PAYMENTS_EVENTS = "payments.events"
 RECOVERY_COMMANDS = "recovery.commands"
 RECOVERY_TRANSITIONS = "recovery.transitions"
+RECOVERY_TIMERS = "recovery.timers"
+"""Internal: ticks that make the saga agent fire a due timer (co-partitioned with
+payments.events; the timers themselves live in the saga table)."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
@@ -39,6 +42,7 @@ DLQ_MAX_PARTITIONS = 3
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 COMPACTED = {"cleanup.policy": "compact"}
+SEVEN_DAYS = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
 NINETY_DAYS = {"retention.ms": str(90 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
 _LOGS_FOREVER = (
     WEBHOOKS_RAW,
@@ -71,6 +75,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(settings.topic(name), parts, dict(FOREVER), repl) for name in _LOGS_FOREVER]
     specs.append(TopicSpec(settings.topic(RISK_SCORES), parts, dict(COMPACTED), repl))
     specs.append(TopicSpec(settings.topic(ALERTS), parts, dict(NINETY_DAYS), repl))
+    specs.append(TopicSpec(settings.topic(RECOVERY_TIMERS), parts, dict(SEVEN_DAYS), repl))
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), dlq_parts, dict(FOREVER), repl)
         for src in DLQ_SOURCES

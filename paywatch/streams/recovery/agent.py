@@ -1,0 +1,222 @@
+"""The saga agent and its timer loop: the I/O around ``shell.step`` (ARCHITECTURE §8).
+
+Agent ``recovery-saga`` reads ``payments.events`` and ``recovery.timers`` (co-partitioned,
+keyed ``tenant/invoice_ref``), runs one decision per record, sends the commands to
+``recovery.commands`` and the transitions to ``recovery.transitions``, waits for the broker
+acks, then writes the saga and card tables (changelogged by Faust). At-least-once: a crash
+before the offset commit replays the record; decisions are deterministic and a saga that
+already saw the event id or fired the timer emits nothing again.
+
+The timer loop (every ``TICK_S``) fires due timers of the partitions this worker actively
+owns (never standbys) by sending a tick to ``recovery.timers`` on the saga's partition: a
+table can only change inside the agent. The index is rebuilt from the saga table after
+every rebalance or table recovery, so pending timers survive ``kill -9`` and move with
+their partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from paywatch.errors import CodecError, PaywatchError
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import PaymentEvent
+from paywatch.streams.recovery.clock import SagaClock
+from paywatch.streams.recovery.shell import (
+    entry_partition,
+    entry_timers,
+    fired_for,
+    read_tick,
+    step,
+    tick,
+)
+from paywatch.streams.recovery.state import SagaInput
+from paywatch.streams.recovery.tenant_policy import TenantPolicy
+from paywatch.streams.recovery.timers import TimerIndex
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+"""How often due timers are looked for: a timer fires within about this of its due time."""
+
+
+class PolicySource(Protocol):
+    """Tenant recovery policies as the saga agent needs them."""
+
+    def get(self, tenant: str) -> TenantPolicy:
+        """The tenant's policy (the defaults when it stored none)."""
+        ...
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Return once every stored policy is known (before the first decision)."""
+        ...
+
+
+class DefaultPolicies:
+    """Every tenant runs the default policy (tests, and until policies are stored)."""
+
+    def __init__(self, policy: TenantPolicy | None = None) -> None:
+        self._policy = policy or TenantPolicy()
+
+    def get(self, tenant: str) -> TenantPolicy:
+        """The one policy."""
+        return self._policy
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Always ready."""
+        return None
+
+
+DeadLetter = Callable[[Any, Exception, str], Awaitable[None]]
+Send = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class SagaRuntime:
+    """What the agent and the timer loop share inside one worker."""
+
+    codec: Codec
+    clock: SagaClock
+    policies: PolicySource
+    sagas: Any  # Faust table: tenant/invoice_ref -> entry
+    cards: Any  # Faust table: card key -> [CardAttempt]
+    commands: Any  # recovery.commands topic
+    transitions: Any  # recovery.transitions topic
+    timers: Any  # recovery.timers topic
+    events_topic: str
+    timers_topic: str
+    dead_letter: DeadLetter
+    index: TimerIndex = field(default_factory=TimerIndex)
+    indexed: frozenset[int] | None = None
+    ready: bool = False
+
+    def decode(self, msg: Any) -> SagaInput:
+        """A payments.events record or a recovery.timers tick."""
+        if msg.topic == self.timers_topic:
+            return read_tick(msg.value)
+        event: PaymentEvent = self.codec.decode(msg.value, PaymentEvent, topic=msg.topic)
+        return event
+
+    async def handle(self, msg: Any) -> None:
+        """One decision for one record (see the module docstring)."""
+        if not self.ready:
+            await self.policies.wait_ready(timeout=60.0)
+            self.ready = True
+        try:
+            event = self.decode(msg)
+        except (CodecError, ValueError, ValidationError) as exc:
+            await self.dead_letter(msg, exc, "saga")
+            return
+        key = f"{event.tenant}/{event.invoice_ref}"
+        entry = self.sagas.get(key)
+        try:
+            out = step(
+                entry,
+                event,
+                partition=msg.partition,
+                wall_now=datetime.now(UTC),
+                clock=self.clock,
+                policy=self.policies.get(event.tenant),
+                cards=self.cards.get,
+            )
+        except (PaywatchError, ValidationError, ValueError) as exc:  # a bug, not bad luck
+            log.exception("saga %s: decision failed", key)
+            await self.dead_letter(msg, exc, "saga")
+            return
+        record_key = key.encode()
+        futures = [
+            await self.commands.send(
+                key=record_key,
+                value=self.codec.encode(c, topic=self.commands.get_topic_name()),
+            )
+            for c in out.commands
+        ]
+        futures += [
+            await self.transitions.send(
+                key=record_key,
+                value=self.codec.encode(t, topic=self.transitions.get_topic_name()),
+            )
+            for t in out.transitions
+        ]
+        for fut in futures:
+            await fut  # acked before the tables move on: a crash replays the decision
+        if out.entry is not None and out.entry != entry:
+            self.sagas[key] = out.entry
+        for card, entries in out.cards.items():
+            self.cards[card] = entries
+        if self.indexed is not None and msg.partition in self.indexed:
+            self.index.put(key, msg.partition, out.timers)
+
+    def rebuild(self, actives: frozenset[int]) -> None:
+        """Index the pending timers of the actively owned partitions from the table."""
+        self.index.clear()
+        count = 0
+        for key, entry in self.sagas.items():
+            if entry and entry_partition(entry) in actives:
+                timers = entry_timers(entry)
+                if timers:
+                    self.index.put(key, entry_partition(entry), timers)
+                    count += 1
+        self.indexed = actives
+        log.info(
+            "timer index rebuilt: %d sagas with timers on partitions %s", count, sorted(actives)
+        )
+
+    async def fire_due(self, actives: frozenset[int]) -> int:
+        """Send a tick for every due timer of the active partitions; returns how many."""
+        if actives != self.indexed:
+            self.rebuild(actives)
+        sent = 0
+        for due in self.index.due(datetime.now(UTC)):
+            fired = fired_for(due.key, due.timer_id, self.sagas.get(due.key))
+            if fired is None:
+                continue
+            await self.timers.send(key=due.key.encode(), value=tick(fired), partition=due.partition)
+            sent += 1
+        return sent
+
+
+def install(app: Any, runtime: SagaRuntime, source: Any) -> None:
+    """Register the saga agent on ``source`` (both topics) and the timer loop on ``app``."""
+
+    @app.agent(source, name="recovery-saga")  # type: ignore[untyped-decorator]
+    async def recovery_saga(stream: Any) -> None:
+        async for event in stream.events():
+            await runtime.handle(event.message)
+
+    restored = {"count": 0, "seen": 0}
+
+    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+    async def on_restored(sender: Any, **kwargs: Any) -> None:
+        restored["count"] += 1  # tables of the new assignment are being made visible
+
+    @app.timer(interval=TICK_S, name="recovery-timers")  # type: ignore[untyped-decorator]
+    async def recovery_timers() -> None:
+        settling = app.rebalancing or getattr(app, "in_recovery", False)
+        if settling or restored["count"] == 0:
+            runtime.indexed = None  # never fire from a half-restored table
+            return
+        if restored["seen"] != restored["count"]:
+            # Seen restored on this tick: index on the next one, after the tables'
+            # own recovery callbacks (which run right after the signal) have finished.
+            restored["seen"] = restored["count"]
+            runtime.indexed = None
+            return
+        actives = frozenset(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == runtime.events_topic
+        )
+        try:
+            await runtime.fire_due(actives)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the loop must survive one bad send; it retries next tick
+            log.exception("recovery timers: firing failed")

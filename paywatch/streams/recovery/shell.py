@@ -1,0 +1,181 @@
+"""The pure half of the saga agent: table entries in, table entries and records out.
+
+The Faust agent (``paywatch.streams.recovery.agent``) reads a saga's table entry and its
+card's ledger, calls ``step`` and then does the I/O: sends the commands and transitions,
+waits for the acks, writes the entries back and re-indexes the timers. Everything here is
+deterministic given its arguments (the wall time is one of them).
+
+Table entries are JSON (Faust's default value serializer)::
+
+    sagas[tenant/invoice_ref] = {"v": 1, "p": partition, "d": last decision (saga time),
+                                 "t": [[timer id, due (wall time)], ...], "s": Saga}
+    cards[card key]           = [CardAttempt, ...]   # the last CARD_HISTORY_DAYS only
+
+``p`` and ``t`` let the timer index be rebuilt after a restart without parsing every
+saga; ``d`` keeps transition times monotonic per saga even if the wall clock steps back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.streams.recovery.clock import SagaClock
+from paywatch.streams.recovery.ledger import CardAttempt, CardLedger
+from paywatch.streams.recovery.policy import decide, ledger_card
+from paywatch.streams.recovery.state import Saga, SagaInput, TimerFired
+from paywatch.streams.recovery.tenant_policy import TenantPolicy
+
+ENTRY_VERSION = 1
+CARD_HISTORY_DAYS = 31
+"""Card attempts older than this (saga time) are dropped: every network window is ≤ 30 d."""
+
+Entry = dict[str, Any]
+CardsGet = Callable[[str], list[dict[str, Any]] | None]
+
+
+@dataclass
+class Step:
+    """What one decision changes: the saga entry, card entries, records to send."""
+
+    entry: Entry | None
+    cards: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    commands: list[RecoveryCommand] = field(default_factory=list)
+    transitions: list[SagaTransition] = field(default_factory=list)
+
+    @property
+    def timers(self) -> list[tuple[str, datetime]]:
+        """The saga's pending timers, wall time (what the timer index holds)."""
+        return entry_timers(self.entry)
+
+
+def saga_of(entry: Entry | None) -> Saga | None:
+    """The saga stored in a table entry."""
+    return None if entry is None else Saga.model_validate(entry["s"])
+
+
+def entry_timers(entry: Entry | None) -> list[tuple[str, datetime]]:
+    """(timer id, wall due time) of a table entry, without parsing the saga."""
+    if not entry:
+        return []
+    return [(timer_id, datetime.fromisoformat(due)) for timer_id, due in entry.get("t", [])]
+
+
+def entry_partition(entry: Entry) -> int:
+    """The partition the saga lives on."""
+    return int(entry["p"])
+
+
+def tick(fired: TimerFired) -> bytes:
+    """The ``recovery.timers`` record that makes the agent fire a due timer."""
+    return json.dumps(
+        {
+            "tenant": fired.tenant,
+            "invoice_ref": fired.invoice_ref,
+            "timer_id": fired.timer_id,
+            "due_at": fired.due_at.isoformat(),
+        }
+    ).encode()
+
+
+def read_tick(value: bytes) -> TimerFired:
+    """A ``recovery.timers`` record (raises ValueError / ValidationError when malformed)."""
+    return TimerFired.model_validate_json(value)
+
+
+def fired_for(key: str, timer_id: str, entry: Entry | None) -> TimerFired | None:
+    """The TimerFired of a pending timer of this entry (saga-time due), or None."""
+    saga = saga_of(entry)
+    timer = saga.timer(timer_id) if saga else None
+    if saga is None or timer is None:
+        return None
+    return TimerFired(
+        tenant=saga.tenant, invoice_ref=saga.invoice_ref, timer_id=timer_id, due_at=timer.due_at
+    )
+
+
+def _to_saga(event: SagaInput, clock: SagaClock) -> SagaInput:
+    if clock.identity or not isinstance(event, PaymentEvent):
+        return event
+    update: dict[str, Any] = {"occurred_at": clock.to_saga(event.occurred_at)}
+    if event.provider_retry_at is not None:
+        update["provider_retry_at"] = clock.to_saga(event.provider_retry_at)
+    return event.model_copy(update=update)
+
+
+def _command_to_wall(command: RecoveryCommand, clock: SagaClock) -> RecoveryCommand:
+    if clock.identity:
+        return command
+    update: dict[str, Any] = {"due_at": clock.to_wall(command.due_at)}
+    for name in ("issued_at", "first_failed_at"):
+        value = getattr(command, name)
+        if value is not None:
+            update[name] = clock.to_wall(value)
+    return command.model_copy(update=update)
+
+
+def _transition_to_wall(transition: SagaTransition, clock: SagaClock) -> SagaTransition:
+    if clock.identity:
+        return transition
+    update: dict[str, Any] = {"at": clock.to_wall(transition.at)}
+    if transition.next_action_at is not None:
+        update["next_action_at"] = clock.to_wall(transition.next_action_at)
+    return transition.model_copy(update=update)
+
+
+def _merge(
+    known: list[dict[str, Any]] | None, new: Iterable[CardAttempt], horizon: datetime
+) -> list[dict[str, Any]]:
+    entries = {e["id"]: e for e in known or []}
+    for attempt in new:
+        entries.setdefault(attempt.id, attempt.model_dump(mode="json"))
+    return [e for e in entries.values() if datetime.fromisoformat(e["at"]) >= horizon]
+
+
+def step(
+    entry: Entry | None,
+    event: SagaInput,
+    *,
+    partition: int,
+    wall_now: datetime,
+    clock: SagaClock,
+    policy: TenantPolicy,
+    cards: CardsGet,
+) -> Step:
+    """One decision of the saga behind ``entry`` (see the module docstring)."""
+    state = saga_of(entry)
+    event = _to_saga(event, clock)
+    now = clock.to_saga(wall_now)
+    if entry and entry.get("d"):
+        now = max(now, datetime.fromisoformat(entry["d"]))  # never back in time per saga
+    card = ledger_card(state, event)
+    if card is not None:
+        ledger = CardLedger(
+            card=card,
+            entries=tuple(CardAttempt.model_validate(e) for e in cards(card) or []),
+        )
+        blank = state or Saga(tenant=event.tenant, invoice_ref=event.invoice_ref)
+        state = blank.model_copy(update={"ledger": ledger})
+    decision = decide(state, event, now, policy)
+    out = Step(entry=entry)
+    if decision.new_state is not None:
+        saga = decision.new_state
+        out.entry = {
+            "v": ENTRY_VERSION,
+            "p": partition,
+            "d": now.isoformat(),
+            "t": [[tid, clock.to_wall(due).isoformat()] for tid, due in saga.timers()],
+            "s": saga.model_dump(mode="json", exclude={"ledger"}),
+        }
+    by_card: dict[str, list[CardAttempt]] = {}
+    for attempt in decision.ledger_entries:
+        by_card.setdefault(attempt.card, []).append(attempt)
+    horizon = now - timedelta(days=CARD_HISTORY_DAYS)
+    out.cards = {key: _merge(cards(key), new, horizon) for key, new in by_card.items()}
+    out.commands = [_command_to_wall(c, clock) for c in decision.commands]
+    out.transitions = [_transition_to_wall(t, clock) for t in decision.transitions]
+    return out
