@@ -188,7 +188,11 @@ class Executor:
         self, conn: asyncpg.Connection, command: RecoveryCommand, rec: Any
     ) -> journal.Entry | None:
         """Simulate the retry, append its outcome, return the journal entry."""
-        anchor = await journal.first_due_at(conn, command.tenant, command.invoice_ref)
+        # Day 0 is the invoice's first failure when the saga says it (first_failed_at);
+        # commands without it fall back to the earliest journaled command of the invoice.
+        anchor = command.first_failed_at or await journal.first_due_at(
+            conn, command.tenant, command.invoice_ref
+        )
         start = command.due_at if anchor is None else min(anchor, command.due_at)
         day = simulated_days(start, command.due_at, self._settings.time_scale)
         verdict = simulate(command, self._config, day)
