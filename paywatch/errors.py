@@ -2,6 +2,7 @@
 
 PaywatchError
 ├── ConfigError                 bad or missing configuration (exit 2 in the CLI)
+│   └── InvalidPolicy           a tenant recovery policy that does not validate -> 422
 ├── InfraError                  embedded Kafka/Postgres could not start or be reached
 │   └── StackNotRunning         a command needs a stack that is not running
 ├── ProviderError               raised by providers/*: pure, never I/O
@@ -15,6 +16,8 @@ PaywatchError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class PaywatchError(Exception):
     """Base of every error paywatch raises on purpose."""
@@ -22,6 +25,16 @@ class PaywatchError(Exception):
 
 class ConfigError(PaywatchError):
     """Configuration is missing or invalid."""
+
+
+class InvalidPolicy(ConfigError):
+    """A tenant recovery policy that does not validate; one (field path, reason) per error."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        self.errors = tuple(errors)
+        lines = "".join(f"\n  {field}: {reason}" for field, reason in self.errors)
+        count = len(self.errors)
+        super().__init__(f"invalid policy ({count} error{'' if count == 1 else 's'}):{lines}")
 
 
 class InfraError(PaywatchError):

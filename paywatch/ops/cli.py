@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -82,6 +83,102 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     key = _db_call(settings, lambda conn: create_api_key(conn, args.name, args.role))
     print(f"{args.role} API key for tenant {args.name} (shown once, store it now):")
     print(key)
+    return 0
+
+
+def _read_policy(path: str) -> Any:
+    """The decoded JSON of a policy file (`-`: stdin); ConfigError when unreadable."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"policy file {path} is not JSON: {exc}") from exc
+
+
+def cmd_policy_show(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch policy show TENANT: the policy JSON on stdout, its revision on stderr."""
+    from paywatch.tenants.policies import policy_in_force, require_tenant
+
+    async def show(conn: Any) -> Any:
+        await require_tenant(conn, args.tenant)
+        return await policy_in_force(conn, args.tenant)
+
+    current = _db_call(settings, show)
+    print(json.dumps(current.policy.model_dump(mode="json"), indent=2))
+    if current.source == "default":
+        origin = "the defaults: never changed"
+    else:
+        origin = f"stored, changed {current.changed_at.isoformat()} by {current.changed_by}"
+    print(f"tenant {args.tenant}: revision {current.revision} ({origin})", file=sys.stderr)
+    return 0
+
+
+def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch policy set TENANT --file FILE (the new revision alone on the last line)."""
+    from datetime import UTC, datetime
+
+    from paywatch.db import create_pool, migrate
+    from paywatch.errors import Retryable
+    from paywatch.tenants.policies import change_policy, open_policy_log, parse_policy
+
+    policy = parse_policy(_read_policy(args.file))  # before connecting to anything
+    ends = resolve_endpoints(settings)
+
+    async def go() -> Any:
+        pool = await create_pool(ends.dsn, min_size=1, max_size=1)
+        try:
+            async with open_policy_log(settings, ends.bootstrap) as log, pool.acquire() as conn:
+                await migrate(conn)
+                return await change_policy(
+                    conn, log, args.tenant, policy,
+                    changed_by="cli", reason=args.reason, now=datetime.now(UTC),
+                )  # fmt: skip
+        finally:
+            await pool.close()
+
+    try:
+        change = asyncio.run(go())
+    except Retryable as exc:
+        raise InfraError(
+            f"Kafka at {ends.bootstrap} did not take the change ({exc}): the policy was not "
+            "changed; is the stack running (`paywatch status`)?"
+        ) from exc
+    if change.changed:
+        at = change.at
+        print(
+            f"tenant {args.tenant}: policy {change.previous_revision or 'defaults'} -> "
+            f"{change.revision} ({at.topic}[{at.partition}]@{at.offset}); "
+            "it applies to decisions made from now on"
+        )
+    else:
+        print(f"tenant {args.tenant}: unchanged, revision {change.revision} is already in force")
+    print(change.revision)
+    return 0
+
+
+def cmd_policy_history(settings: Settings, args: argparse.Namespace) -> int:
+    """paywatch policy history TENANT: every change, newest first."""
+    from paywatch.tenants.policies import policy_history, require_tenant
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+
+    async def history(conn: Any) -> Any:
+        await require_tenant(conn, args.tenant)
+        return await policy_history(conn, args.tenant, args.limit)
+
+    rows = _db_call(settings, history)
+    if not rows:
+        print(f"tenant {args.tenant} never changed its policy: it runs the defaults")
+    for row in rows:
+        line = (
+            f"{row.changed_at.isoformat()}  {row.revision}  "
+            f"previous={row.previous_revision or 'defaults'}  by={row.changed_by}"
+        )
+        print(line + (f"  reason={row.reason!r}" if row.reason else ""))
     return 0
 
 
@@ -233,7 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("name")
     ak.add_argument("--role", required=True, choices=("analyst", "operator", "admin"))
     ak.set_defaults(func=cmd_apikey_create)
+    _policy_parser(sub)
     return p
+
+
+def _policy_parser(sub: Any) -> None:
+    policy = sub.add_parser("policy", help="a tenant's recovery policy").add_subparsers(
+        dest="pcmd", required=True
+    )
+    ps = policy.add_parser("show", help="print the policy in force (JSON) and its revision")
+    ps.add_argument("tenant")
+    ps.set_defaults(func=cmd_policy_show)
+    pset = policy.add_parser("set", help="change the policy (an event on recovery.policies)")
+    pset.add_argument("tenant")
+    pset.add_argument("--file", required=True, help="the whole policy as JSON; - for stdin")
+    pset.add_argument("--reason", help="why, recorded with the change")
+    pset.set_defaults(func=cmd_policy_set)
+    ph = policy.add_parser("history", help="every change of the policy, newest first")
+    ph.add_argument("tenant")
+    ph.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    ph.set_defaults(func=cmd_policy_history)
 
 
 def main(argv: list[str] | None = None) -> int:

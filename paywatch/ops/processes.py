@@ -46,7 +46,7 @@ def run_api(settings: Settings, ends: Endpoints) -> None:
     """Serve the query API on settings.api_port."""
     from paywatch.api.query.app import create_app
 
-    _serve(create_app(settings, ends.dsn), settings, settings.api_port)
+    _serve(create_app(settings, ends.dsn, ends.bootstrap), settings, settings.api_port)
 
 
 def run_worker(settings: Settings, ends: Endpoints) -> None:

@@ -1,10 +1,10 @@
 """The projector process: Kafka -> Postgres read models, exactly-once effect.
 
-It reads `payments.events`, `recovery.transitions` and `recovery.commands` under one
-projection name. On every partition assignment the consumer seeks to the checkpoint
-stored in Postgres (not Kafka's committed offset); each polled batch, whatever topics it
-spans, is written with the checkpoints of every partition it read in one transaction.
-Kafka offsets are committed afterwards for monitoring only.
+It reads `payments.events`, `recovery.transitions`, `recovery.commands` and
+`recovery.policies` under one projection name. On every partition assignment the consumer
+seeks to the checkpoint stored in Postgres (not Kafka's committed offset); each polled
+batch, whatever topics it spans, is written with the checkpoints of every partition it read
+in one transaction. Kafka offsets are committed afterwards for monitoring only.
 """
 
 from __future__ import annotations
@@ -22,12 +22,19 @@ from paywatch.errors import CodecError
 from paywatch.projections import Coords
 from paywatch.projections.sink import PostgresSink, Record
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import DeadLetter, PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.schemas.models import (
+    DeadLetter,
+    PaymentEvent,
+    PolicyChanged,
+    RecoveryCommand,
+    SagaTransition,
+)
 from paywatch.settings import Settings
 from paywatch.streams.topics import (
     DLQ_SOURCES,
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
+    RECOVERY_POLICIES,
     RECOVERY_TRANSITIONS,
     dlq_name,
 )
@@ -38,6 +45,7 @@ SOURCES: dict[str, type[Record]] = {
     PAYMENTS_EVENTS: PaymentEvent,
     RECOVERY_TRANSITIONS: SagaTransition,
     RECOVERY_COMMANDS: RecoveryCommand,
+    RECOVERY_POLICIES: PolicyChanged,
 }
 """Logical topics the projector reads, with the model of their values."""
 
@@ -53,8 +61,9 @@ class Source:
 def dead_letter_topic(source: str) -> str:
     """The source's own DLQ, else the projector's (payments.events.dlq).
 
-    recovery.transitions has no DLQ of its own (ARCHITECTURE §7 lists none); its letters
-    name their source topic, so they stay distinguishable in payments.events.dlq.
+    recovery.transitions and recovery.policies have no DLQ of their own (ARCHITECTURE §7
+    lists none); their letters name their source topic, so they stay distinguishable in
+    payments.events.dlq.
     """
     return dlq_name(source if source in DLQ_SOURCES else PAYMENTS_EVENTS)
 

@@ -20,7 +20,8 @@ import asyncpg
 
 from paywatch.projections import Coords, event_log, failures, invoices, recovery_log
 from paywatch.projections import recovery_workflows as workflows
-from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.projections import tenant_policies as policies
+from paywatch.schemas.models import PaymentEvent, PolicyChanged, RecoveryCommand, SagaTransition
 
 CHECKPOINT = (
     "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)"
@@ -35,7 +36,7 @@ LATEST_SUCCESS = (
 SUCCESS_NAMES = [t.value for t in invoices.SUCCESS_TYPES]
 LOCK = "SELECT pg_advisory_xact_lock($1)"
 
-Record = PaymentEvent | SagaTransition | RecoveryCommand
+Record = PaymentEvent | SagaTransition | RecoveryCommand | PolicyChanged
 Key = tuple[str, str]
 """(tenant, invoice_ref)"""
 
@@ -65,13 +66,14 @@ def _columns(keys: Iterable[Key]) -> tuple[list[str], list[str]]:
 
 @dataclass
 class PostgresSink:
-    """Buffers one batch for `event_log`, `failures`, `invoices`, `recovery_workflows`
-    and `recovery_log`."""
+    """Buffers one batch for `event_log`, `failures`, `invoices`, `recovery_workflows`,
+    `recovery_log`, `tenant_policies` and `tenant_policy_changes`."""
 
     projection: str
     events: list[tuple[PaymentEvent, Coords]] = field(default_factory=list)
     transitions: list[tuple[SagaTransition, Coords]] = field(default_factory=list)
     commands: list[tuple[RecoveryCommand, Coords]] = field(default_factory=list)
+    policies: list[tuple[PolicyChanged, Coords]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def add(self, record: Record | None, at: Coords) -> None:
@@ -82,11 +84,13 @@ class PostgresSink:
             self.transitions.append((record, at))
         elif isinstance(record, RecoveryCommand):
             self.commands.append((record, at))
+        elif isinstance(record, PolicyChanged):
+            self.policies.append((record, at))
         key = (at.topic, at.partition)
         self.positions[key] = max(self.positions.get(key, 0), at.offset + 1)
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.transitions) + len(self.commands)
+        return len(self.events) + len(self.transitions) + len(self.commands) + len(self.policies)
 
     async def write(self, conn: asyncpg.Connection) -> int:
         """Write the batch and its checkpoints in one transaction; return records written."""
@@ -98,6 +102,7 @@ class PostgresSink:
             await _lock_invoices(conn, touched)
             await self._write_rows(conn)
             await self._write_recovery(conn)
+            await self._write_policies(conn)
             if touched:  # the saga state wins over the event-derived status
                 await conn.execute(workflows.SYNC_STATUS, *_columns(touched))
             await conn.executemany(
@@ -106,6 +111,7 @@ class PostgresSink:
             )
         written = len(self)
         self.events, self.transitions, self.commands, self.positions = [], [], [], {}
+        self.policies = []
         return written
 
     async def _write_rows(self, conn: asyncpg.Connection) -> None:
@@ -152,6 +158,12 @@ class PostgresSink:
         changed = [row.values() for key, row in rows.items() if row is not before.get(key)]
         if changed:
             await conn.executemany(workflows.UPSERT, changed)
+
+    async def _write_policies(self, conn: asyncpg.Connection) -> None:
+        rows = [policies.row(change, at) for change, at in self.policies]
+        if rows:  # in log order: each upsert only moves its tenant's row forward
+            await conn.executemany(policies.INSERT_CHANGE, rows)
+            await conn.executemany(policies.UPSERT, rows)
 
     @staticmethod
     async def _latest_success(

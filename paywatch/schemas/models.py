@@ -8,10 +8,11 @@ step. Events are past tense (``PaymentEvent.type``), commands imperative
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Frozen(BaseModel):
@@ -275,6 +276,40 @@ class FetchedDocument(Frozen):
     parent_resource_id: str | None = None
 
 
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+class PolicyChanged(Frozen):
+    """A tenant's recovery policy was changed (topic ``recovery.policies``, key tenant).
+
+    ``policy_json`` is the whole new ``TenantPolicy`` as canonical JSON; the change applies
+    to decisions made after it. Checked to be a JSON object Postgres ``jsonb`` can hold, so
+    a malformed record is dead-lettered instead of stalling a projection.
+    """
+
+    tenant: str
+    revision: str
+    policy_json: str
+    previous_revision: str | None = None
+    changed_at: datetime
+    changed_by: str
+    reason: str | None = None
+
+    @field_validator("policy_json")
+    @classmethod
+    def _json_object(cls, text: str) -> str:
+        if "\x00" in text or "\\u0000" in text:
+            raise ValueError("policy_json contains NUL, which jsonb cannot store")
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise ValueError(f"policy_json is not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ValueError("policy_json must be a JSON object")
+        return text
+
+
 TOPIC_MODELS: dict[str, type[Frozen]] = {
     "webhooks.raw": RawWebhook,
     "webhooks.fetched": FetchedDocument,
@@ -283,5 +318,6 @@ TOPIC_MODELS: dict[str, type[Frozen]] = {
     "recovery.transitions": SagaTransition,
     "risk.scores": RiskScore,
     "alerts": Alert,
+    "recovery.policies": PolicyChanged,
 }
 """Logical topic name -> value model (``*.dlq`` topics carry DeadLetter)."""

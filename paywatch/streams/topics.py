@@ -6,7 +6,9 @@ existing topic with a different count is an error, never silently accepted.
 
 DLQs get at most ``DLQ_MAX_PARTITIONS`` partitions: dead letters are rare,
 read by humans and replay tools, and never joined with anything, so a handful
-of partitions is plenty and keeps the broker's file count down.
+of partitions is plenty and keeps the broker's file count down. The same holds
+for ``recovery.policies`` (a few changes per tenant, read whole by every worker),
+kept forever like the other logs: it is the audit trail of policy changes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ RECOVERY_TIMERS = "recovery.timers"
 payments.events; the timers themselves live in the saga table)."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
+RECOVERY_POLICIES = "recovery.policies"
 DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
 DLQ_MAX_PARTITIONS = 3
 
@@ -71,13 +74,14 @@ def dlq_name(source: str) -> str:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of ARCHITECTURE §7, with the settings' prefix, partitions and replication."""
     parts, repl = settings.topic_partitions, settings.topic_replication
-    dlq_parts = min(DLQ_MAX_PARTITIONS, parts)
+    few_parts = min(DLQ_MAX_PARTITIONS, parts)
     specs = [TopicSpec(settings.topic(name), parts, dict(FOREVER), repl) for name in _LOGS_FOREVER]
     specs.append(TopicSpec(settings.topic(RISK_SCORES), parts, dict(COMPACTED), repl))
     specs.append(TopicSpec(settings.topic(ALERTS), parts, dict(NINETY_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_TIMERS), parts, dict(SEVEN_DAYS), repl))
+    specs.append(TopicSpec(settings.topic(RECOVERY_POLICIES), few_parts, dict(FOREVER), repl))
     specs.extend(
-        TopicSpec(settings.topic(dlq_name(src)), dlq_parts, dict(FOREVER), repl)
+        TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)
         for src in DLQ_SOURCES
     )
     return specs

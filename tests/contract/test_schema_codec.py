@@ -27,6 +27,7 @@ from paywatch.schemas.models import (
     EventType,
     Frozen,
     PaymentEvent,
+    PolicyChanged,
     RawRef,
     RiskScore,
 )
@@ -75,9 +76,21 @@ def values(annotation: Any, info: FieldInfo | None = None) -> st.SearchStrategy[
     return floats_for(info) if annotation is float else simple[annotation]
 
 
+# Text fields whose format the model checks: generated valid, not as any text.
+NO_NUL = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=12)
+FORMATTED: dict[tuple[type[BaseModel], str], st.SearchStrategy[Any]] = {
+    (PolicyChanged, "policy_json"): st.dictionaries(NO_NUL, NO_NUL | LONGS, max_size=3).map(
+        json.dumps
+    ),
+}
+
+
 def instances(model: type[M]) -> st.SearchStrategy[M]:
     """Valid instances of a model, derived from its fields."""
-    fields = {n: values(f.annotation, f) for n, f in model.model_fields.items()}
+    fields = {
+        n: FORMATTED[(model, n)] if (model, n) in FORMATTED else values(f.annotation, f)
+        for n, f in model.model_fields.items()
+    }
     return st.builds(model, **fields)
 
 
@@ -269,6 +282,23 @@ def test_an_out_of_range_value_is_a_codec_error_naming_no_input() -> None:
     with pytest.raises(CodecError, match="score") as caught:
         codec.decode(single_object(schema, record), RiskScore)
     assert "7.5" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"a": NaN}', '{"a": "\\u0000"}'])
+def test_a_policy_change_whose_policy_is_no_jsonb_object_is_a_codec_error(text: str) -> None:
+    # Projections store policy_json as jsonb: anything Postgres would refuse is refused here.
+    schema = json.loads(codec.schema_text(PolicyChanged))
+    record = {
+        "tenant": "t",
+        "revision": "r",
+        "policy_json": text,
+        "previous_revision": None,
+        "changed_at": NOW,
+        "changed_by": "cli",
+        "reason": None,
+    }
+    with pytest.raises(CodecError, match="policy_json"):
+        codec.decode(single_object(schema, record), PolicyChanged)
 
 
 def test_a_model_that_cannot_be_encoded_raises_codec_error() -> None:

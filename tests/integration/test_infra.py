@@ -29,6 +29,8 @@ READ_MODEL_TABLES = {
     "projection_checkpoints",
     "tenants",
     "api_keys",
+    "tenant_policies",
+    "tenant_policy_changes",
 }
 
 
@@ -102,12 +104,14 @@ def test_topics_have_partitions_and_config(test_settings: Settings) -> None:
         assert len(topics[spec.name].partitions) == spec.partitions, spec.name
     assert len(topics[test_settings.topic("payments.events")].partitions) == 3
     assert len(topics[test_settings.topic("payments.events.dlq")].partitions) <= 3
+    assert len(topics[test_settings.topic("recovery.policies")].partitions) <= 3
     for name in (
         "webhooks.raw",
         "webhooks.fetched",
         "payments.events",
         "recovery.commands",
         "recovery.transitions",
+        "recovery.policies",
         "webhooks.raw.dlq",
     ):
         config = _topic_config(bootstrap, test_settings.topic(name))

@@ -127,3 +127,11 @@ def test_validation_errors_are_precise(
     got_loc, got_message = error(data)
     assert got_loc == loc
     assert message in got_message
+
+
+def test_revision_does_not_depend_on_the_order_of_owners() -> None:
+    from paywatch.streams.recovery.tenant_policy import TenantPolicy
+
+    a = TenantPolicy.model_validate({"owners": {"stripe": "paywatch", "adyen": "provider"}})
+    b = TenantPolicy.model_validate({"owners": {"adyen": "provider", "stripe": "paywatch"}})
+    assert a.revision == b.revision

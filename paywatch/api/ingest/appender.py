@@ -21,9 +21,12 @@ class RawAppender:
     so a failed connect is retried instead of crashing the process.
     """
 
-    def __init__(self, bootstrap: str, ack_timeout: float) -> None:
+    def __init__(
+        self, bootstrap: str, ack_timeout: float, *, client_id: str = "paywatch-ingest"
+    ) -> None:
         self._bootstrap = bootstrap
         self._ack_timeout = ack_timeout
+        self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -39,7 +42,7 @@ class RawAppender:
             enable_idempotence=True,  # aiokafka defaults to acks=1 and no idempotence
             linger_ms=0,
             request_timeout_ms=int(self._ack_timeout * 1000),
-            client_id="paywatch-ingest",
+            client_id=self._client_id,
         )
         try:
             await producer.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -24,10 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paywatch.api.query.deps import ApiError
-from paywatch.api.query.routes import failures, health, invoices, timeline
+from paywatch.api.query.routes import failures, health, invoices, policy, timeline
 from paywatch.api.query.schemas import ErrorBody
 from paywatch.db import create_pool
 from paywatch.settings import Settings
+from paywatch.tenants.policies import open_policy_log
 
 _UNMATCHED = "<unmatched>"
 _MAX_INPUT_CHARS = 80
@@ -128,16 +129,23 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-def create_app(settings: Settings, dsn: str) -> FastAPI:
-    """Build the query API; the lifespan opens (and closes) the Postgres pool."""
+def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> FastAPI:
+    """Build the query API; the lifespan opens (and closes) the Postgres pool.
+
+    With `bootstrap`, also a producer for policy changes (PUT /v1/policy); without one,
+    that route answers 503.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await create_pool(dsn)
-        try:
+        async with AsyncExitStack() as stack:
+            app.state.pool = await create_pool(dsn)
+            stack.push_async_callback(app.state.pool.close)
+            app.state.policy_log = None
+            if bootstrap is not None:
+                log = open_policy_log(settings, bootstrap)
+                app.state.policy_log = await stack.enter_async_context(log)
             yield
-        finally:
-            await app.state.pool.close()
 
     app = FastAPI(
         title="paywatch query API",
@@ -149,6 +157,6 @@ def create_app(settings: Settings, dsn: str) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (invoices, timeline, failures, health):
+    for module in (invoices, timeline, failures, policy, health):
         app.include_router(module.router)
     return app

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from paywatch.schemas.models import CommandType, DeclineCategory, EventType, SagaState
+from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 T = TypeVar("T")
 
@@ -191,3 +192,52 @@ class Health(Public):
 
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+
+
+class PolicyInForce(Public):
+    """The caller's tenant's recovery policy: the stored one, or the defaults."""
+
+    policy: TenantPolicy
+    revision: str = Field(description="Content hash of the policy.")
+    source: Literal["stored", "default"] = Field(
+        description="default: the tenant never stored a policy and runs the safe defaults."
+    )
+    previous_revision: str | None = Field(description="The revision the stored one replaced.")
+    changed_at: datetime | None
+    changed_by: str | None = Field(description="cli, or api:<role of the API key>.")
+    reason: str | None
+
+
+class PolicyUpdated(Public):
+    """The answer to a policy change; `changed` is false when the policy was already in force."""
+
+    policy: TenantPolicy
+    revision: str
+    previous_revision: str | None
+    changed: bool = Field(description="false: same revision as in force, no event written.")
+    kafka: KafkaCoordinates | None = Field(description="The PolicyChanged record (if changed).")
+
+
+class PolicyChangeItem(Public):
+    """One change of the tenant's policy (a PolicyChanged record of recovery.policies)."""
+
+    revision: str
+    previous_revision: str | None
+    changed_at: datetime
+    changed_by: str
+    reason: str | None
+    policy: dict[str, Any] = Field(description="The policy as it was written.")
+    kafka: KafkaCoordinates
+
+
+class FieldError(Public):
+    """Why one field of a submitted policy is invalid."""
+
+    field: str = Field(description="Path in the body, e.g. retry.days or dunning[0].day.")
+    reason: str
+
+
+class InvalidPolicyBody(ErrorBody):
+    """A policy that does not validate: every field error, each with its path."""
+
+    errors: list[FieldError]

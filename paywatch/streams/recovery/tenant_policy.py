@@ -172,7 +172,7 @@ class TenantPolicy(Frozen):
         unknown = sorted(set(owners) - set(PROVIDERS))
         if unknown:
             raise ValueError(f"unknown provider(s) {unknown}; known: {list(PROVIDERS)}")
-        return owners
+        return dict(sorted(owners.items()))  # equal policies, equal revision
 
     @field_validator("dunning")
     @classmethod

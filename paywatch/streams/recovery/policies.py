@@ -1,0 +1,193 @@
+"""PolicyView: every tenant's recovery policy in force, read from ``recovery.policies``.
+
+The worker keeps one per process. An aiokafka consumer without a group assigns every
+partition of the topic and reads it from the beginning (the topic is small: a few changes
+per tenant, kept forever), folding the last PolicyChanged of each tenant into a dict
+(``PolicyBook``, pure). ``wait_ready`` returns once the view has read up to the end offsets
+seen at start, so a saga never decides with the defaults for a tenant that stored a policy;
+the view keeps following new changes after that, which apply to the decisions made after
+them.
+
+A record that does not decode, or whose policy does not validate, is logged with its
+topic[partition]@offset and skipped: the tenant keeps the policy it had, and a bad record
+never stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
+
+from paywatch.errors import CodecError, InfraError
+from paywatch.schemas.codec import Codec, make_codec
+from paywatch.schemas.models import PolicyChanged
+from paywatch.settings import Settings
+from paywatch.streams.recovery.tenant_policy import TenantPolicy
+from paywatch.streams.topics import RECOVERY_POLICIES, admin_client
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = TenantPolicy()
+_RETRY_S = 1.0
+_METADATA_TIMEOUT_S = 30.0
+
+
+class PolicyBook:
+    """Tenant -> the policy of its last valid PolicyChanged (defaults for the others)."""
+
+    def __init__(self, codec: Codec, topic: str | None = None) -> None:
+        self._codec = codec
+        self._topic = topic
+        self._policies: dict[str, TenantPolicy] = {}
+
+    def get(self, tenant: str) -> TenantPolicy:
+        """The tenant's policy in force."""
+        return self._policies.get(tenant, DEFAULTS)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def apply(self, value: bytes | None, where: str) -> str | None:
+        """Fold one record (`where`: topic[partition]@offset); its tenant, or None if skipped."""
+        try:
+            change = self._codec.decode(value or b"", PolicyChanged, topic=self._topic)
+            policy = TenantPolicy.model_validate_json(change.policy_json)
+        except CodecError as exc:
+            log.warning("skipped policy change %s: %s", where, exc)
+            return None
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            path = ".".join(str(p) for p in first["loc"]) or "(policy)"
+            log.warning(
+                "skipped policy change %s: invalid policy for tenant %s (%d errors; %s: %s)",
+                where, change.tenant, exc.error_count(), path, first["msg"],
+            )  # fmt: skip
+            return None
+        self._policies[change.tenant] = policy
+        return change.tenant
+
+
+def caught_up(positions: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> bool:
+    """True when every partition's position has reached its end offset."""
+    return all(positions.get(tp, 0) >= end for tp, end in ends.items())
+
+
+def _partition_ids(bootstrap: str, topic: str) -> list[int]:
+    try:
+        metadata = admin_client(bootstrap).list_topics(topic, timeout=_METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise InfraError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    found = metadata.topics.get(topic)
+    return [] if found is None or found.error is not None else sorted(found.partitions)
+
+
+class PolicyView:
+    """The policies of every tenant, followed live from ``recovery.policies``."""
+
+    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._book = PolicyBook(codec, topic)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ends: dict[TopicPartition, int] = {}
+        self._ready = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bootstrap: str) -> PolicyView:
+        """A view of the settings' ``recovery.policies`` topic with their codec."""
+        return cls(bootstrap, settings.topic(RECOVERY_POLICIES), make_codec(settings))
+
+    def get(self, tenant: str) -> TenantPolicy:
+        """The tenant's policy in force (the defaults until it stores one; see wait_ready)."""
+        return self._book.get(tenant)
+
+    @property
+    def ready(self) -> bool:
+        """True once the view has read everything the topic held when it started."""
+        return self._ready.is_set()
+
+    async def start(self) -> None:
+        """Assign every partition, note the end offsets, start reading from the beginning."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="paywatch-policy-view",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions()
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            self._ends = await consumer.end_offsets(partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._follow(consumer), name="policy-view")
+        self._task.add_done_callback(self._ended)
+
+    async def _partitions(self) -> list[TopicPartition]:
+        # aiokafka only learns the partitions of topics it subscribed to: ask the admin API.
+        found = await asyncio.to_thread(_partition_ids, self._bootstrap, self._topic)
+        if not found:
+            raise InfraError(f"topic {self._topic} does not exist: run `paywatch init`")
+        return [TopicPartition(self._topic, p) for p in found]
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        await self._check_ready(consumer)
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500)
+            except KafkaError as exc:  # keep following: the broker may come back
+                log.warning("policy view: %s; retrying in %.0f s", exc, _RETRY_S)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            for records in batches.values():
+                for rec in records:
+                    self._book.apply(rec.value, f"{rec.topic}[{rec.partition}]@{rec.offset}")
+            if not self._ready.is_set():
+                await self._check_ready(consumer)
+
+    async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
+        positions = {tp: await consumer.position(tp) for tp in self._ends}
+        if caught_up(positions, self._ends):
+            self._ready.set()
+            log.info("policy view ready: %d tenant(s) with a stored policy", len(self._book))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("policy view stopped following %s", self._topic, exc_info=task.exception())
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline for callers)
+        """Return once caught up with the end offsets seen at start, else TimeoutError."""
+        if self._task is None:
+            raise RuntimeError("PolicyView.start() was not called")
+        waiter = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        if self._ready.is_set():
+            return
+        if self._task.done():
+            self._task.result()  # raises why it stopped
+        raise TimeoutError(f"policy view did not catch up with {self._topic} in {timeout:g} s")
+
+    async def stop(self) -> None:
+        """Stop following and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
