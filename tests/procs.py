@@ -25,6 +25,8 @@ _FIELDS = (
     "xero_token_url",
     "quickbooks_token_url",
     "fetch_deadline_s",
+    "simulator_seed",
+    "simulator_success",
 )
 
 

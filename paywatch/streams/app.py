@@ -35,9 +35,10 @@ from paywatch.streams.normalize import (
     event_key,
     normalize_record,
 )
-from paywatch.streams.recovery.agent import DefaultPolicies, PolicySource, SagaRuntime
+from paywatch.streams.recovery.agent import PolicySource, SagaRuntime
 from paywatch.streams.recovery.agent import install as install_saga
 from paywatch.streams.recovery.clock import load_clock
+from paywatch.streams.recovery.policies import PolicyView
 from paywatch.streams.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
@@ -127,7 +128,8 @@ def create_worker(
 
     ``dsn`` gives the fetch step of thin webhooks its tenant secrets; without it, thin
     webhooks are dead-lettered. ``http_transport`` replaces the network for provider API
-    calls (tests). ``policies``: tenant recovery policies (default: the safe defaults).
+    calls (tests). ``policies``: tenant recovery policies (default: the ``recovery.policies``
+    topic, read to its end before the first decision).
     """
     app = faust.App(
         settings.app_id,
@@ -163,7 +165,7 @@ def create_worker(
     codec = make_codec(settings)
     _normalize_agent(worker, codec)
     _normalize_fetched_agent(worker, codec)
-    saga = _saga(app, settings, codec, policies or DefaultPolicies())
+    saga = _saga(app, settings, codec, policies or PolicyView.from_settings(settings, bootstrap))
     return replace(worker, saga=saga)
 
 

@@ -96,6 +96,7 @@ class SagaRuntime:
     index: TimerIndex = field(default_factory=TimerIndex)
     indexed: frozenset[int] | None = None
     ready: bool = False
+    _lock: asyncio.Lock | None = None
 
     def decode(self, msg: Any) -> SagaInput:
         """A payments.events record or a recovery.timers tick."""
@@ -104,11 +105,28 @@ class SagaRuntime:
         event: PaymentEvent = self.codec.decode(msg.value, PaymentEvent, topic=msg.topic)
         return event
 
+    async def _policies_ready(self) -> None:
+        """Start the policy source once and wait until it knows every stored policy."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.ready:
+                return
+            start = getattr(self.policies, "start", None)
+            if start is not None:
+                await start()
+            while True:
+                try:
+                    await self.policies.wait_ready(timeout=60.0)
+                    break
+                except TimeoutError:  # never decide with defaults a tenant has replaced
+                    log.warning("recovery policies not loaded after 60 s; still waiting")
+            self.ready = True
+
     async def handle(self, msg: Any) -> None:
         """One decision for one record (see the module docstring)."""
         if not self.ready:
-            await self.policies.wait_ready(timeout=60.0)
-            self.ready = True
+            await self._policies_ready()
         try:
             event = self.decode(msg)
         except (CodecError, ValueError, ValidationError) as exc:
