@@ -133,6 +133,8 @@ async def test_stripe_webhooks_become_read_models(
             return events if len(events) >= 4 else []
 
         events = await eventually(normalized, timeout=120, what="4 canonical events")
+        # The worker keeps running: the sagas' decisions are part of the read models.
+        rows = await project_until(test_settings, kafka_bootstrap, pg_dsn, unique, count=2)
         letters = await eventually(
             lambda: topic_records(kafka_bootstrap, test_settings.topic("webhooks.raw.dlq")),
             what="a dead letter for the garbage record",
@@ -150,10 +152,10 @@ async def test_stripe_webhooks_become_read_models(
     assert letter.payload == b"\x00garbage" and letter.stage == "normalize"
     assert "CodecError" in letter.error
 
-    rows = await project_until(test_settings, kafka_bootstrap, pg_dsn, unique, count=2)
     a, b = rows["in_A"], rows["in_B"]
+    # A stolen card is never retried: its saga waits for a new payment method.
     assert (a["status"], a["amount_minor"], a["currency"], a["attempts"]) == (
-        "failed",
+        "awaiting_customer",
         4900,
         "USD",
         1,
@@ -178,7 +180,9 @@ async def project_until(
         async def rows() -> dict[str, Any]:
             assert not task.done() or task.result() is None
             found = await pool.fetch("SELECT * FROM invoices WHERE tenant = $1", tenant)
-            done = len(found) == count and any(r["status"] == "recovered" for r in found)
+            # Statuses are saga states: wait for the sagas' decisions too, not just rows.
+            settled = {"recovered", "awaiting_customer", "exhausted", "canceled"}
+            done = len(found) == count and all(r["status"] in settled for r in found)
             return {r["invoice_ref"]: dict(r) for r in found} if done else {}
 
         return await eventually(rows, what=f"{count} invoices")

@@ -38,6 +38,7 @@ from paywatch.streams.recovery.state import TERMINAL, Saga
 _ARCH = "ARCHITECTURE §8"
 SUCCEEDED = paywatch_rule("payment_succeeded", _ARCH)
 PROVIDER_CLOSED = paywatch_rule("provider_closed", _ARCH)
+PAID_LATE = paywatch_rule("paid_after_exhaustion", _ARCH)
 UPDATED = Verdict(action=Action.RETRY, rule=paywatch_rule("payment_method_updated", "[NW7][NW8]"))
 """A new card has not been declined yet: it may be tried, within its own counters."""
 
@@ -48,6 +49,13 @@ def on_event(saga: Saga | None, event: PaymentEvent, run: Run) -> Saga:
     if event.event_id in saga.seen:
         return saga
     if saga.status in TERMINAL:
+        if _late_payment(saga, event):
+            seen = (*saga.seen, event.event_id)
+            run.because(PAID_LATE, f"{event.type.value} from {event.provider} after exhaustion")
+            saga = run.move(saga.model_copy(update={"seen": seen}), SagaState.recovered)
+            return saga.model_copy(
+                update={"closed_at": max(saga.closed_at or event.occurred_at, event.occurred_at)}
+            )
         if not _new_episode(saga, event):
             return _stale(saga, event, run)
         saga = _next_episode(saga)
@@ -84,6 +92,18 @@ def _attempts(
     if verdict.action in (Action.STOP, Action.CANCEL):
         entries += (stop_marker(event, card, verdict.rule),)
     return entries
+
+
+def _late_payment(saga: Saga, event: PaymentEvent) -> bool:
+    """A payment for an exhausted invoice: the money came, so the saga ends recovered.
+
+    Exhaustion leaves the invoice open by default (``final_action``), so a customer paying
+    after it is the expected late path, whatever the event's time. Canceled stays final.
+    """
+    return saga.status is SagaState.exhausted and event.type in _PAYMENTS
+
+
+_PAYMENTS = frozenset({EventType.PAYMENT_SUCCEEDED, EventType.SUBSCRIPTION_REACTIVATED})
 
 
 def _new_episode(saga: Saga, event: PaymentEvent) -> bool:

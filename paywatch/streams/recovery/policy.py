@@ -89,8 +89,14 @@ def reconcile(saga: Saga, run: Run) -> Saga:
 
 
 def _wanted(saga: Saga) -> SagaState:
-    """Retrying while someone will retry (paywatch or the provider), else awaiting the customer."""
-    retrying = saga.in_flight or saga.has(TimerPurpose.RETRY) or saga.provider_retry_at is not None
+    """Retrying while someone will retry (paywatch or the provider), else awaiting the customer.
+
+    A provider's announced retry does not count once the card is stopped (Visa category 1,
+    Mastercard 03/21, hard or fraud): providers do not retry those either (Stripe skips hard
+    declines, reference §3c), and the customer is being asked for a new payment method.
+    """
+    provider_will = saga.provider_retry_at is not None and saga.stop is None
+    retrying = saga.in_flight or saga.has(TimerPurpose.RETRY) or provider_will
     return SagaState.retrying if retrying else SagaState.awaiting_customer
 
 

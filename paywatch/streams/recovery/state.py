@@ -52,6 +52,7 @@ ALLOWED_EDGES: frozenset[tuple[SagaState | None, SagaState]] = frozenset(
     | {(SagaState.retrying, SagaState.retrying)}
     | {(SagaState.awaiting_customer, SagaState.awaiting_customer)}
     | {(src, to) for src in OPEN for to in TERMINAL}
+    | {(SagaState.exhausted, SagaState.recovered)}  # paid after the recovery window
 )
 """Every (from_state, to_state) a transition may name."""
 
