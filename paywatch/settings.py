@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Documented dev-only key (README "Configuration"); refused when PAYWATCH_ENV=prod.
@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     api_port: int = Field(8081, ge=1, le=65535)
     bind_host: str = "127.0.0.1"
     time_scale: float = Field(1.0, gt=0)
+    # Where the scaled saga clock starts (time_scale != 1). Unset: each worker keeps the
+    # instant it first started in its state directory; set it when several workers share
+    # a scaled clock (their saga times must agree).
+    time_anchor: AwareDatetime | None = None
     state_dir: Path = Path(".paywatch")
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     secret_grace_hours: float = Field(24.0, ge=0)

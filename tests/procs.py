@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from paywatch.settings import Settings
@@ -22,6 +23,7 @@ _FIELDS = (
     "table_store",
     "table_standby_replicas",
     "time_scale",
+    "time_anchor",
     "xero_token_url",
     "quickbooks_token_url",
     "fetch_deadline_s",
@@ -36,7 +38,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name in _FIELDS:
         value = getattr(settings, name)
         if value is not None:
-            env[f"PAYWATCH_{name.upper()}"] = str(value)
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            env[f"PAYWATCH_{name.upper()}"] = text
     env["PAYWATCH_STATE_DIR"] = str(settings.state_path)
     if settings.kafka_bootstrap:
         env["PAYWATCH_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap

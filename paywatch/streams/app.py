@@ -177,7 +177,9 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
 
     runtime = SagaRuntime(
         codec=codec,
-        clock=load_clock(settings.time_scale, settings.state_path / "worker"),
+        clock=load_clock(
+            settings.time_scale, settings.state_path / "worker", settings.time_anchor
+        ),
         policies=policies,
         # Both tables are written from the saga agent's stream (payments.events and
         # recovery.timers, co-partitioned), so their changelogs follow its partitions.

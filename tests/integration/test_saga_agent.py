@@ -6,6 +6,7 @@ At ``PAYWATCH_TIME_SCALE=86400`` a saga day lasts a wall second, so the default 
 
 from __future__ import annotations
 
+import re
 import signal
 from collections import Counter
 from datetime import UTC, datetime
@@ -275,3 +276,48 @@ async def test_pending_timers_fire_exactly_once_after_a_kill_9(
         assert len(emitted) > len(before[inv]), inv
         # ... among them commands that were still pending (not yet due) when it was killed.
         assert [c for c in emitted if c.due_at > killed_at], inv
+
+
+async def test_two_workers_with_standbys_fire_each_command_once(
+    test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Partitions move when the second worker joins; standbys hold copies, never fire."""
+    base = scaled(test_settings).model_copy(
+        update={"table_standby_replicas": 1, "time_anchor": datetime.now(UTC)}
+    )
+    one = base.model_copy(update={"state_dir": tmp_path / "w1"})
+    two = base.model_copy(update={"state_dir": tmp_path / "w2"})
+    invoices = [f"inv_two_{i}" for i in range(6)]
+    log1, log2 = tmp_path / "w1.log", tmp_path / "w2.log"
+    with (
+        paywatch_process(one, "run", "worker", log=log1) as first,
+        paywatch_process(two, "run", "worker", log=log2) as second,
+    ):
+        await publish(
+            base, kafka_bootstrap, *(failure(unique, inv, card=f"fp_{inv}") for inv in invoices)
+        )
+
+        async def all_exhausted() -> bool:
+            assert first.poll() is None, log_tail(log1)
+            assert second.poll() is None, log_tail(log2)
+            for inv in invoices:
+                moves = await transitions(base, kafka_bootstrap, inv)
+                if not moves or moves[-1].to_state is not SagaState.exhausted:
+                    return False
+            return True
+
+        await eventually(all_exhausted, timeout=150, what="every saga reached its deadline")
+    # Both workers owned partitions at the same time (each indexed a non-empty share).
+    owned = [
+        re.findall(
+            r"timer index rebuilt: \d+ sagas with timers on partitions \[(\d[^\]]*)\]",
+            log.read_text(),
+        )
+        for log in (log1, log2)
+    ]
+    assert all(owned), owned
+    for inv in invoices:
+        emitted = await commands(base, kafka_bootstrap, inv)
+        per_id: Counter[str] = Counter(c.command_id for c in emitted)
+        assert per_id and max(per_id.values()) == 1, (inv, per_id)
+        assert {c.type for c in emitted} >= {CommandType.NOTIFY_CUSTOMER, CommandType.RETRY_PAYMENT}

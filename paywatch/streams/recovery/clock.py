@@ -54,10 +54,13 @@ class SagaClock:
         return self.to_saga(datetime.now(UTC))
 
 
-def load_clock(scale: float, state_dir: Path) -> SagaClock:
-    """The worker's clock: its anchor read from ``state_dir/time-anchor`` (created once)."""
+def load_clock(scale: float, state_dir: Path, anchor: datetime | None = None) -> SagaClock:
+    """The worker's clock: ``anchor`` when given (shared by several workers), else the one
+    in ``state_dir/time-anchor`` (created on first start)."""
     if scale == 1.0:
         return SagaClock()
+    if anchor is not None:
+        return SagaClock(scale, anchor)
     path = state_dir / "time-anchor"
     try:
         anchor = datetime.fromisoformat(path.read_text().strip())
