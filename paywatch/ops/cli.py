@@ -217,7 +217,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if args.detach:
         return _up_detached(settings)
-    print("starting paywatch (Kafka, Postgres, ingest, worker, projector, api, executor)...", flush=True)
+    print(
+        "starting paywatch (Kafka, Postgres, ingest, worker, projector, api, executor)...",
+        flush=True,
+    )
 
     def on_ready(seeded: Any) -> None:
         print(render(settings, resolve_endpoints(settings), seeded, detached=False), flush=True)

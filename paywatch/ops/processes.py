@@ -54,8 +54,11 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     from faust.worker import Worker as FaustWorker
 
     from paywatch.streams.app import create_worker
+    from paywatch.streams.topics import ensure_topics, topic_specs
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
+    # Idempotent: topics and table changelogs exist before Faust's consumer joins.
+    ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0)
     worker = create_worker(settings, ends.bootstrap, ends.dsn)
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
 

@@ -46,6 +46,7 @@ from paywatch.streams.topics import (
     RECOVERY_TRANSITIONS,
     WEBHOOKS_FETCHED,
     dlq_name,
+    table_name,
 )
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import store_rotated_secrets, valid_secrets
@@ -153,7 +154,7 @@ def create_worker(
         # Delivery dedupe: provider event key -> raw offset that first carried it.
         # Co-partitioned with webhooks.raw (same partition count, written from its stream).
         seen=app.Table(
-            f"{settings.topic_prefix}normalize-seen",
+            table_name(settings, "normalize-seen"),
             default=None,
             partitions=settings.topic_partitions,
         ),
@@ -184,12 +185,12 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         # Both tables are written from the saga agent's stream (payments.events and
         # recovery.timers, co-partitioned), so their changelogs follow its partitions.
         sagas=app.Table(
-            f"{settings.topic_prefix}recovery-sagas",
+            table_name(settings, "recovery-sagas"),
             default=None,
             partitions=settings.topic_partitions,
         ),
         cards=app.Table(
-            f"{settings.topic_prefix}recovery-cards",
+            table_name(settings, "recovery-cards"),
             default=None,
             partitions=settings.topic_partitions,
         ),

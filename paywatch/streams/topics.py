@@ -71,6 +71,20 @@ def dlq_name(source: str) -> str:
     return f"{source}.dlq"
 
 
+TABLES = ("normalize-seen", "recovery-sagas", "recovery-cards")
+"""The worker's Faust tables (names without the topic prefix)."""
+
+
+def table_name(settings: Settings, table: str) -> str:
+    """A table's Faust name: the topic prefix keeps test runs and stagings apart."""
+    return f"{settings.topic_prefix}{table}"
+
+
+def changelog_name(settings: Settings, table: str) -> str:
+    """The changelog topic Faust keeps for a table: ``{app_id}-{table}-changelog``."""
+    return f"{settings.app_id}-{table_name(settings, table)}-changelog"
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of ARCHITECTURE §7, with the settings' prefix, partitions and replication."""
     parts, repl = settings.topic_partitions, settings.topic_replication
@@ -83,6 +97,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)
         for src in DLQ_SOURCES
+    )
+    # Table changelogs exist before the first worker starts: Faust creates them itself only
+    # moments before its consumer joins, and a changelog missing from the consumer's
+    # metadata made every write to that table fail until the next metadata refresh.
+    specs.extend(
+        TopicSpec(changelog_name(settings, table), parts, dict(COMPACTED), repl)
+        for table in TABLES
     )
     return specs
 

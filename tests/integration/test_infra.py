@@ -19,7 +19,7 @@ from paywatch.ops.infra import Endpoints, infra_status, resolve_endpoints
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.postgres import EmbeddedPostgres
 from paywatch.settings import Settings
-from paywatch.streams.topics import TopicSpec, ensure_topics, topic_specs
+from paywatch.streams.topics import TABLES, TopicSpec, changelog_name, ensure_topics, topic_specs
 from tests.conftest import InfraHandle
 
 READ_MODEL_TABLES = {
@@ -119,6 +119,12 @@ def test_topics_have_partitions_and_config(test_settings: Settings) -> None:
     assert _topic_config(bootstrap, test_settings.topic("risk.scores"))["cleanup.policy"] == (
         "compact"
     )
+    # The worker's table changelogs exist before any worker starts (compacted, co-partitioned).
+    for table in TABLES:
+        name = changelog_name(test_settings, table)
+        assert name == f"{test_settings.app_id}-{test_settings.topic_prefix}{table}-changelog"
+        assert len(topics[name].partitions) == 3, name
+        assert _topic_config(bootstrap, name)["cleanup.policy"] == "compact", name
     assert _topic_config(bootstrap, test_settings.topic("alerts"))["retention.ms"] == "7776000000"
 
 
