@@ -39,6 +39,7 @@ from paywatch.streams.recovery.agent import PolicySource, SagaRuntime
 from paywatch.streams.recovery.agent import install as install_saga
 from paywatch.streams.recovery.clock import load_clock
 from paywatch.streams.recovery.policies import PolicyView
+from paywatch.streams.sends import send_all
 from paywatch.streams.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
@@ -178,9 +179,7 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
 
     runtime = SagaRuntime(
         codec=codec,
-        clock=load_clock(
-            settings.time_scale, settings.state_path / "worker", settings.time_anchor
-        ),
+        clock=load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor),
         policies=policies,
         # Both tables are written from the saga agent's stream (payments.events and
         # recovery.timers, co-partitioned), so their changelogs follow its partitions.
@@ -253,16 +252,9 @@ async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
         if not await _fetch(w, codec, msg, thin_provider, result):
             return  # dead-lettered: not marked seen, so a replay fetches again
     else:
-        await _send_all(w.events, codec, [(event_key(ev), ev) for ev in result.events])
+        await send_all(codec, [(w.events, event_key(ev), ev) for ev in result.events])
     if first is None:
         w.seen[result.dedupe_key] = msg.offset
-
-
-async def _send_all(topic: Any, codec: Codec, records: list[tuple[bytes, Any]]) -> None:
-    name = topic.get_topic_name()
-    futures = [await topic.send(key=k, value=codec.encode(v, topic=name)) for k, v in records]
-    for fut in futures:
-        await fut  # at-least-once: the source offset is only committed after these acks
 
 
 async def _dead_letter(dlq: Any, codec: Codec, msg: Any, exc: Exception, stage: str) -> None:
@@ -305,7 +297,7 @@ async def _fetch(
     except FETCH_FAILURES as exc:
         await _dead_letter(w.raw_dlq, codec, msg, exc, "fetch")
         return False
-    await _send_all(w.fetched, codec, [(fetched_key(d), d) for d in docs])
+    await send_all(codec, [(w.fetched, fetched_key(d), d) for d in docs])
     return True
 
 
@@ -327,4 +319,4 @@ async def _normalize_fetched_one(w: Worker, codec: Codec, msg: Any) -> None:
     except (*POISON, ValidationError) as exc:
         await _dead_letter(w.fetched_dlq, codec, msg, exc, "normalize")
         return
-    await _send_all(w.events, codec, [(event_key(ev), ev) for ev in events])
+    await send_all(codec, [(w.events, event_key(ev), ev) for ev in events])

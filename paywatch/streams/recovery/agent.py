@@ -40,6 +40,7 @@ from paywatch.streams.recovery.shell import (
 from paywatch.streams.recovery.state import SagaInput
 from paywatch.streams.recovery.tenant_policy import TenantPolicy
 from paywatch.streams.recovery.timers import TimerIndex
+from paywatch.streams.sends import send_all
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +150,14 @@ class SagaRuntime:
             await self.dead_letter(msg, exc, "saga")
             return
         record_key = key.encode()
-        futures = [
-            await self.commands.send(
-                key=record_key,
-                value=self.codec.encode(c, topic=self.commands.get_topic_name()),
-            )
-            for c in out.commands
-        ]
-        futures += [
-            await self.transitions.send(
-                key=record_key,
-                value=self.codec.encode(t, topic=self.transitions.get_topic_name()),
-            )
-            for t in out.transitions
-        ]
-        for fut in futures:
-            await fut  # acked before the tables move on: a crash replays the decision
+        # Acked before the tables move on: a crash replays the decision.
+        await send_all(
+            self.codec,
+            [
+                *((self.commands, record_key, c) for c in out.commands),
+                *((self.transitions, record_key, t) for t in out.transitions),
+            ],
+        )
         if out.entry is not None and out.entry != entry:
             self.sagas[key] = out.entry
         for card, entries in out.cards.items():
