@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ import httpx
 from paywatch.ops.bootstrap import DEMO_STRIPE_SECRET
 from paywatch.providers import samples
 from paywatch.settings import Settings
-from tests.e2e.test_up import _banner_line, _free_port
+from tests.e2e.test_up import _banner_line
 from tests.kafka_helpers import eventually
 from tests.procs import settings_env
 
-# Day-1 retry declines again, the day-3 retry succeeds (simulator day >= 3: always).
-SIMULATOR = json.dumps({"SOFT": {"0": 0.0, "3": 1.0}})
+# The day-1 retry declines again, the day-3 retry succeeds. Retries are planned at 10:00
+# (saga time) on days 1 and 3 after the failure's date, i.e. 0.x-1.x and 2.x-3.x whole days
+# after the failure itself: the simulator's step at day 2 separates them whatever the hour.
+SIMULATOR = json.dumps({"SOFT": {"0": 0.0, "2": 1.0}})
 
 
 def _failure(invoice: str, event: str, **charge: Any) -> bytes:
@@ -48,12 +51,12 @@ def _failure(invoice: str, event: str, **charge: Any) -> bytes:
 
 
 async def test_soft_decline_recovers_stolen_card_and_mastercard_03_are_never_retried(
-    test_settings: Settings, tmp_path: Path
+    test_settings: Settings, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     settings = test_settings.model_copy(
         update={
-            "ingest_port": _free_port(),
-            "api_port": _free_port(),
+            "ingest_port": free_port(),
+            "api_port": free_port(),
             "state_dir": tmp_path / "state",
             "time_scale": 86400.0,
             "simulator_success": SIMULATOR,
