@@ -41,8 +41,10 @@ class Case:
     documents: list[dict[str, bytes]] = field(default_factory=list)
     """Thin webhooks: before delivery i, the fake ledger API serves documents[i]
     (request path -> JSON); the next delivery waits until the invoice shows
-    ``between`` (fetches return the *current* state, so stages must not overlap)."""
-    between: str = "failed"
+    one of ``between`` (fetches return the *current* state, so stages must not overlap).
+    The status is the saga's state: an open failure is ``failed`` only until the saga's
+    first decision moves it on."""
+    between: frozenset[str] = frozenset({"failed", "retrying", "awaiting_customer"})
 
 
 def _stripe() -> Case:
