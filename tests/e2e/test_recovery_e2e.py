@@ -1,4 +1,4 @@
-"""Recovery end to end: `paywatch up` at PAYWATCH_TIME_SCALE=86400 (a saga day = 1 s).
+"""Recovery end to end: `paywatch up` at PAYWATCH_TIME_SCALE=43200 (a saga day = 2 s).
 
 Three signed Stripe failures for tenant `demo`, with paywatch owning Stripe retries (set
 through the policy API as an operator would): a soft decline is retried on the schedule
@@ -31,6 +31,11 @@ from tests.procs import settings_env
 # (saga time) on days 1 and 3 after the failure's date, i.e. 0.x-1.x and 2.x-3.x whole days
 # after the failure itself: the simulator's step at day 2 separates them whatever the hour.
 SIMULATOR = json.dumps({"SOFT": {"0": 0.0, "2": 1.0}})
+# Stripe's `created` has whole seconds: the failure can look up to 1 wall second early.
+# At 43200 that is half a saga day, which keeps the day-1 retry below the day-2 step and
+# the day-3 retry above it (at 86400 a whole day of error let them overlap).
+SCALE = 43200.0
+DAY_S = 86400.0 / SCALE  # wall seconds per saga day
 
 
 def _failure(invoice: str, event: str, **charge: Any) -> bytes:
@@ -58,7 +63,7 @@ async def test_soft_decline_recovers_stolen_card_and_mastercard_03_are_never_ret
             "ingest_port": free_port(),
             "api_port": free_port(),
             "state_dir": tmp_path / "state",
-            "time_scale": 86400.0,
+            "time_scale": SCALE,
             "simulator_success": SIMULATOR,
             "simulator_seed": 7,
         }
@@ -153,9 +158,9 @@ async def test_soft_decline_recovers_stolen_card_and_mastercard_03_are_never_ret
     assert (soft["amount_minor"], soft["provider"]) == (4900, "stripe")
     soft_retries = _commands(timelines["in_e2e_soft"], "RETRY_PAYMENT")
     assert len(soft_retries) == 2, timelines["in_e2e_soft"]
-    # On the schedule: day 1, then day 3 (two saga days = two wall seconds apart).
+    # On the schedule: day 1, then day 3 (two saga days apart).
     due = [_at(c["due_at"]) for c in soft_retries]
-    assert 1.0 <= due[1] - due[0] <= 3.5, due
+    assert 1.0 * DAY_S <= due[1] - due[0] <= 3.5 * DAY_S, due
     outcomes = [i for i in timelines["in_e2e_soft"] if i["kind"] == "event" and i["paywatch_retry"]]
     assert [o["type"] for o in outcomes] == ["PAYMENT_FAILED", "PAYMENT_SUCCEEDED"]
     assert soft["recovery"]["state"] == "recovered"
@@ -205,4 +210,4 @@ async def _days_passed(client: httpx.AsyncClient, key: str, ref: str, days: int)
     if first is None:
         return False
     elapsed = time.time() - _at(first["at"])
-    return elapsed >= days  # one saga day per wall second at scale 86400
+    return elapsed >= days * DAY_S
