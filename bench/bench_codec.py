@@ -15,6 +15,7 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from paywatch.kafka.registry import RegistryCodec
 from paywatch.schemas.codec import SingleObjectCodec
 from paywatch.schemas.models import (
     Decline,
@@ -24,7 +25,6 @@ from paywatch.schemas.models import (
     PaymentMethod,
     RawRef,
 )
-from paywatch.schemas.registry import RegistryCodec
 
 NOW = datetime(2026, 3, 1, 12, 30, 15, 123000, tzinfo=UTC)
 MINIMAL = PaymentEvent(

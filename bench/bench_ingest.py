@@ -39,26 +39,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+import _repo  # noqa: F401  (puts tests.builders on sys.path)
 import asyncpg
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import Endpoints, start_infra, stop_infra
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.procs import pid_alive
-from paywatch.providers.samples import sign_stripe, stripe_body, stripe_event, stripe_invoice
-from paywatch.providers.samples_braintree import (
+from paywatch.schemas.topics import WEBHOOKS_RAW, topic_specs
+from paywatch.settings import DEV_SECRET_KEY, Settings
+from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.store import create_tenant, set_secrets
+from tests.builders.braintree import (
     BRAINTREE_HEADERS,
     braintree_body,
     braintree_notification_xml,
     braintree_subscription_xml,
     braintree_transaction_xml,
 )
-from paywatch.settings import DEV_SECRET_KEY, Settings
-from paywatch.streams.topics import WEBHOOKS_RAW, ensure_topics, topic_specs
-from paywatch.tenants.crypto import SecretBox
-from paywatch.tenants.store import create_tenant, set_secrets
+from tests.builders.stripe import sign_stripe, stripe_body, stripe_event, stripe_invoice
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_ROOT = REPO / ".paywatch"

@@ -55,19 +55,18 @@ from pydantic import SecretStr
 from saga_report import Restarts, Round, Start, report
 from saga_worker import Worker, committed, dir_size, records
 
+from paywatch.kafka.admin import admin_client, ensure_topics
+from paywatch.kafka.codec import make_codec
 from paywatch.ops.kafka import EmbeddedKafka
-from paywatch.schemas.codec import make_codec
-from paywatch.settings import Settings
-from paywatch.streams.topics import (
+from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
     RECOVERY_TIMERS,
     RECOVERY_TRANSITIONS,
     TopicSpec,
-    admin_client,
-    ensure_topics,
     topic_specs,
 )
+from paywatch.settings import Settings
 
 UNUSED_DSN = "postgresql://paywatch@127.0.0.1:9/unused"  # required by `run`, never connected
 OPEN = saga_baseline.OPEN_STATES

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import pytest
 
+from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import start_infra, stop_infra
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.procs import pid_alive
+from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
-from paywatch.streams.topics import ensure_topics, topic_specs
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from paywatch.errors import CodecError
@@ -29,11 +29,12 @@ from paywatch.executor.metrics import COMMANDS, DEAD_LETTERS, PENDING
 from paywatch.executor.outcome import outcome_event
 from paywatch.executor.schedule import Schedule, Slot
 from paywatch.executor.simulator import SimulatorConfig, simulate, simulated_days
+from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import CommandType, DeadLetter, RecoveryCommand
+from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
 from paywatch.settings import Settings
 from paywatch.streams.normalize import event_key
-from paywatch.streams.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +87,10 @@ class Executor:
         self._topic = settings.topic(RECOVERY_COMMANDS)
         self._events = settings.topic(PAYMENTS_EVENTS)
         self._dlq = settings.topic(dlq_name(RECOVERY_COMMANDS))
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=f"{settings.app_id}-executor",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        self._consumer = group_consumer(
+            bootstrap, group_id=f"{settings.app_id}-executor", client_id="paywatch-executor"
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,  # aiokafka defaults to acks=1 and no idempotence
-            client_id="paywatch-executor",
-        )
+        self._producer = reliable_producer(bootstrap, client_id="paywatch-executor")
         self._schedule: Schedule[TopicPartition, Received] = Schedule()
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()

@@ -7,9 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from paywatch.db import create_pool, migrate
+from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import Endpoints
+from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
-from paywatch.streams.topics import ensure_topics, topic_specs
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_tenant, insert_api_key, set_secrets, valid_secrets
 

@@ -53,8 +53,9 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     """Run the Faust worker (normalize agent and its tables) until SIGTERM/SIGINT."""
     from faust.worker import Worker as FaustWorker
 
+    from paywatch.kafka.admin import ensure_topics
+    from paywatch.schemas.topics import topic_specs
     from paywatch.streams.app import create_worker
-    from paywatch.streams.topics import ensure_topics, topic_specs
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
     # Idempotent: topics and table changelogs exist before Faust's consumer joins.
@@ -76,8 +77,8 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 async def _projector(settings: Settings, ends: Endpoints) -> None:
     from paywatch.db import create_pool
+    from paywatch.kafka.codec import make_codec
     from paywatch.projections.runner import Projector
-    from paywatch.schemas.codec import make_codec
 
     pool = await create_pool(ends.dsn, min_size=1, max_size=3)
     projector = Projector(settings, ends.bootstrap, pool, make_codec(settings))
@@ -100,7 +101,7 @@ def run_executor(settings: Settings, ends: Endpoints) -> None:
 async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig) -> None:
     from paywatch.db import create_pool
     from paywatch.executor.runner import Executor
-    from paywatch.schemas.codec import make_codec
+    from paywatch.kafka.codec import make_codec
 
     pool = await create_pool(ends.dsn, min_size=1, max_size=2)
     executor = Executor(settings, ends.bootstrap, pool, make_codec(settings), config)

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from paywatch.errors import CodecError
+from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.projections import Coords
 from paywatch.projections.sink import PostgresSink, Record
 from paywatch.schemas.codec import Codec
@@ -29,8 +30,7 @@ from paywatch.schemas.models import (
     RecoveryCommand,
     SagaTransition,
 )
-from paywatch.settings import Settings
-from paywatch.streams.topics import (
+from paywatch.schemas.topics import (
     DLQ_SOURCES,
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
@@ -38,6 +38,7 @@ from paywatch.streams.topics import (
     RECOVERY_TRANSITIONS,
     dlq_name,
 )
+from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)
 PROJECTION = "read_models"
@@ -123,16 +124,12 @@ class Projector:
             settings.topic(name): Source(model, settings.topic(dead_letter_topic(name)))
             for name, model in SOURCES.items()
         }
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = group_consumer(
+            bootstrap,
             group_id=f"{settings.app_id}-projector-{projection}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            client_id="paywatch-projector",
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-        )
+        self._producer = reliable_producer(bootstrap, client_id="paywatch-projector")
         self._stopping = asyncio.Event()
         self._listener = _SeekToCheckpoint(self._consumer, pool, projection)
 

@@ -11,7 +11,7 @@ to this module):
   wire format, ``00`` + 4-byte big-endian schema id + body, subject
   ``<topic>-value``. It still decodes single-object records, so topics written
   before the registry was switched on keep replaying. It lives in
-  :mod:`paywatch.schemas.registry` and is re-exported here, imported on first use.
+  :mod:`paywatch.kafka.registry` and is re-exported here, imported on first use.
 
 Malformed bytes raise :class:`~paywatch.errors.CodecError`, never anything else.
 With a registry, also :class:`~paywatch.errors.Retryable` when it cannot be reached
@@ -39,7 +39,7 @@ from paywatch.errors import CodecError
 from paywatch.schemas.models import TOPIC_MODELS, DeadLetter, Frozen
 
 if TYPE_CHECKING:
-    from paywatch.settings import Settings
+    pass
 
 M = TypeVar("M", bound=Frozen)
 
@@ -244,12 +244,3 @@ def encode(model: Frozen) -> bytes:
 def decode(data: bytes, model_type: type[M]) -> M:
     """Decode Avro single-object encoded bytes as ``model_type``."""
     return default_codec().decode(data, model_type)
-
-
-def make_codec(settings: Settings) -> Codec:
-    """RegistryCodec when ``schema_registry_url`` is set, else SingleObjectCodec."""
-    if settings.schema_registry_url:
-        from paywatch.schemas.registry import RegistryCodec
-
-        return RegistryCodec.from_url(settings.schema_registry_url)
-    return SingleObjectCodec()

@@ -15,10 +15,20 @@ from pydantic import ValidationError
 
 from paywatch.db import create_pool
 from paywatch.errors import CardDataError, PayloadError, UnknownProvider, VerificationError
+from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import configured_providers, get_provider
-from paywatch.schemas.codec import Codec, make_codec
+from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import FetchedDocument, RawRef
+from paywatch.schemas.topics import (
+    PAYMENTS_EVENTS,
+    RECOVERY_COMMANDS,
+    RECOVERY_TIMERS,
+    RECOVERY_TRANSITIONS,
+    WEBHOOKS_FETCHED,
+    dlq_name,
+    table_name,
+)
 from paywatch.settings import Settings
 from paywatch.streams.fetch import (
     Fetcher,
@@ -40,15 +50,6 @@ from paywatch.streams.recovery.agent import install as install_saga
 from paywatch.streams.recovery.clock import load_clock
 from paywatch.streams.recovery.policies import PolicyView
 from paywatch.streams.sends import send_all
-from paywatch.streams.topics import (
-    PAYMENTS_EVENTS,
-    RECOVERY_COMMANDS,
-    RECOVERY_TIMERS,
-    RECOVERY_TRANSITIONS,
-    WEBHOOKS_FETCHED,
-    dlq_name,
-    table_name,
-)
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import store_rotated_secrets, valid_secrets
 

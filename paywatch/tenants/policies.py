@@ -27,13 +27,14 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from paywatch.errors import InvalidPolicy, UnknownTenant
+from paywatch.kafka.codec import make_codec
 from paywatch.projections import Coords
 from paywatch.projections import tenant_policies as rows
-from paywatch.schemas.codec import Codec, make_codec
+from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PolicyChanged
+from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.settings import Settings
 from paywatch.streams.recovery.tenant_policy import TenantPolicy
-from paywatch.streams.topics import RECOVERY_POLICIES
 from paywatch.tenants.store import tenant_exists
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
@@ -81,7 +82,7 @@ class PolicyLog:
 @asynccontextmanager
 async def open_policy_log(settings: Settings, bootstrap: str) -> AsyncIterator[PolicyLog]:
     """A PolicyLog on its own idempotent producer (reconnecting while Kafka is down)."""
-    from paywatch.api.ingest.appender import RawAppender
+    from paywatch.kafka.appender import RawAppender
 
     appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s, client_id="paywatch-policy")
     await appender.start()

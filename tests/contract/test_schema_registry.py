@@ -11,8 +11,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from paywatch.errors import CodecError, ConfigError, Retryable
+from paywatch.kafka.codec import make_codec
+from paywatch.kafka.registry import RegistryCodec
 from paywatch.schemas import codec
-from paywatch.schemas.codec import SingleObjectCodec, make_codec
+from paywatch.schemas.codec import SingleObjectCodec
 from paywatch.schemas.models import (
     Alert,
     AlertWindow,
@@ -20,7 +22,6 @@ from paywatch.schemas.models import (
     PaymentEvent,
     Severity,
 )
-from paywatch.schemas.registry import RegistryCodec
 from paywatch.settings import Settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ from paywatch.db import create_pool
 from paywatch.executor.outcome import outcome_event_id
 from paywatch.executor.runner import Executor
 from paywatch.executor.simulator import SimulatorConfig
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import (
     CommandType,
     DeadLetter,

@@ -15,11 +15,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from paywatch.errors import ConfigError, InfraError, StackNotRunning
+from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import Endpoints, infra_status, resolve_endpoints
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.postgres import EmbeddedPostgres
+from paywatch.schemas.topics import TABLES, TopicSpec, changelog_name, topic_specs
 from paywatch.settings import Settings
-from paywatch.streams.topics import TABLES, TopicSpec, changelog_name, ensure_topics, topic_specs
 from tests.conftest import InfraHandle
 
 READ_MODEL_TABLES = {

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from paywatch.api.ingest.app import create_app
-from paywatch.providers import samples
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import RawWebhook
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_tenant, set_secrets
+from tests.builders import stripe as samples
 from tests.kafka_helpers import topic_records
 
 SECRET = "whsec_test_ingest_secret"
@@ -236,8 +236,8 @@ async def test_stripe_tolerance_is_configurable(
 async def test_braintree_challenge_and_get_on_other_providers(
     test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str
 ) -> None:
-    from paywatch.providers import samples_braintree as bt
     from paywatch.providers.braintree import challenge_response
+    from tests.builders import braintree as bt
 
     tenant = f"{unique}-bt"
     conn = await asyncpg.connect(pg_dsn)
@@ -279,8 +279,8 @@ def _luhn_valid_id(prefix: str, length: int) -> str:
 async def test_adyen_reply_and_checkout_network_ids_are_not_card_numbers(
     test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str
 ) -> None:
-    from paywatch.providers import samples_adyen as ady
-    from paywatch.providers import samples_checkout as cko
+    from tests.builders import adyen as ady
+    from tests.builders import checkout as cko
 
     tenant = f"{unique}-pp"
     conn = await asyncpg.connect(pg_dsn)

@@ -13,13 +13,13 @@ from aiokafka import AIOKafkaProducer
 
 from paywatch.api.ingest.app import create_app
 from paywatch.db import create_pool
+from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import Projector
-from paywatch.providers import samples
-from paywatch.schemas.codec import make_codec
 from paywatch.schemas.models import DeadLetter, PaymentEvent
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_tenant, set_secrets
+from tests.builders import stripe as samples
 from tests.kafka_helpers import eventually, topic_records
 from tests.procs import log_tail, paywatch_process
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from paywatch.api.query.app import create_app
 from paywatch.db import create_pool
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import DeadLetter, PolicyChanged
 from paywatch.settings import Settings
 from paywatch.streams.recovery.tenant_policy import TenantPolicy

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import PolicyChanged
 from paywatch.settings import Settings
 from paywatch.streams.recovery.tenant_policy import TenantPolicy

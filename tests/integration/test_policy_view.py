@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from paywatch.errors import InfraError
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import PolicyChanged
 from paywatch.settings import Settings
 from paywatch.streams.recovery.policies import PolicyView

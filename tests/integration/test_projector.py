@@ -10,9 +10,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from paywatch.db import create_pool
+from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import PROJECTION, Projector
 from paywatch.providers.base import event_id
-from paywatch.schemas.codec import make_codec
 from paywatch.schemas.models import Decline, DeclineCategory, EventType, PaymentEvent
 from paywatch.settings import Settings
 from paywatch.streams.normalize import event_key

@@ -17,9 +17,9 @@ import httpx
 from paywatch.api.ingest.app import create_app as create_ingest
 from paywatch.api.query.app import create_app as create_api
 from paywatch.db import create_pool
+from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import Projector
 from paywatch.providers.registry import PROVIDERS
-from paywatch.schemas.codec import make_codec
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_api_key, create_tenant, set_secrets

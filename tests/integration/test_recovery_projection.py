@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaProducer
 from paywatch.api.query.app import create_app
 from paywatch.api.query.keys import hash_api_key
 from paywatch.db import create_pool
+from paywatch.kafka.codec import make_codec
 from paywatch.projections.recovery_workflows import COLUMNS, UPSERT, WorkflowRow
 from paywatch.projections.runner import PROJECTION
 from paywatch.providers.base import event_id
-from paywatch.schemas.codec import make_codec
 from paywatch.schemas.models import (
     CommandType,
     DeadLetter,

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from paywatch.executor.outcome import outcome_event
 from paywatch.executor.simulator import Verdict
+from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import event_id
-from paywatch.schemas.codec import make_codec
 from paywatch.schemas.models import (
     CommandType,
     Decline,

@@ -15,15 +15,15 @@ import asyncpg
 import httpx
 
 from paywatch.api.ingest.app import create_app as create_ingest
-from paywatch.providers import samples_quickbooks as qbo
-from paywatch.providers import samples_xero as xs
+from paywatch.kafka.codec import make_codec
 from paywatch.providers.registry import configured_providers
-from paywatch.schemas.codec import make_codec
 from paywatch.schemas.models import DeadLetter, EventType, FetchedDocument, PaymentEvent
 from paywatch.settings import Settings
 from paywatch.streams.fetch import normalize_fetched, thin
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_tenant, set_secrets, valid_secrets
+from tests.builders import quickbooks as qbo
+from tests.builders import xero as xs
 from tests.fake_ledgers import Ledgers, quickbooks_path, serve_ledgers, xero_path
 from tests.kafka_helpers import eventually, topic_records
 from tests.procs import log_tail, paywatch_process

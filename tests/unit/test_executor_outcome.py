@@ -15,7 +15,7 @@ from paywatch.executor.outcome import (
     outcome_event_id,
 )
 from paywatch.executor.simulator import SimulatorConfig, Verdict, simulate
-from paywatch.schemas.codec import make_codec
+from paywatch.kafka.codec import make_codec
 from paywatch.schemas.models import (
     CommandType,
     DeclineCategory,

@@ -11,11 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paywatch.api.ingest.appender import RawAppender
 from paywatch.api.ingest.routes import IngestContext, router
 from paywatch.db import create_pool
+from paywatch.kafka.appender import RawAppender
+from paywatch.kafka.codec import make_codec
 from paywatch.providers.registry import configured_providers
-from paywatch.schemas.codec import make_codec
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SecretCache
 from paywatch.tenants.crypto import SecretBox

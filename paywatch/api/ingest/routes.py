@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from paywatch.api.ingest.appender import RawAppender
 from paywatch.api.ingest.body import BodyTooLarge, read_capped
 from paywatch.api.ingest.metrics import LATENCY, PAN_REJECTED, REQUESTS
 from paywatch.errors import (
@@ -27,6 +26,7 @@ from paywatch.errors import (
     UnknownTenant,
     VerificationError,
 )
+from paywatch.kafka.appender import RawAppender
 from paywatch.providers.base import Provider
 from paywatch.providers.pan import contains_pan
 from paywatch.providers.registry import get_provider

@@ -26,11 +26,14 @@ from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
 from paywatch.errors import CodecError, InfraError
-from paywatch.schemas.codec import Codec, make_codec
+from paywatch.kafka.admin import admin_client
+from paywatch.kafka.clients import log_reader
+from paywatch.kafka.codec import make_codec
+from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PolicyChanged
+from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.settings import Settings
 from paywatch.streams.recovery.tenant_policy import TenantPolicy
-from paywatch.streams.topics import RECOVERY_POLICIES, admin_client
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +119,7 @@ class PolicyView:
 
     async def start(self) -> None:
         """Assign every partition, note the end offsets, start reading from the beginning."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id="paywatch-policy-view",
-        )
+        consumer = log_reader(self._bootstrap, client_id="paywatch-policy-view")
         await consumer.start()
         try:
             partitions = await self._partitions()

@@ -1,4 +1,4 @@
-"""Appends verified webhooks to `webhooks.raw` and reports success only after the broker ack."""
+"""Appends records (webhooks, policy changes); success only after the broker ack."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from paywatch.errors import Retryable
+from paywatch.kafka.clients import reliable_producer
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,8 @@ class RawAppender:
             self._connector = asyncio.create_task(self._connect_forever())
 
     async def _connect_once(self) -> bool:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            acks="all",
-            enable_idempotence=True,  # aiokafka defaults to acks=1 and no idempotence
-            linger_ms=0,
-            request_timeout_ms=int(self._ack_timeout * 1000),
-            client_id=self._client_id,
+        producer = reliable_producer(
+            self._bootstrap, client_id=self._client_id, request_timeout_s=self._ack_timeout
         )
         try:
             await producer.start()
