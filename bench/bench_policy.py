@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from paywatch.recovery import Decision, Saga, SagaInput, TenantPolicy, decide
+from paywatch.recovery.memory_shell import MemoryShell
 from paywatch.schemas.models import (
     Decline,
     DeclineCategory,
@@ -36,8 +38,6 @@ from paywatch.schemas.models import (
     PaymentMethod,
     RecoveryCommand,
 )
-from paywatch.streams.recovery import Decision, Saga, SagaInput, TenantPolicy, decide
-from paywatch.streams.recovery.memory import MemoryShell
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 PROVIDERS = {

@@ -18,13 +18,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from paywatch.recovery.clock import SagaClock
+from paywatch.recovery.shell import Entry, read_tick, step
+from paywatch.recovery.state import SagaInput
+from paywatch.recovery.tenant_policy import TenantPolicy
+from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
-from paywatch.streams.recovery.clock import SagaClock
-from paywatch.streams.recovery.shell import Entry, read_tick, step
-from paywatch.streams.recovery.state import SagaInput
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
-from paywatch.streams.recovery.timers import TimerIndex
 
 COMMIT_S = 2.8  # Faust's default broker_commit_interval
 

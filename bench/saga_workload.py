@@ -25,6 +25,9 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 from faust.serializers import codecs
 
+from paywatch.recovery.clock import SagaClock
+from paywatch.recovery.shell import step
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import (
     Decline,
@@ -34,9 +37,6 @@ from paywatch.schemas.models import (
     PaymentMethod,
 )
 from paywatch.streams.normalize import event_key
-from paywatch.streams.recovery.clock import SagaClock
-from paywatch.streams.recovery.shell import step
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
 PROVIDERS = {"generic": 45, "stripe": 35, "adyen": 20}

@@ -45,10 +45,10 @@ from paywatch.streams.normalize import (
     event_key,
     normalize_record,
 )
-from paywatch.streams.recovery.agent import PolicySource, SagaRuntime
-from paywatch.streams.recovery.agent import install as install_saga
-from paywatch.streams.recovery.clock import load_clock
-from paywatch.streams.recovery.policies import PolicyView
+from paywatch.streams.policy_view import PolicyView
+from paywatch.streams.saga import PolicySource, SagaRuntime
+from paywatch.streams.saga import install as install_saga
+from paywatch.streams.saga_clock import load_clock
 from paywatch.streams.sends import send_all
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import store_rotated_secrets, valid_secrets

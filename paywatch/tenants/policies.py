@@ -30,11 +30,11 @@ from paywatch.errors import InvalidPolicy, UnknownTenant
 from paywatch.kafka.codec import make_codec
 from paywatch.projections import Coords
 from paywatch.projections import tenant_policies as rows
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PolicyChanged
 from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.settings import Settings
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 from paywatch.tenants.store import tenant_exists
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from paywatch.api.query.app import create_app
 from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import DeadLetter, PolicyChanged
 from paywatch.settings import Settings
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 from paywatch.tenants.policies import canonical_json
 from paywatch.tenants.store import create_api_key, create_tenant
 from tests.conftest import free_tcp_port

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from paywatch.kafka.codec import make_codec
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PolicyChanged
 from paywatch.settings import Settings
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 from tests.conftest import free_tcp_port
 from tests.integration.test_cli import paywatch
 from tests.kafka_helpers import topic_records

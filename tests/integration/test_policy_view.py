@@ -12,10 +12,10 @@ from aiokafka import AIOKafkaProducer
 
 from paywatch.errors import InfraError
 from paywatch.kafka.codec import make_codec
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PolicyChanged
 from paywatch.settings import Settings
-from paywatch.streams.recovery.policies import PolicyView
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
+from paywatch.streams.policy_view import PolicyView
 from paywatch.tenants.policies import canonical_json
 from tests.kafka_helpers import eventually
 
@@ -72,7 +72,7 @@ async def test_ready_means_every_stored_policy_is_known(
     await log.change(tenants[1], 2, policy_json='{"window_days": 0}')  # invalid: skipped
     await log.producer.flush()
 
-    with caplog.at_level(logging.WARNING, logger="paywatch.streams.recovery.policies"):
+    with caplog.at_level(logging.WARNING, logger="paywatch.streams.policy_view"):
         await view.start()
         await view.wait_ready(30)
     assert view.ready

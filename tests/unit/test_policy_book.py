@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import TopicPartition
 
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import SingleObjectCodec
 from paywatch.schemas.models import PolicyChanged
-from paywatch.streams.recovery.policies import DEFAULTS, PolicyBook, caught_up
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
+from paywatch.streams.policy_view import DEFAULTS, PolicyBook, caught_up
 from paywatch.tenants.policies import canonical_json
 
 CODEC = SingleObjectCodec()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from paywatch.recovery import TenantPolicy, decide
 from paywatch.schemas.models import (
     Decline,
     DeclineCategory,
@@ -12,7 +13,6 @@ from paywatch.schemas.models import (
     PaymentMethod,
     SagaState,
 )
-from paywatch.streams.recovery import TenantPolicy, decide
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -7,17 +7,7 @@ from typing import Any
 
 import pytest
 
-from paywatch.schemas.models import (
-    CommandType,
-    Decline,
-    DeclineCategory,
-    EventType,
-    PaymentEvent,
-    PaymentMethod,
-    RecoveryCommand,
-    SagaState,
-)
-from paywatch.streams.recovery import (
+from paywatch.recovery import (
     AttemptSource,
     CardAttempt,
     DunningStep,
@@ -31,7 +21,17 @@ from paywatch.streams.recovery import (
     decide,
     ledger_card,
 )
-from paywatch.streams.recovery.memory import MemoryShell
+from paywatch.recovery.memory_shell import MemoryShell
+from paywatch.schemas.models import (
+    CommandType,
+    Decline,
+    DeclineCategory,
+    EventType,
+    PaymentEvent,
+    PaymentMethod,
+    RecoveryCommand,
+    SagaState,
+)
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)

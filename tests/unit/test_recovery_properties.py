@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from paywatch.recovery import Decision, Saga, TenantPolicy, TimerFired, TimerPurpose
+from paywatch.recovery.memory_shell import MemoryShell
 from paywatch.schemas.models import (
     CommandType,
     Decline,
@@ -37,8 +39,6 @@ from paywatch.schemas.models import (
     RecoveryCommand,
     SagaState,
 )
-from paywatch.streams.recovery import Decision, Saga, TenantPolicy, TimerFired, TimerPurpose
-from paywatch.streams.recovery.memory import MemoryShell
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 S = SagaState

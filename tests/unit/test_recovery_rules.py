@@ -7,8 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from paywatch.schemas.models import Decline, DeclineCategory
-from paywatch.streams.recovery.rules import (
+from paywatch.recovery.rules import (
     MAC_RULES,
     MASTERCARD_EDITIONS,
     VISA_EDITIONS,
@@ -18,6 +17,7 @@ from paywatch.streams.recovery.rules import (
     normalize_code,
     rulebook,
 )
+from paywatch.schemas.models import Decline, DeclineCategory
 
 SOFT, HARD, ACTION = DeclineCategory.SOFT, DeclineCategory.HARD, DeclineCategory.ACTION
 FRAUD, UNKNOWN = DeclineCategory.FRAUD, DeclineCategory.UNKNOWN

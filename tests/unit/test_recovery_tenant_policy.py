@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from paywatch.providers.registry import KNOWN_PROVIDERS
-from paywatch.streams.recovery.tenant_policy import (
+from paywatch.recovery.tenant_policy import (
     PROVIDERS,
     Channel,
     DunningStep,
@@ -130,7 +130,7 @@ def test_validation_errors_are_precise(
 
 
 def test_revision_does_not_depend_on_the_order_of_owners() -> None:
-    from paywatch.streams.recovery.tenant_policy import TenantPolicy
+    from paywatch.recovery.tenant_policy import TenantPolicy
 
     a = TenantPolicy.model_validate({"owners": {"stripe": "paywatch", "adyen": "provider"}})
     b = TenantPolicy.model_validate({"owners": {"adyen": "provider", "stripe": "paywatch"}})

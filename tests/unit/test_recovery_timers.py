@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from paywatch.streams.recovery.timers import Due, TimerIndex
+from paywatch.recovery.timer_index import Due, TimerIndex
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ import pytest
 from paywatch.errors import ConfigError, InvalidPolicy
 from paywatch.projections import Coords
 from paywatch.projections import tenant_policies as rows
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PolicyChanged
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 from paywatch.tenants.policies import _after, canonical_json, parse_policy
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, 123456, tzinfo=UTC)

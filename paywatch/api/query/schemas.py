@@ -8,8 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import CommandType, DeclineCategory, EventType, SagaState
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 T = TypeVar("T")
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from paywatch.recovery.decide import decide, ledger_card
+from paywatch.recovery.ledger import CardAttempt, CardLedger
+from paywatch.recovery.state import Decision, PolicyChanged, Saga, SagaInput, TimerFired
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
-from paywatch.streams.recovery.ledger import CardAttempt, CardLedger
-from paywatch.streams.recovery.policy import decide, ledger_card
-from paywatch.streams.recovery.state import Decision, PolicyChanged, Saga, SagaInput, TimerFired
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 Key = tuple[str, str]
 

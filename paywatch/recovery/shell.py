@@ -1,6 +1,6 @@
 """The pure half of the saga agent: table entries in, table entries and records out.
 
-The Faust agent (``paywatch.streams.recovery.agent``) reads a saga's table entry and its
+The Faust agent (``paywatch.streams.saga``) reads a saga's table entry and its
 card's ledger, calls ``step`` and then does the I/O: sends the commands and transitions,
 waits for the acks, writes the entries back and re-indexes the timers. Everything here is
 deterministic given its arguments (the wall time is one of them).
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from paywatch.recovery.clock import SagaClock
+from paywatch.recovery.decide import decide, ledger_card
+from paywatch.recovery.ledger import CardAttempt, CardLedger
+from paywatch.recovery.state import Saga, SagaInput, TimerFired
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
-from paywatch.streams.recovery.clock import SagaClock
-from paywatch.streams.recovery.ledger import CardAttempt, CardLedger
-from paywatch.streams.recovery.policy import decide, ledger_card
-from paywatch.streams.recovery.state import Saga, SagaInput, TimerFired
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 ENTRY_VERSION = 1
 CARD_HISTORY_DAYS = 31

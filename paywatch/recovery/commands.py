@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from paywatch.recovery.state import Saga, Timer, TimerPurpose
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import CommandType, RecoveryCommand, RuleRef
-from paywatch.streams.recovery.state import Saga, Timer, TimerPurpose
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 COMMAND_NAMESPACE = uuid.UUID("2b7e4f0c-9d3a-5c61-8e2f-4a0b6c1d7e93")
 """uuid5 namespace of recovery command and timer ids (never change it)."""
@@ -30,7 +30,7 @@ def tenant_rule(policy: TenantPolicy, name: str) -> RuleRef:
     return RuleRef(
         id=f"tenant.{name}",
         edition=f"tenant-policy/{policy.revision}",
-        source="tenant policy (paywatch.streams.recovery.tenant_policy)",
+        source="tenant policy (paywatch.recovery.tenant_policy)",
     )
 
 

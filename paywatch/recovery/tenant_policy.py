@@ -34,8 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from paywatch.schemas.models import Frozen
-from paywatch.streams.recovery.rules import (
+from paywatch.recovery.rules import (
     MASTERCARD_CURRENT,
     MASTERCARD_EDITIONS,
     VISA_CURRENT,
@@ -43,6 +42,7 @@ from paywatch.streams.recovery.rules import (
     Rulebook,
     rulebook,
 )
+from paywatch.schemas.models import Frozen
 
 PROVIDERS = (
     "stripe",

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from paywatch.recovery.ledger import CardAttempt
+from paywatch.recovery.rules import paywatch_rule
+from paywatch.recovery.state import ALLOWED_EDGES, InvalidTransition, Saga
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import RecoveryCommand, RuleRef, SagaState, SagaTransition
-from paywatch.streams.recovery.ledger import CardAttempt
-from paywatch.streams.recovery.rules import paywatch_rule
-from paywatch.streams.recovery.state import ALLOWED_EDGES, InvalidTransition, Saga
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 OPENED = paywatch_rule("saga_opened", "ARCHITECTURE §8")
 

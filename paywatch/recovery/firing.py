@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from paywatch.recovery.commands import command, tenant_rule
+from paywatch.recovery.ledger import AttemptSource, CardAttempt
+from paywatch.recovery.limits import retry_gate
+from paywatch.recovery.plan import forbidden
+from paywatch.recovery.run import Run
+from paywatch.recovery.state import Saga, Timer, TimerPurpose
+from paywatch.recovery.tenant_policy import FinalAction
 from paywatch.schemas.models import CommandType, RecoveryCommand, SagaState
-from paywatch.streams.recovery.commands import command, tenant_rule
-from paywatch.streams.recovery.ledger import AttemptSource, CardAttempt
-from paywatch.streams.recovery.limits import retry_gate
-from paywatch.streams.recovery.plan import forbidden
-from paywatch.streams.recovery.run import Run
-from paywatch.streams.recovery.state import Saga, Timer, TimerPurpose
-from paywatch.streams.recovery.tenant_policy import FinalAction
 
 
 def flush(saga: Saga, run: Run) -> Saga:

@@ -26,20 +26,13 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from paywatch.errors import CodecError, PaywatchError
+from paywatch.recovery.clock import SagaClock
+from paywatch.recovery.shell import entry_partition, entry_timers, fired_for, read_tick, step, tick
+from paywatch.recovery.state import SagaInput
+from paywatch.recovery.tenant_policy import TenantPolicy
+from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
-from paywatch.streams.recovery.clock import SagaClock
-from paywatch.streams.recovery.shell import (
-    entry_partition,
-    entry_timers,
-    fired_for,
-    read_tick,
-    step,
-    tick,
-)
-from paywatch.streams.recovery.state import SagaInput
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
-from paywatch.streams.recovery.timers import TimerIndex
 from paywatch.streams.sends import send_all
 
 log = logging.getLogger(__name__)

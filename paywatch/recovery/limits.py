@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from paywatch.recovery.commands import tenant_rule
+from paywatch.recovery.ledger import CardAttempt
+from paywatch.recovery.rules import NO_ADVICE, Action, WindowLimit, paywatch_rule
+from paywatch.recovery.state import Saga
+from paywatch.recovery.tenant_policy import RetryOwner, TenantPolicy
 from paywatch.schemas.models import RuleRef
-from paywatch.streams.recovery.commands import tenant_rule
-from paywatch.streams.recovery.ledger import CardAttempt
-from paywatch.streams.recovery.rules import NO_ADVICE, Action, WindowLimit, paywatch_rule
-from paywatch.streams.recovery.state import Saga
-from paywatch.streams.recovery.tenant_policy import RetryOwner, TenantPolicy
 
 STOP_WINDOW = timedelta(days=30)
 PROVIDER_RETRIES = paywatch_rule("provider_retries", "recovery-rules.md §3c [ST1][PV1][PV5]")

@@ -29,11 +29,11 @@ from paywatch.errors import CodecError, InfraError
 from paywatch.kafka.admin import admin_client
 from paywatch.kafka.clients import log_reader
 from paywatch.kafka.codec import make_codec
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PolicyChanged
 from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.settings import Settings
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 log = logging.getLogger(__name__)
 

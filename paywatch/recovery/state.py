@@ -30,6 +30,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from paywatch.errors import PaywatchError
+from paywatch.recovery.ledger import CardAttempt, CardLedger
+from paywatch.recovery.rules import Verdict
 from paywatch.schemas.models import (
     DeclineCategory,
     Frozen,
@@ -39,8 +41,6 @@ from paywatch.schemas.models import (
     SagaState,
     SagaTransition,
 )
-from paywatch.streams.recovery.ledger import CardAttempt, CardLedger
-from paywatch.streams.recovery.rules import Verdict
 
 OPEN = frozenset({SagaState.failed, SagaState.retrying, SagaState.awaiting_customer})
 TERMINAL = frozenset({SagaState.recovered, SagaState.exhausted, SagaState.canceled})

@@ -9,7 +9,8 @@ carry wall times that the executor and the read models can use as they are, and 
 "day 1" retry at scale 86400 is due one wall second after the failure.
 
 The anchor must not move while sagas are open (their timers are stored in saga time), so
-the worker keeps it in its state directory (``time-anchor``), written on first start.
+the worker keeps it in its state directory (``time-anchor``, see
+:mod:`paywatch.streams.saga_clock`), written on first start.
 Saga time overflows ``datetime`` after (year 9999 - now) / s of wall time: about a month
 at 86400, which is plenty for a demo; at scale 1 it never matters.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -48,24 +48,3 @@ class SagaClock:
         if self.identity:
             return saga
         return self.anchor + (saga - self.anchor) / self.scale
-
-    def now(self) -> datetime:
-        """The saga clock's current time."""
-        return self.to_saga(datetime.now(UTC))
-
-
-def load_clock(scale: float, state_dir: Path, anchor: datetime | None = None) -> SagaClock:
-    """The worker's clock: ``anchor`` when given (shared by several workers), else the one
-    in ``state_dir/time-anchor`` (created on first start)."""
-    if scale == 1.0:
-        return SagaClock()
-    if anchor is not None:
-        return SagaClock(scale, anchor)
-    path = state_dir / "time-anchor"
-    try:
-        anchor = datetime.fromisoformat(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        anchor = datetime.now(UTC).replace(microsecond=0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(anchor.isoformat() + "\n")
-    return SagaClock(scale, anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC))

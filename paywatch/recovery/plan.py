@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from paywatch.recovery.commands import as_timer, command, tenant_rule, timer_id
+from paywatch.recovery.limits import static_refusal
+from paywatch.recovery.rules import NO_ADVICE
+from paywatch.recovery.state import Saga, Timer, TimerPurpose
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import CommandType, RuleRef, SagaState
-from paywatch.streams.recovery.commands import as_timer, command, tenant_rule, timer_id
-from paywatch.streams.recovery.limits import static_refusal
-from paywatch.streams.recovery.rules import NO_ADVICE
-from paywatch.streams.recovery.state import Saga, Timer, TimerPurpose
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 
 def _anchor(saga: Saga) -> datetime:

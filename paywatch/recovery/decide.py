@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from paywatch.recovery import plan
+from paywatch.recovery.commands import tenant_rule
+from paywatch.recovery.firing import FINAL, flush
+from paywatch.recovery.ledger import card_key, standin_card
+from paywatch.recovery.reactions import on_event
+from paywatch.recovery.run import Run
+from paywatch.recovery.state import Decision, Saga, SagaInput, TimerFired, TimerPurpose
+from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
-from paywatch.streams.recovery import plan
-from paywatch.streams.recovery.commands import tenant_rule
-from paywatch.streams.recovery.events import on_event
-from paywatch.streams.recovery.fire import FINAL, flush
-from paywatch.streams.recovery.ledger import card_key, standin_card
-from paywatch.streams.recovery.run import Run
-from paywatch.streams.recovery.state import Decision, Saga, SagaInput, TimerFired, TimerPurpose
-from paywatch.streams.recovery.tenant_policy import TenantPolicy
 
 
 def decide(state: Saga | None, event: SagaInput, now: datetime, policy: TenantPolicy) -> Decision:

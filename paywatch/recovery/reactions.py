@@ -21,19 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from paywatch.schemas.models import CommandType, EventType, PaymentEvent, RuleRef, SagaState
-from paywatch.streams.recovery import plan
-from paywatch.streams.recovery.commands import command
-from paywatch.streams.recovery.ledger import (
+from paywatch.recovery import plan
+from paywatch.recovery.commands import command
+from paywatch.recovery.ledger import (
     CardAttempt,
     card_key,
     observed_attempts,
     standin_card,
     stop_marker,
 )
-from paywatch.streams.recovery.rules import Action, Verdict, assess, network_of, paywatch_rule
-from paywatch.streams.recovery.run import OPENED, Run
-from paywatch.streams.recovery.state import TERMINAL, Saga
+from paywatch.recovery.rules import Action, Verdict, assess, network_of, paywatch_rule
+from paywatch.recovery.run import OPENED, Run
+from paywatch.recovery.state import TERMINAL, Saga
+from paywatch.schemas.models import CommandType, EventType, PaymentEvent, RuleRef, SagaState
 
 _ARCH = "ARCHITECTURE §8"
 SUCCEEDED = paywatch_rule("payment_succeeded", _ARCH)
