@@ -1,7 +1,7 @@
 """A local HTTP server playing the Xero and QuickBooks APIs (OAuth + resources) for tests.
 
 The worker runs as a separate process and fetches over real sockets, so the fakes of
-``paywatch.providers.samples_xero.FakeLedgerApi`` (httpx handlers) are served by a
+``tests.builders.xero.FakeLedgerApi`` (httpx handlers) are served by a
 threaded ``http.server`` here. Each fake is mounted under a path prefix (``/xero``,
 ``/quickbooks``): its token URL is ``{base}/{prefix}/token`` and its API base
 ``{base}/{prefix}/api``.
@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from paywatch.providers import samples_quickbooks as qbo
-from paywatch.providers import samples_xero as xs
-from paywatch.providers.samples_xero import FakeLedgerApi
+from tests.builders import quickbooks as qbo
+from tests.builders import xero as xs
+from tests.builders.xero import FakeLedgerApi
 
 
 @dataclass

@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 import httpx
 
-from paywatch.providers import samples
-from paywatch.providers import samples_adyen as ady
-from paywatch.providers import samples_authorizenet as anet
-from paywatch.providers import samples_braintree as bt
-from paywatch.providers import samples_checkout as cko
-from paywatch.providers import samples_generic as gen
-from paywatch.providers import samples_paypal as pp
-from paywatch.providers import samples_quickbooks as qbo
-from paywatch.providers import samples_xero as xs
-from paywatch.providers.paypal.testkit import make_test_pki, mock_paypal, sign_paypal
+from tests.builders import adyen as ady
+from tests.builders import authorizenet as anet
+from tests.builders import braintree as bt
+from tests.builders import checkout as cko
+from tests.builders import generic as gen
+from tests.builders import paypal as pp
+from tests.builders import quickbooks as qbo
+from tests.builders import stripe as samples
+from tests.builders import xero as xs
+from tests.builders.paypal_pki import make_test_pki, mock_paypal, sign_paypal
 from tests.fake_ledgers import Ledgers, quickbooks_path, xero_path
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -17,8 +17,8 @@ from paywatch.errors import VerificationError
 from paywatch.providers.base import event_id
 from paywatch.providers.pan import contains_pan
 from paywatch.providers.registry import get_provider
-from paywatch.providers.samples import BASIL_API_VERSION, LEGACY_API_VERSION, sign_stripe
 from paywatch.schemas.models import DeclineCategory, EventType, RawWebhook
+from tests.builders.stripe import BASIL_API_VERSION, LEGACY_API_VERSION, sign_stripe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe"
 SECRET = "whsec_test_contract_5f2d8a"

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from paywatch.ops.bootstrap import DEMO_STRIPE_SECRET
-from paywatch.providers import samples
 from paywatch.settings import Settings
+from tests.builders import stripe as samples
 from tests.e2e.test_up import _banner_line
 from tests.kafka_helpers import eventually
 from tests.procs import settings_env

@@ -12,14 +12,14 @@ import pytest
 from paywatch.errors import CardDataError, PayloadError
 from paywatch.providers.adyen import AdyenProvider, adyen
 from paywatch.providers.base import event_id
-from paywatch.providers.samples_adyen import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.adyen import (
     adyen_body,
     adyen_failure,
     adyen_item,
     adyen_notification,
     adyen_recovery,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "adyen"
 PSP = "QFQTPCQ8HXSKGK82"

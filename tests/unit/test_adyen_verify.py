@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.adyen import AdyenProvider, adyen
 from paywatch.providers.adyen.signature import signing_string
-from paywatch.providers.samples_adyen import (
+from tests.builders.adyen import (
     adyen_body,
     adyen_failure,
     adyen_headers,
@@ -127,7 +127,7 @@ def test_sample_signer_matches_the_documented_algorithm() -> None:
 
 
 def test_sample_failure_is_signed_with_the_sample_key() -> None:
-    from paywatch.providers.samples_adyen import HMAC_KEY
+    from tests.builders.adyen import HMAC_KEY
 
     adyen.verify(adyen_body(adyen_failure()), {}, [{"hmac_key": HMAC_KEY}], NOW)
 

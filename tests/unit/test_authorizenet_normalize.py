@@ -13,7 +13,8 @@ from paywatch.errors import CardDataError, PayloadError
 from paywatch.providers.authorizenet import AuthorizeNetProvider, authorizenet
 from paywatch.providers.authorizenet.declines import MERCHANT_SIDE, REASON_CODES, explain
 from paywatch.providers.base import Provider, event_id
-from paywatch.providers.samples_authorizenet import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.authorizenet import (
     FRAUD_DECLINED,
     PAYMENT_AUTHCAPTURE,
     SIGNATURE_KEY,
@@ -24,7 +25,6 @@ from paywatch.providers.samples_authorizenet import (
     authorizenet_recovery,
     authorizenet_transaction,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "authorizenet"
 NOW = datetime(2026, 7, 20, tzinfo=UTC)

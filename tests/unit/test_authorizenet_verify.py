@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.authorizenet import AuthorizeNetProvider, authorizenet
-from paywatch.providers.samples_authorizenet import (
+from paywatch.schemas.models import RawWebhook
+from tests.builders.authorizenet import (
     authorizenet_body,
     authorizenet_failure,
     authorizenet_headers,
     sign_authorizenet,
 )
-from paywatch.schemas.models import RawWebhook
 
 KEY = "A1B2C3D4E5F60718293A4B5C6D7E8F90" * 4
 OLD_KEY = "0F1E2D3C4B5A69788796A5B4C3D2E1F0" * 4

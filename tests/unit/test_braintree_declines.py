@@ -16,12 +16,12 @@ from paywatch.providers.braintree.declines import (
     decline,
     explain,
 )
-from paywatch.providers.samples_braintree import (
+from paywatch.schemas.models import Decline, DeclineCategory, RawWebhook
+from tests.builders.braintree import (
     braintree_body,
     braintree_failure,
     braintree_transaction_xml,
 )
-from paywatch.schemas.models import Decline, DeclineCategory, RawWebhook
 
 SOFT, HARD, ACTION, FRAUD, UNKNOWN = (
     DeclineCategory.SOFT,

@@ -11,7 +11,8 @@ import pytest
 from paywatch.errors import PayloadError
 from paywatch.providers.base import Provider, event_id
 from paywatch.providers.braintree import BraintreeProvider, braintree
-from paywatch.providers.samples_braintree import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.braintree import (
     braintree_body,
     braintree_failure,
     braintree_form,
@@ -21,7 +22,6 @@ from paywatch.providers.samples_braintree import (
     braintree_transaction_xml,
     sign_braintree,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "braintree"
 NOW = datetime(2026, 6, 25, tzinfo=UTC)

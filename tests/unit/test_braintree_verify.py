@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.braintree import BraintreeProvider, braintree, challenge_response
-from paywatch.providers.samples_braintree import (
+from paywatch.schemas.models import RawWebhook
+from tests.builders.braintree import (
     braintree_body,
     braintree_failure,
     braintree_notification_xml,
     braintree_payload,
     sign_braintree,
 )
-from paywatch.schemas.models import RawWebhook
 
 PUBLIC = "pk_primary_3d7f"
 PRIVATE = "sk_primary_9a8b7c6d5e4f3a2b"

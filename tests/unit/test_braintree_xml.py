@@ -9,7 +9,7 @@ import pytest
 from paywatch.errors import CardDataError, PayloadError
 from paywatch.providers.braintree import BraintreeProvider, braintree
 from paywatch.providers.braintree.xmldoc import MAX_DEPTH, decode_payload
-from paywatch.providers.samples_braintree import (
+from tests.builders.braintree import (
     braintree_body,
     braintree_failure,
     braintree_form,

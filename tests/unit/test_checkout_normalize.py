@@ -12,14 +12,14 @@ import pytest
 from paywatch.errors import CardDataError, PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.checkout import CheckoutProvider, checkout, declines
-from paywatch.providers.samples_checkout import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.checkout import (
     checkout_body,
     checkout_event,
     checkout_failure,
     checkout_payment,
     checkout_recovery,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "checkout"
 SOFT, HARD, ACTION, FRAUD, UNKNOWN = (

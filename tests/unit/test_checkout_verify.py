@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.checkout import checkout
-from paywatch.providers.samples_checkout import (
+from paywatch.schemas.models import RawWebhook
+from tests.builders.checkout import (
     checkout_body,
     checkout_failure,
     checkout_headers,
     sign_checkout,
 )
-from paywatch.schemas.models import RawWebhook
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "checkout"
 KEY = "c5d1a7e2-93b4-4f08-8a6d-2e7f1b3c9d40"

@@ -16,14 +16,14 @@ from paywatch.errors import CardDataError, PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.generic import declines, generic
 from paywatch.providers.generic.schema import TYPES
-from paywatch.providers.samples_generic import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.generic import (
     MSG_ID,
     generic_body,
     generic_failure,
     generic_payload,
     generic_recovery,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "generic"
 HEADER_ID = "msg_header_2Kq8vZ3mTnW6"

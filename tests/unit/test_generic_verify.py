@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.generic import GenericProvider, generic
-from paywatch.providers.samples_generic import (
+from paywatch.schemas.models import RawWebhook
+from tests.builders.generic import (
     generic_body,
     generic_failure,
     generic_headers,
     sign_generic,
 )
-from paywatch.schemas.models import RawWebhook
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "generic"
 RAW_KEY = b"paywatch-generic-test-key-32byte"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paywatch.providers.pan import contains_pan, luhn_valid
-from paywatch.providers.samples import (
+from tests.builders.stripe import (
     stripe_body,
     stripe_charge_failed,
     stripe_event,

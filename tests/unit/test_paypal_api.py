@@ -14,7 +14,7 @@ import pytest
 
 from paywatch.errors import Retryable, VerificationError
 from paywatch.providers.paypal import PayPalProvider
-from paywatch.providers.samples_paypal import (
+from tests.builders.paypal import (
     CERT_URL,
     WEBHOOK_ID,
     SamplePki,

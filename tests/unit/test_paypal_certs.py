@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from paywatch.errors import Retryable, VerificationError
 from paywatch.providers.paypal import CertFetcher, PayPalProvider, paypal
-from paywatch.providers.samples_paypal import (
+from tests.builders.paypal import (
     CERT_URL,
     WEBHOOK_ID,
     SamplePki,

@@ -12,8 +12,8 @@ import pytest
 from paywatch.errors import VerificationError
 from paywatch.providers.pan import contains_pan
 from paywatch.providers.paypal import PayPalProvider, paypal
-from paywatch.providers.samples_paypal import WEBHOOK_ID, make_test_pki, sign_paypal
 from paywatch.schemas.models import DeclineCategory, EventType, RawWebhook
+from tests.builders.paypal import WEBHOOK_ID, make_test_pki, sign_paypal
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "paypal"
 NOW = datetime(2025, 6, 20, tzinfo=UTC)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.paypal import PayPalProvider, paypal
-from paywatch.providers.samples_paypal import (
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.paypal import (
     CAPTURE_ID,
     EVENT_ID,
     ORDER_ID,
@@ -28,7 +29,6 @@ from paywatch.providers.samples_paypal import (
     paypal_sale_completed,
     paypal_subscription,
 )
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 CREATED = datetime(2025, 6, 15, 15, 6, 40, tzinfo=UTC)
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from paywatch.errors import VerificationError
 from paywatch.providers.paypal import PayPalProvider, verify_signature
 from paywatch.providers.paypal.signature import crc32_decimal, read_transmission
-from paywatch.providers.samples_paypal import (
+from tests.builders.paypal import (
     CERT_URL,
     WEBHOOK_ID,
     SamplePki,

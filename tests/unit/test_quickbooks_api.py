@@ -19,7 +19,8 @@ from paywatch.providers.quickbooks import (
     QuickBooksApi,
     quickbooks,
 )
-from paywatch.providers.samples_quickbooks import (
+from paywatch.providers.xero import NOT_FETCHED, RateLimited, ResourceRef
+from tests.builders.quickbooks import (
     CLIENT_ID,
     CLIENT_SECRET,
     INVOICE_ID,
@@ -30,8 +31,7 @@ from paywatch.providers.samples_quickbooks import (
     fake_quickbooks,
     qbo_path,
 )
-from paywatch.providers.samples_xero import FakeLedgerApi
-from paywatch.providers.xero import NOT_FETCHED, RateLimited, ResourceRef
+from tests.builders.xero import FakeLedgerApi
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "quickbooks"
 DOCUMENT = (FIXTURES / "invoice.overdue.json").read_bytes()

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
-from paywatch.providers.samples_quickbooks import (
+from paywatch.providers.xero import NOT_FETCHED, ResourceRef
+from paywatch.providers.xero.fetched import overdue_identity
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
+from tests.builders.quickbooks import (
     CUSTOMER_ID,
     INVOICE_ID,
     PAYMENT_ID,
@@ -23,9 +26,6 @@ from paywatch.providers.samples_quickbooks import (
     qbo_invoice,
     qbo_payment,
 )
-from paywatch.providers.xero import NOT_FETCHED, ResourceRef
-from paywatch.providers.xero.fetched import overdue_identity
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "quickbooks"
 COORDS = ("webhooks.fetched", 2, 77)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from paywatch.errors import PayloadError
 from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
-from paywatch.providers.samples_quickbooks import (
+from paywatch.providers.xero import ResourceRef
+from tests.builders.quickbooks import (
     INVOICE_ID,
     PAYMENT_ID,
     REALM_ID,
@@ -22,7 +23,6 @@ from paywatch.providers.samples_quickbooks import (
     qbo_entity,
     qbo_legacy,
 )
-from paywatch.providers.xero import ResourceRef
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "quickbooks"
 AT = datetime(2026, 6, 15, 9, 30, 12, 123000, tzinfo=UTC)

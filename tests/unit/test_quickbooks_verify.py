@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers.pan import contains_pan
 from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
-from paywatch.providers.samples_quickbooks import (
+from paywatch.schemas.models import RawWebhook
+from tests.builders.quickbooks import (
     VERIFIER_TOKEN,
     qbo_body,
     qbo_cloudevent,
@@ -25,7 +26,6 @@ from paywatch.providers.samples_quickbooks import (
     quickbooks_headers,
     sign_quickbooks,
 )
-from paywatch.schemas.models import RawWebhook
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "quickbooks"
 NOW = datetime(2026, 6, 15, 9, 31, tzinfo=UTC)

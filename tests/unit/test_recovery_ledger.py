@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from paywatch.schemas.models import EventType, PaymentEvent, PaymentMethod, RuleRef
-from paywatch.streams.recovery.ledger import (
+from paywatch.recovery.ledger import (
     AttemptSource,
     CardAttempt,
     CardLedger,
     card_key,
     observed_attempts,
 )
-from paywatch.streams.recovery.limits import earliest, retry_gate
-from paywatch.streams.recovery.rules import Action, Verdict, rulebook
-from paywatch.streams.recovery.state import Saga, Timer, TimerPurpose
-from paywatch.streams.recovery.tenant_policy import RetryOwner, TenantPolicy
+from paywatch.recovery.limits import earliest, retry_gate
+from paywatch.recovery.rules import Action, Verdict, rulebook
+from paywatch.recovery.state import Saga, Timer, TimerPurpose
+from paywatch.recovery.tenant_policy import RetryOwner, TenantPolicy
+from paywatch.schemas.models import EventType, PaymentEvent, PaymentMethod, RuleRef
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 CARD = "acme/fp/fp_1"

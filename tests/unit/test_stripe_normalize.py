@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from paywatch.errors import PayloadError, UnknownProvider
 from paywatch.providers import registry
 from paywatch.providers.base import event_id
-from paywatch.providers.samples import (
+from paywatch.providers.stripe import StripeProvider, stripe
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
+from tests.builders.stripe import (
     BASIL_API_VERSION,
     CHARGE_ID,
     CREATED,
@@ -30,8 +32,6 @@ from paywatch.providers.samples import (
     stripe_payment_intent_failed,
     stripe_subscription,
 )
-from paywatch.providers.stripe import StripeProvider, stripe
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, RawWebhook
 
 EVT = "evt_1RaQ2xLkdIwHu7ixY3nB8cDe"
 

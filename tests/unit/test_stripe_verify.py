@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paywatch.errors import PayloadError, VerificationError
-from paywatch.providers.samples import sign_stripe, stripe_body, stripe_event, stripe_invoice
 from paywatch.providers.stripe import StripeProvider, stripe
+from tests.builders.stripe import sign_stripe, stripe_body, stripe_event, stripe_invoice
 
 SECRET = "whsec_test_primary_0123456789abcdef"
 OLD_SECRET = "whsec_test_previous_fedcba9876543210"

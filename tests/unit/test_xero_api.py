@@ -13,15 +13,6 @@ import httpx
 import pytest
 
 from paywatch.errors import CardDataError, PayloadError, Retryable, VerificationError
-from paywatch.providers.samples_xero import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    INVOICE_ID,
-    REFRESH_TOKEN,
-    TENANT_ID,
-    WEBHOOK_KEY,
-    FakeLedgerApi,
-)
 from paywatch.providers.xero import (
     XERO_API_BASE,
     XERO_TOKEN_URL,
@@ -29,6 +20,15 @@ from paywatch.providers.xero import (
     ResourceRef,
     XeroApi,
     xero,
+)
+from tests.builders.xero import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    INVOICE_ID,
+    REFRESH_TOKEN,
+    TENANT_ID,
+    WEBHOOK_KEY,
+    FakeLedgerApi,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xero"

@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
-from paywatch.providers.samples_xero import (
+from paywatch.providers.xero import ResourceRef, XeroProvider, xero
+from paywatch.providers.xero.invoice import ms_json_date
+from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
+from tests.builders.xero import (
     CONTACT_ID,
     INVOICE_ID,
     PAYMENT_ID,
@@ -21,9 +24,6 @@ from paywatch.providers.samples_xero import (
     xero_body,
     xero_invoice,
 )
-from paywatch.providers.xero import ResourceRef, XeroProvider, xero
-from paywatch.providers.xero.invoice import ms_json_date
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xero"
 COORDS = ("webhooks.fetched", 3, 41)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from paywatch.errors import PayloadError
-from paywatch.providers.samples_xero import INVOICE_ID, TENANT_ID, xero_batch, xero_body, xero_event
 from paywatch.providers.xero import ResourceRef, XeroProvider, xero
+from tests.builders.xero import INVOICE_ID, TENANT_ID, xero_batch, xero_body, xero_event
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xero"
 OTHER = "7a9f3c21-54e8-4b1d-a0c6-3e2f1d4b5c6a"

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
-from paywatch.providers.samples_xero import WEBHOOK_KEY, sign_xero, xero_headers
 from paywatch.providers.xero import XeroProvider, xero
 from paywatch.schemas.models import RawWebhook
+from tests.builders.xero import WEBHOOK_KEY, sign_xero, xero_headers
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xero"
 NOW = datetime(2026, 6, 15, 9, 31, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Builders of generic (Standard Webhooks) deliveries for tests, benchmarks, e2e and the demo.
+"""Builders of generic (Standard Webhooks) deliveries for tests, benchmarks and e2e.
 
 Payloads follow paywatch's generic schema (``paywatch.providers.generic.schema``); signing
 follows the Standard Webhooks spec: ``webhook-signature: v1,<base64 HMAC-SHA256>`` over
@@ -15,7 +15,7 @@ import hmac
 import json
 from typing import Any
 
-SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 (public dev value)
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 """A dev secret in the spec's form (``whsec_`` + base64 of 24 random bytes)."""
 MSG_ID = "msg_2Kq8vZ3mTnW6xY4pR7sL1dF9"
 RECOVERY_MSG_ID = "msg_2Kq9cB5nUoX7yZ5qS8tM2eG0"

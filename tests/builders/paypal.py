@@ -1,4 +1,4 @@
-"""Builders of realistic PayPal webhooks for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic PayPal webhooks for tests, benchmarks and the e2e test.
 
 Shapes follow PayPal's REST objects (reference/webhooks.md §3.2): the event envelope
 (``id``, ``event_type``, ``create_time``, ``resource_type``, ``resource``), a v1 subscription
@@ -6,7 +6,7 @@ with ``billing_info``, a v1 sale and a v2 capture. Ids and times have fixed defa
 
 Signing (a throw-away PKI, ``sign_paypal`` for the five ``paypal-*`` headers, and
 ``mock_paypal``, a fake PayPal for ``httpx.MockTransport``) lives in
-``paywatch.providers.paypal.testkit`` and is re-exported here.
+``tests.builders.paypal_pki`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from paywatch.providers.paypal.testkit import (
+from tests.builders.paypal_pki import (
     CERT_URL,
     SANDBOX_CN,
     TRANSMISSION_ID,

@@ -1,4 +1,4 @@
-"""Builders of realistic Braintree webhooks for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic Braintree webhooks for tests, benchmarks and the e2e test.
 
 Shapes follow braintree_python's ``webhook_testing_gateway.py`` and the transaction and
 subscription response objects (reference/webhooks.md §3.3): XML with dashed tags, typed

@@ -1,4 +1,4 @@
-"""Builders of realistic Authorize.Net webhooks for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic Authorize.Net webhooks for tests, benchmarks and the e2e test.
 
 Envelope and payload shapes follow reference/webhooks.md §3.4 (the official webhooks page and
 ``academe/authorizenet-objects`` tests): ``notificationId``, ``eventType``, ``eventDate``,

@@ -1,10 +1,10 @@
-"""PayPal signing kit for tests, benchmarks and demos: throw-away PKI, headers, fake PayPal.
+"""PayPal signing kit for tests and benchmarks: throw-away PKI, headers, fake PayPal.
 
 ``make_test_pki`` creates a CA and a leaf named like PayPal's signing certificate (keys are
 random: call it once per test session), ``sign_paypal`` produces the five ``paypal-*``
 headers for a body (reference/webhooks.md §2.2), and ``mock_paypal`` is an
 ``httpx.MockTransport`` handler serving the certificate URL, the OAuth token endpoint and the
-verify-webhook-signature API. Re-exported by ``paywatch.providers.samples_paypal``.
+verify-webhook-signature API. Re-exported by ``tests.builders.paypal``.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def mock_paypal(
     now: datetime,
     cert_url: str = CERT_URL,
     client_id: str = "test-client",
-    client_secret: str = "test-secret",  # noqa: S107 (test credentials)
-    access_token: str = "A21AAtest-token",  # noqa: S107
+    client_secret: str = "test-secret",
+    access_token: str = "A21AAtest-token",
 ) -> Callable[[httpx.Request], httpx.Response]:
     """A MockTransport handler acting as PayPal: cert URL, OAuth token, verify API.
 

@@ -5,7 +5,7 @@ Shapes follow reference/webhooks.md §3.5 and ``XeroAPI/Xero-OpenAPI``: the batc
 receive batch (no events, sequences 0) and the ``GET Invoices/{id}`` answer (``Invoices``
 list, Microsoft JSON dates). ``sign_xero`` is §2.5. ``FakeLedgerApi`` is an
 ``httpx.MockTransport`` handler acting as the OAuth server (rotating refresh tokens) and the
-resource API; the QuickBooks samples reuse it. Pure builders with fixed defaults.
+resource API; the QuickBooks builders reuse it. Pure builders with fixed defaults.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ INVOICE_ID = "243216c5-369e-4056-ac67-05388f86dc81"
 CONTACT_ID = "025867f1-d741-4d6b-b1af-9ac774b59ba7"
 PAYMENT_ID = "0d666415-cf77-43fa-80c7-56775591d426"
 CLIENT_ID = "XERODEVCLIENT0001"
-CLIENT_SECRET = "xero-dev-client-secret"  # noqa: S105 (a documented dev value)
-REFRESH_TOKEN = "xero-dev-refresh-token"  # noqa: S105
+CLIENT_SECRET = "xero-dev-client-secret"
+REFRESH_TOKEN = "xero-dev-refresh-token"
 FAILED_AT = "2026-06-15T09:30:12.123"
 RECOVERED_AT = "2026-06-18T14:02:45.507"
 DUE = date(2026, 6, 1)
-XERO_TOKEN_URL = "https://identity.xero.com/connect/token"  # noqa: S105 (a URL)
+XERO_TOKEN_URL = "https://identity.xero.com/connect/token"
 XERO_API_BASE = "https://api.xero.com/api.xro/2.0"
 
 

@@ -1,4 +1,4 @@
-"""Builders of realistic Stripe payloads for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic Stripe payloads for tests, benchmarks and the e2e test.
 
 Shapes follow Stripe's API objects (reference/webhooks.md §3.1): ``basil=True`` builds the
 ``2025-03-31.basil``+ invoice (``parent.subscription_details``, ``payments``), ``basil=False``

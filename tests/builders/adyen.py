@@ -1,4 +1,4 @@
-"""Builders of realistic Adyen Standard webhooks for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic Adyen Standard webhooks for tests, benchmarks and the e2e test.
 
 Shapes follow reference/webhooks.md §3.7 and Adyen's published examples:
 ``{"live": "false", "notificationItems": [{"NotificationRequestItem": {...}}]}`` with

@@ -1,4 +1,4 @@
-"""Builders of realistic Checkout.com webhooks for tests, benchmarks, the e2e test and the demo.
+"""Builders of realistic Checkout.com webhooks for tests, benchmarks and the e2e test.
 
 Shapes follow Checkout.com's ``payment_declined`` webhook example (reference/webhooks.md
 §1.8): ``{"id": "evt_...", "type", "version", "created_on", "data": {...}}`` with integer

@@ -3,7 +3,7 @@
 Shapes follow reference/webhooks.md §3.6: the legacy ``eventNotifications`` envelope, the
 CloudEvents array (``qbo.invoice.updated.v1``) and the ``GET /v3/company/{realm}/invoice/{id}``
 and ``.../payment/{id}`` answers. ``sign_quickbooks`` is §2.6. ``fake_quickbooks`` returns
-a ``FakeLedgerApi`` (see ``samples_xero``) set up as Intuit's OAuth server.
+a ``FakeLedgerApi`` (see ``tests.builders.xero``) set up as Intuit's OAuth server.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from paywatch.providers.samples_xero import FakeLedgerApi, xero_body
+from tests.builders.xero import FakeLedgerApi, xero_body
 
-VERIFIER_TOKEN = "qbo-dev-verifier-token-5f1c9a27"  # noqa: S105 (a documented dev value)
+VERIFIER_TOKEN = "qbo-dev-verifier-token-5f1c9a27"
 REALM_ID = "9341455322581846"
 INVOICE_ID = "130"
 CUSTOMER_ID = "58"
 PAYMENT_ID = "171"
 CLIENT_ID = "ABqbodevclient0001"
-CLIENT_SECRET = "qbo-dev-client-secret"  # noqa: S105
-REFRESH_TOKEN = "AB11qbodevrefreshtoken"  # noqa: S105
+CLIENT_SECRET = "qbo-dev-client-secret"
+REFRESH_TOKEN = "AB11qbodevrefreshtoken"
 FAILED_AT = "2026-06-15T09:30:12.123Z"
 RECOVERED_AT = "2026-06-18T14:02:45.507Z"
 DUE = date(2026, 6, 1)
-QBO_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
+QBO_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 QBO_API_BASE = "https://quickbooks.api.intuit.com"
 
 

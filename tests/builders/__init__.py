@@ -1,0 +1,1 @@
+"""Payload builders, signing kits and fakes for tests and benchmarks (never shipped)."""
