@@ -15,7 +15,7 @@ from paywatch.kafka.clients import reliable_producer
 log = logging.getLogger(__name__)
 
 
-class RawAppender:
+class KafkaAppender:
     """An idempotent, acks=all producer that (re)connects in the background.
 
     Ingest must keep answering while Kafka is down (503, so providers redeliver),

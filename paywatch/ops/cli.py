@@ -100,7 +100,7 @@ def _read_policy(path: str) -> Any:
 
 def cmd_policy_show(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch policy show TENANT: the policy JSON on stdout, its revision on stderr."""
-    from paywatch.tenants.policies import policy_in_force, require_tenant
+    from paywatch.tenants.policy_store import policy_in_force, require_tenant
 
     async def show(conn: Any) -> Any:
         await require_tenant(conn, args.tenant)
@@ -122,7 +122,9 @@ def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
 
     from paywatch.db import create_pool, migrate
     from paywatch.errors import Retryable
-    from paywatch.tenants.policies import change_policy, open_policy_log, parse_policy
+    from paywatch.tenants.policy_input import parse_policy
+    from paywatch.tenants.policy_log import open_policy_log
+    from paywatch.tenants.policy_store import change_policy
 
     policy = parse_policy(_read_policy(args.file))  # before connecting to anything
     ends = resolve_endpoints(settings)
@@ -161,7 +163,7 @@ def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_policy_history(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch policy history TENANT: every change, newest first."""
-    from paywatch.tenants.policies import policy_history, require_tenant
+    from paywatch.tenants.policy_store import policy_history, require_tenant
 
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")

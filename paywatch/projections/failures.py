@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from paywatch.projections import Coords
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 
 INSERT = (

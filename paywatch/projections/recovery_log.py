@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from paywatch.projections import Coords
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import RecoveryCommand, SagaTransition
 
 INSERT = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from paywatch.projections import Coords
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import CommandType, SagaState, SagaTransition
 
 TERMINAL = frozenset({SagaState.recovered, SagaState.exhausted, SagaState.canceled})

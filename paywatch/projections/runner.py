@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import group_consumer, reliable_producer
-from paywatch.projections import Coords
 from paywatch.projections.sink import PostgresSink, Record
 from paywatch.schemas.codec import Codec
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import (
     DeadLetter,
     PaymentEvent,

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from paywatch.projections import Coords, event_log, failures, invoices, recovery_log
+from paywatch.projections import event_log, failures, invoices, recovery_log
 from paywatch.projections import recovery_workflows as workflows
-from paywatch.projections import tenant_policies as policies
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, PolicyChanged, RecoveryCommand, SagaTransition
+from paywatch.tenants import policy_rows as policies
 
 CHECKPOINT = (
     "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)"

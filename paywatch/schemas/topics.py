@@ -109,3 +109,8 @@ def raw_key(tenant: str, provider: str, subject: str | None) -> str:
 def fetched_key(tenant: str, provider: str, resource_id: str) -> str:
     """Key of webhooks.fetched: tenant/provider/resource_id."""
     return f"{tenant}/{provider}/{resource_id}"
+
+
+def tenant_key(tenant: str) -> str:
+    """Key of recovery.policies, alerts and ops.audit: the tenant."""
+    return tenant

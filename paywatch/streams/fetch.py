@@ -28,55 +28,24 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import httpx
 
 from paywatch.errors import Retryable, VerificationError
 from paywatch.providers.base import Provider, Secrets
-from paywatch.providers.xero.client import ThinApi
-from paywatch.providers.xero.fetched import RawCoords
-from paywatch.providers.xero.thin import FetchResult, RateLimited, ResourceRef
+from paywatch.providers.thin.client import ThinApi
+from paywatch.providers.thin.ledger import RawCoords
+from paywatch.providers.thin.port import ThinProvider
+from paywatch.providers.thin.refs import FetchResult, RateLimited, ResourceRef
 from paywatch.schemas.models import FetchedDocument, FetchedRef, PaymentEvent, RawRef
+from paywatch.schemas.topics import fetched_key as topic_fetched_key
 
 FETCH_NAMESPACE = uuid.UUID("6a4f3c0e-2d1b-5e8f-9c7a-0b1d2e3f4a5b")
 MAX_FOLLOW_UPS = 50
 """Most invoices one fetched payment may pull in (a batch payment of many invoices)."""
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
-
-
-@runtime_checkable
-class ThinProvider(Protocol):
-    """What the fetch step needs from a thin-webhook provider (Xero, QuickBooks)."""
-
-    name: str
-    thin: bool
-
-    def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:
-        """Resources a parsed delivery asks to fetch, in delivery order (pure)."""
-        ...
-
-    def follow_ups(self, ref: ResourceRef, document: bytes, status: int = 200) -> list[ResourceRef]:
-        """Further resources a fetched document names (pure)."""
-        ...
-
-    def normalize_fetched(
-        self,
-        tenant: str,
-        ref: ResourceRef,
-        document: bytes,
-        raw_coords: RawCoords,
-        index: int = 0,
-        *,
-        status: int = 200,
-    ) -> list[PaymentEvent]:
-        """Canonical events of one fetched document (pure)."""
-        ...
-
-    def api(self, http: httpx.AsyncClient, **options: Any) -> ThinApi:
-        """An API client on ``http``."""
-        ...
 
 
 def thin(provider: Provider) -> ThinProvider | None:
@@ -139,7 +108,7 @@ def normalize_fetched(
 
 def fetched_key(doc: FetchedDocument) -> bytes:
     """Kafka key of ``webhooks.fetched``: tenant/provider/resource id."""
-    return f"{doc.tenant}/{doc.provider}/{doc.ref.resource_id}".encode()
+    return topic_fetched_key(doc.tenant, doc.provider, doc.ref.resource_id).encode()
 
 
 @dataclass

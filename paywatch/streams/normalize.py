@@ -11,6 +11,7 @@ from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import DeadLetter, PaymentEvent, RawWebhook
+from paywatch.schemas.topics import invoice_key
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Normalized:
 
 def event_key(event: PaymentEvent) -> bytes:
     """Kafka key of payments.events: tenant/invoice_ref (one saga per key)."""
-    return f"{event.tenant}/{event.invoice_ref}".encode()
+    return invoice_key(event.tenant, event.invoice_ref).encode()
 
 
 def normalize_record(

@@ -33,6 +33,7 @@ from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
+from paywatch.schemas.topics import invoice_key
 from paywatch.streams.sends import send_all
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class SagaRuntime:
         except (CodecError, ValueError, ValidationError) as exc:
             await self.dead_letter(msg, exc, "saga")
             return
-        key = f"{event.tenant}/{event.invoice_ref}"
+        key = invoice_key(event.tenant, event.invoice_ref)
         entry = self.sagas.get(key)
         try:
             out = step(

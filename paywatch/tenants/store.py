@@ -10,8 +10,8 @@ from typing import Literal
 
 import asyncpg
 
-from paywatch.api.query.keys import hash_api_key
 from paywatch.errors import ConfigError, UnknownProvider, UnknownTenant
+from paywatch.tenants.api_keys import hash_api_key
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.secret_names import SECRET_NAMES
 

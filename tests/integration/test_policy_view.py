@@ -16,7 +16,7 @@ from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PolicyChanged
 from paywatch.settings import Settings
 from paywatch.streams.policy_view import PolicyView
-from paywatch.tenants.policies import canonical_json
+from paywatch.tenants.policy_input import canonical_json
 from tests.kafka_helpers import eventually
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -18,8 +18,8 @@ from fastapi import Depends, FastAPI
 
 from paywatch.api.query.app import create_app
 from paywatch.api.query.deps import Principal, require_role
-from paywatch.api.query.keys import hash_api_key
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import hash_api_key
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from paywatch.api.query.app import create_app
-from paywatch.api.query.keys import hash_api_key
 from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections.recovery_workflows import COLUMNS, UPSERT, WorkflowRow
@@ -37,6 +36,7 @@ from paywatch.schemas.models import (
     SagaTransition,
 )
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import hash_api_key
 from tests.integration.test_projector import Running
 from tests.kafka_helpers import eventually, topic_records
 

@@ -12,7 +12,7 @@ from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import SingleObjectCodec
 from paywatch.schemas.models import PolicyChanged
 from paywatch.streams.policy_view import DEFAULTS, PolicyBook, caught_up
-from paywatch.tenants.policies import canonical_json
+from paywatch.tenants.policy_input import canonical_json
 
 CODEC = SingleObjectCodec()
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from paywatch.errors import ConfigError, InvalidPolicy
-from paywatch.projections import Coords
-from paywatch.projections import tenant_policies as rows
 from paywatch.recovery.tenant_policy import TenantPolicy
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PolicyChanged
-from paywatch.tenants.policies import _after, canonical_json, parse_policy
+from paywatch.tenants import policy_rows as rows
+from paywatch.tenants.policy_input import canonical_json, parse_policy
+from paywatch.tenants.policy_store import _after
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, 123456, tzinfo=UTC)
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paywatch.projections import Coords, recovery_log
+from paywatch.projections import recovery_log
 from paywatch.projections.recovery_workflows import WorkflowRow, evolve
 from paywatch.projections.runner import dead_letter_topic
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import (
     CommandType,
     RecoveryCommand,

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paywatch.api.ingest.routes import IngestContext, router
 from paywatch.db import create_pool
-from paywatch.kafka.appender import RawAppender
+from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.registry import configured_providers
 from paywatch.settings import Settings
@@ -50,7 +50,7 @@ def create_app(
         http = httpx.AsyncClient(
             transport=http_transport, timeout=PROVIDER_HTTP_TIMEOUT_S, follow_redirects=False
         )
-        appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s)
+        appender = KafkaAppender(bootstrap, settings.ingest_ack_timeout_s)
         await appender.start()
         app.state.ingest = IngestContext(
             settings=settings,

@@ -26,12 +26,13 @@ from paywatch.errors import (
     UnknownTenant,
     VerificationError,
 )
-from paywatch.kafka.appender import RawAppender
+from paywatch.kafka.appender import KafkaAppender
 from paywatch.providers.base import Provider
 from paywatch.providers.pan import contains_pan
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RawWebhook
+from paywatch.schemas.topics import raw_key
 from paywatch.settings import BODY_LIMIT_BYTES, Settings
 from paywatch.tenants.cache import SecretCache
 
@@ -57,7 +58,7 @@ class IngestContext:
     """What the route needs, built once in the app lifespan."""
 
     settings: Settings
-    appender: RawAppender
+    appender: KafkaAppender
     secrets: SecretCache
     codec: Codec
     raw_topic: str
@@ -106,7 +107,7 @@ async def _accept(
         body=body,
         subject=subject,
     )
-    key = f"{tenant}/{provider.name}/{subject}" if subject else f"{tenant}/{provider.name}"
+    key = raw_key(tenant, provider.name, subject)
     value = ctx.codec.encode(raw, topic=ctx.raw_topic)
     partition, offset = await ctx.appender.append(ctx.raw_topic, key.encode(), value)
     success_body: str | None = getattr(provider, "success_body", None)  # Adyen: "[accepted]"

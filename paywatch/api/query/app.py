@@ -28,7 +28,7 @@ from paywatch.api.query.routes import failures, health, invoices, policy, timeli
 from paywatch.api.query.schemas import ErrorBody
 from paywatch.db import create_pool
 from paywatch.settings import Settings
-from paywatch.tenants.policies import open_policy_log
+from paywatch.tenants.policy_log import open_policy_log
 
 _UNMATCHED = "<unmatched>"
 _MAX_INPUT_CHARS = 80

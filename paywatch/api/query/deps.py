@@ -13,7 +13,7 @@ import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from paywatch.api.query.keys import hash_api_key
+from paywatch.tenants.api_keys import hash_api_key
 
 Role = Literal["analyst", "operator", "admin"]
 # admin ⊇ operator ⊇ analyst.

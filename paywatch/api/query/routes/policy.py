@@ -37,8 +37,9 @@ from paywatch.api.query.schemas import (
     PolicyUpdated,
 )
 from paywatch.errors import InvalidPolicy, Retryable
-from paywatch.tenants import policies
-from paywatch.tenants.policies import HistoryKey, PolicyHistoryRow, PolicyLog
+from paywatch.tenants import policy_input, policy_store
+from paywatch.tenants.policy_log import PolicyLog
+from paywatch.tenants.policy_store import HistoryKey, PolicyHistoryRow
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
 
@@ -63,7 +64,7 @@ _BODY = {
 }
 
 
-def _in_force(current: policies.CurrentPolicy) -> PolicyInForce:
+def _in_force(current: policy_store.CurrentPolicy) -> PolicyInForce:
     return PolicyInForce(
         policy=current.policy,
         revision=current.revision,
@@ -80,7 +81,7 @@ async def get_policy(pool: Pool, caller: Caller) -> PolicyInForce:
     """The stored policy, or the defaults with source "default"."""
     async with pool.acquire() as conn:
         try:
-            current = await policies.policy_in_force(conn, caller.tenant)
+            current = await policy_store.policy_in_force(conn, caller.tenant)
         except InvalidPolicy as exc:  # only if a release stopped accepting a stored policy
             raise ApiError(500, "invalid_stored_policy", f"stored {exc}; PUT a new one") from exc
     return _in_force(current)
@@ -89,7 +90,7 @@ async def get_policy(pool: Pool, caller: Caller) -> PolicyInForce:
 def _invalid(exc: InvalidPolicy) -> JSONResponse:
     body = InvalidPolicyBody(
         error="invalid_policy",
-        detail=policies.describe(exc.errors),
+        detail=policy_input.describe(exc.errors),
         errors=[FieldError(field=f, reason=r) for f, r in exc.errors],
     )
     return JSONResponse(body.model_dump(), status_code=422)
@@ -123,7 +124,7 @@ async def put_policy(
 ) -> PolicyUpdated | JSONResponse:
     """Store a new policy: it applies to decisions made from now on."""
     try:
-        policy = policies.parse_policy(await _json_body(request))
+        policy = policy_input.parse_policy(await _json_body(request))
     except InvalidPolicy as exc:
         return _invalid(exc)
     log: PolicyLog | None = request.app.state.policy_log
@@ -131,7 +132,7 @@ async def put_policy(
         raise ApiError(503, "kafka_unavailable", "this API process was started without Kafka")
     try:
         async with pool.acquire() as conn:
-            change = await policies.change_policy(
+            change = await policy_store.change_policy(
                 conn, log, caller.tenant, policy,
                 changed_by=f"api:{caller.role}", reason=reason, now=datetime.now(UTC),
             )  # fmt: skip
@@ -179,5 +180,5 @@ async def get_policy_history(
     """The PolicyChanged records of the tenant, newest first, with their Kafka coordinates."""
     before = CURSOR.decode(cursor) if cursor is not None else None
     async with pool.acquire() as conn:
-        found = await policies.policy_history(conn, caller.tenant, limit + 1, before)
+        found = await policy_store.policy_history(conn, caller.tenant, limit + 1, before)
     return build_page([_item(r) for r in found], limit, _cursor_of)

@@ -1,4 +1,4 @@
-"""Tenant recovery policies: validate, read and change them (shared by the API and the CLI).
+"""Tenant recovery policies in Postgres: read the one in force, change it, list its history.
 
 A change is an event: ``PolicyChanged`` is appended to ``recovery.policies`` (key tenant)
 through an idempotent acks=all producer and counts only once the broker acknowledged it
@@ -9,32 +9,26 @@ serialised by a Postgres advisory lock held from reading the policy in force to 
 upsert, so every change names the revision it replaced and ``changed_at`` never goes back.
 Changing to the revision in force (stored, or the defaults) is a no-op: no event.
 
-Policies travel and are stored as canonical JSON (sorted keys, no spaces): equal policies
-get equal revisions whatever order their ``owners`` were written in.
+Shared by the API and the CLI; validation is :mod:`paywatch.tenants.policy_input`, the log
+:mod:`paywatch.tenants.policy_log`, the rows :mod:`paywatch.tenants.policy_rows`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import asyncpg
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
-from paywatch.errors import InvalidPolicy, UnknownTenant
-from paywatch.kafka.codec import make_codec
-from paywatch.projections import Coords
-from paywatch.projections import tenant_policies as rows
+from paywatch.errors import UnknownTenant
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.codec import Codec
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PolicyChanged
-from paywatch.schemas.topics import RECOVERY_POLICIES
-from paywatch.settings import Settings
+from paywatch.tenants import policy_rows as rows
+from paywatch.tenants.policy_input import canonical_json, parse_policy
+from paywatch.tenants.policy_log import PolicyLog
 from paywatch.tenants.store import tenant_exists
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
@@ -48,48 +42,11 @@ _HISTORY = (
     ' ORDER BY changed_at DESC, topic DESC, partition DESC, "offset" DESC LIMIT {limit}'
 )
 _AFTER = ' AND (changed_at, topic, partition, "offset") < ($2, $3, $4, $5)'
-_MAX_GIVEN = 80
 _MILLI = timedelta(milliseconds=1)
 
 Source = Literal["stored", "default"]
 HistoryKey = tuple[datetime, str, int, int]
 """(changed_at, topic, partition, offset): the newest-first order of a tenant's changes."""
-
-
-class Appender(Protocol):
-    """An acks=all producer that answers only after the broker ack (RawAppender)."""
-
-    async def append(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
-        """Write one record; (partition, offset), or Retryable."""
-        ...
-
-
-@dataclass(frozen=True)
-class PolicyLog:
-    """Where policy changes go: ``recovery.policies``, keyed by tenant."""
-
-    appender: Appender
-    codec: Codec
-    topic: str
-
-    async def append(self, change: PolicyChanged) -> Coords:
-        """Append one change and wait for the broker ack."""
-        value = self.codec.encode(change, topic=self.topic)
-        partition, offset = await self.appender.append(self.topic, change.tenant.encode(), value)
-        return Coords(self.topic, partition, offset)
-
-
-@asynccontextmanager
-async def open_policy_log(settings: Settings, bootstrap: str) -> AsyncIterator[PolicyLog]:
-    """A PolicyLog on its own idempotent producer (reconnecting while Kafka is down)."""
-    from paywatch.kafka.appender import RawAppender
-
-    appender = RawAppender(bootstrap, settings.ingest_ack_timeout_s, client_id="paywatch-policy")
-    await appender.start()
-    try:
-        yield PolicyLog(appender, make_codec(settings), settings.topic(RECOVERY_POLICIES))
-    finally:
-        await appender.stop()
 
 
 @dataclass(frozen=True)
@@ -134,31 +91,6 @@ class PolicyHistoryRow:
     def key(self) -> HistoryKey:
         """Its place in the newest-first order (the cursor of a history page)."""
         return (self.changed_at, self.at.topic, self.at.partition, self.at.offset)
-
-
-def canonical_json(policy: TenantPolicy) -> str:
-    """The policy as JSON with sorted keys and no whitespace."""
-    return json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
-
-def parse_policy(data: Any) -> TenantPolicy:
-    """Validate decoded JSON as a TenantPolicy in canonical form; InvalidPolicy lists why not."""
-    try:
-        policy = TenantPolicy.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidPolicy([field_error(e) for e in exc.errors(include_url=False)]) from exc
-    return TenantPolicy.model_validate_json(canonical_json(policy))
-
-
-def field_error(error: ErrorDetails) -> tuple[str, str]:
-    """(field path such as ``dunning[0].day``, reason) of one pydantic error."""
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-    reason = error["msg"].removeprefix("Value error, ")
-    given = error.get("input")
-    if error["type"] != "value_error" and isinstance(given, str | int | float | bool):
-        shown = repr(given)
-        reason += f" (got {shown[:_MAX_GIVEN]}{'...' if len(shown) > _MAX_GIVEN else ''})"
-    return path.lstrip(".") or "(policy)", reason
 
 
 def _stored(data: Any) -> TenantPolicy:
@@ -255,8 +187,3 @@ def _history_row(row: Any) -> PolicyHistoryRow:
         reason=row["reason"],
         at=Coords(row["topic"], row["partition"], row["offset"]),
     )
-
-
-def describe(errors: Sequence[tuple[str, str]]) -> str:
-    """One line per field error, for humans."""
-    return "; ".join(f"{field}: {reason}" for field, reason in errors)

@@ -1,5 +1,9 @@
-"""Read models `tenant_policies` (each tenant's policy in force) and `tenant_policy_changes`
-(every PolicyChanged with its Kafka coordinates), from `recovery.policies`.
+"""The rows of read models `tenant_policies` (each tenant's policy in force) and
+`tenant_policy_changes` (every PolicyChanged with its Kafka coordinates).
+
+The policy store (:mod:`paywatch.tenants.policy_store`) writes them right after the broker
+ack, so a read right after a change sees it; the projector
+(:mod:`paywatch.projections.tenant_policies`) writes them again from `recovery.policies`.
 
 Both statements are idempotent, so the projector and the policy writers (API, CLI, which
 upsert right after the broker ack) can write the same record in either order: the history
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from paywatch.projections import Coords
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PolicyChanged
 
 _COLUMNS = (
