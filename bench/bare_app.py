@@ -1,7 +1,7 @@
 """Baseline for bench_ingest.py: a bare FastAPI `POST /plain` that reads the body and answers 200.
 
 Run: ``python bench/bare_app.py PORT``. Served by paywatch's own uvicorn setup
-(``paywatch.ops.processes._serve``), so only the app differs from the ingest process.
+(``paywatch.ops.runners._serve``), so only the app differs from the ingest process.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 from fastapi import FastAPI, Request, Response
 
-from paywatch.ops.processes import _serve
+from paywatch.ops.runners import _serve
 from paywatch.settings import Settings
 
 app = FastAPI(title="bench baseline", docs_url=None, redoc_url=None, openapi_url=None)

@@ -48,7 +48,7 @@ from pydantic import SecretStr
 from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import Endpoints, start_infra, stop_infra
 from paywatch.ops.kafka import EmbeddedKafka
-from paywatch.ops.procs import pid_alive
+from paywatch.ops.pids import pid_alive
 from paywatch.schemas.topics import WEBHOOKS_RAW, topic_specs
 from paywatch.settings import DEV_SECRET_KEY, Settings
 from paywatch.tenants.crypto import SecretBox
@@ -602,7 +602,7 @@ def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
         f"- ingest: `python -m paywatch run ingest` (verify HMAC, PAN scan, parse, append to "
         f"`{WEBHOOKS_RAW}` with acks=all, {facts['partitions']} partitions, 200 after the ack). "
         "baseline: `bench/bare_app.py` `POST /plain` reads the body and returns 200; same "
-        "uvicorn settings (`paywatch.ops.processes._serve`).", "",
+        "uvicorn settings (`paywatch.ops.runners._serve`).", "",
         *TABLE_HEAD,
         target_row(base), target_row(ingest), "",
         ratio_line("ingest/baseline", ingest, base), "",
@@ -664,7 +664,7 @@ def compare_report(args: argparse.Namespace, argv: list[str], targets: list[Targ
         f"signature, PAN scan, parse, append to `{WEBHOOKS_RAW}` with acks=all, "
         f"{facts['partitions']} partitions, 200 after the ack). baseline: `bench/bare_app.py` "
         "`POST /plain` reads the body and returns 200; same uvicorn settings "
-        "(`paywatch.ops.processes._serve`).", "",
+        "(`paywatch.ops.runners._serve`).", "",
         *TABLE_HEAD,
         target_row(base), target_row(stripe), target_row(other), "",
         "- " + ratio_line(f"{name}/stripe", other, stripe),

@@ -33,7 +33,7 @@ import pytest
 from paywatch.kafka.admin import ensure_topics
 from paywatch.ops.infra import start_infra, stop_infra
 from paywatch.ops.kafka import EmbeddedKafka
-from paywatch.ops.procs import pid_alive
+from paywatch.ops.pids import pid_alive
 from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
 

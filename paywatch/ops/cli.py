@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.infra import infra_status, resolve_endpoints, stop_infra
-from paywatch.ops.procs import log_tail, pid_alive
+from paywatch.ops.pids import log_tail, pid_alive
 from paywatch.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -186,7 +186,7 @@ def cmd_policy_history(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch run PROCESS: one process in the foreground."""
-    from paywatch.ops.processes import RUNNERS
+    from paywatch.ops.runners import RUNNERS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     RUNNERS[args.process](settings, resolve_endpoints(settings))
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create topics and run migrations, then exit")
     init.add_argument("--seed", action="store_true", help="also seed the dev demo tenant")
     init.set_defaults(func=cmd_init)
-    from paywatch.ops.processes import PROCESSES
+    from paywatch.ops.runners import PROCESSES
 
     run = sub.add_parser("run", help="run one process in the foreground")
     run.add_argument("process", choices=PROCESSES)

@@ -26,8 +26,8 @@ import asyncpg
 from paywatch.db import migrate_dsn
 from paywatch.errors import InfraError, StackNotRunning
 from paywatch.ops.kafka import EmbeddedKafka
+from paywatch.ops.pids import tcp_open
 from paywatch.ops.postgres import EmbeddedPostgres
-from paywatch.ops.procs import tcp_open
 from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from paywatch.errors import ConfigError, InfraError
-from paywatch.ops.procs import (
+from paywatch.ops.pids import (
     check_port_free,
     log_tail,
     pid_alive,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from paywatch.errors import InfraError
-from paywatch.ops.procs import check_port_free, log_tail, pid_alive, process_cmdline, rotate_log
+from paywatch.ops.pids import check_port_free, log_tail, pid_alive, process_cmdline, rotate_log
 from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)

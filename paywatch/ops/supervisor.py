@@ -20,7 +20,7 @@ from pathlib import Path
 
 from paywatch.errors import InfraError
 from paywatch.ops.infra import Endpoints, start_infra, stop_infra
-from paywatch.ops.procs import log_tail
+from paywatch.ops.pids import log_tail
 from paywatch.settings import Settings
 
 UP_PROCESSES = ("ingest", "worker", "projector", "api", "executor")

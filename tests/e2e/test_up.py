@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paywatch.ops.procs import pid_alive
+from paywatch.ops.pids import pid_alive
 from paywatch.settings import Settings
 from tests.kafka_helpers import eventually
 from tests.procs import settings_env

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from paywatch.ops.procs import pid_alive
+from paywatch.ops.pids import pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
