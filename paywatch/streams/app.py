@@ -18,6 +18,7 @@ from paywatch.errors import CardDataError, PayloadError, UnknownProvider, Verifi
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import configured_providers, get_provider
+from paywatch.providers.thin import ThinProvider
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import FetchedDocument, RawRef
 from paywatch.schemas.topics import (
@@ -33,7 +34,6 @@ from paywatch.settings import Settings
 from paywatch.streams.fetch import (
     Fetcher,
     FetchGaveUp,
-    ThinProvider,
     fetched_key,
     normalize_fetched,
     thin,

@@ -19,7 +19,7 @@ from paywatch.providers.quickbooks import (
     QuickBooksApi,
     quickbooks,
 )
-from paywatch.providers.xero import NOT_FETCHED, RateLimited, ResourceRef
+from paywatch.providers.thin import NOT_FETCHED, RateLimited, ResourceRef
 from tests.builders.quickbooks import (
     CLIENT_ID,
     CLIENT_SECRET,

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
-from paywatch.providers.xero import NOT_FETCHED, ResourceRef
-from paywatch.providers.xero.fetched import overdue_identity
+from paywatch.providers.thin import NOT_FETCHED, ResourceRef
+from paywatch.providers.thin.ledger import overdue_identity
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 from tests.builders.quickbooks import (
     CUSTOMER_ID,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from paywatch.errors import PayloadError
 from paywatch.providers.quickbooks import QuickBooksProvider, quickbooks
-from paywatch.providers.xero import ResourceRef
+from paywatch.providers.thin import ResourceRef
 from tests.builders.quickbooks import (
     INVOICE_ID,
     PAYMENT_ID,

@@ -13,14 +13,8 @@ import httpx
 import pytest
 
 from paywatch.errors import CardDataError, PayloadError, Retryable, VerificationError
-from paywatch.providers.xero import (
-    XERO_API_BASE,
-    XERO_TOKEN_URL,
-    RateLimited,
-    ResourceRef,
-    XeroApi,
-    xero,
-)
+from paywatch.providers.thin import RateLimited, ResourceRef
+from paywatch.providers.xero import XERO_API_BASE, XERO_TOKEN_URL, XeroApi, xero
 from tests.builders.xero import (
     CLIENT_ID,
     CLIENT_SECRET,

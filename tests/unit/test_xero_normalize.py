@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
-from paywatch.providers.xero import ResourceRef, XeroProvider, xero
+from paywatch.providers.thin import ResourceRef
+from paywatch.providers.xero import XeroProvider, xero
 from paywatch.providers.xero.invoice import ms_json_date
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 from tests.builders.xero import (

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from paywatch.errors import PayloadError
-from paywatch.providers.xero import ResourceRef, XeroProvider, xero
+from paywatch.providers.thin import ResourceRef
+from paywatch.providers.xero import XeroProvider, xero
 from tests.builders.xero import INVOICE_ID, TENANT_ID, xero_batch, xero_body, xero_event
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xero"

@@ -16,7 +16,7 @@ Same thin-webhook interface as ``paywatch.providers.xero`` (see its docstring)::
 
 Modules: ``events`` (both delivery formats -> refs), ``documents`` (fetched entities ->
 follow-ups and events), ``api`` (QuickBooksApi), ``provider`` (QuickBooksProvider). Shared
-pieces come from ``paywatch.providers.xero`` (``thin``, ``oauth``, ``client``, ``fetched``).
+pieces come from ``paywatch.providers.thin`` (refs, HMAC, OAuth, client, ledger rules).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import httpx
 
-from paywatch.providers.xero.client import MAX_DOCUMENT_BYTES, ThinApi, segment
-from paywatch.providers.xero.thin import ResourceRef
+from paywatch.providers.thin.client import MAX_DOCUMENT_BYTES, ThinApi, segment
+from paywatch.providers.thin.refs import ResourceRef
 
 QBO_API_BASE = "https://quickbooks.api.intuit.com"
 QBO_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105 (a URL)

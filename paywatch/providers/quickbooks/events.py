@@ -30,16 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from paywatch.errors import PayloadError
-from paywatch.providers.xero.thin import (
-    Kind,
-    ResourceRef,
-    collapse,
-    content_hash,
-    iso_utc,
-    load_json,
-    obj,
-    text,
-)
+from paywatch.providers.thin.fields import iso_utc, load_json, obj, text
+from paywatch.providers.thin.refs import Kind, ResourceRef, collapse, content_hash
 
 PROVIDER = "quickbooks"
 OPERATIONS: dict[str, frozenset[str]] = {

@@ -22,8 +22,9 @@ from paywatch.providers import pan
 from paywatch.providers.base import Secrets
 from paywatch.providers.quickbooks import documents, events
 from paywatch.providers.quickbooks.api import QuickBooksApi
-from paywatch.providers.xero.fetched import LedgerRules, RawCoords, currency_code
-from paywatch.providers.xero.thin import ResourceRef, verify_b64_hmac
+from paywatch.providers.thin.ledger import LedgerRules, RawCoords, currency_code
+from paywatch.providers.thin.refs import ResourceRef
+from paywatch.providers.thin.signature import verify_b64_hmac
 from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "intuit-signature"

@@ -16,30 +16,19 @@ The thin-webhook interface (shared with ``paywatch.providers.quickbooks``)::
     xero.normalize_fetched(tenant, ref, result.document, (topic, partition, offset),
                            status=result.status)   # list[PaymentEvent], pure
 
-Modules: ``thin`` (ResourceRef, FetchResult, base64 HMAC, JSON and time helpers),
-``oauth`` (refresh-token grant, token cache, rotation), ``client`` (ThinApi: fetch, status
-mapping, size cap), ``fetched`` (shared ledger normalization), ``batch`` (Xero batches),
-``invoice`` (fetched invoice -> events), ``api`` (XeroApi), ``provider`` (XeroProvider).
-The shared modules live here until a neutral home exists (``paywatch.providers.thin``).
+Modules: ``batch`` (Xero batches), ``invoice`` (fetched invoice -> events), ``api``
+(XeroApi, I/O), ``provider`` (XeroProvider). The machinery shared with QuickBooks (refs,
+HMAC, OAuth, the API client base, ledger rules) lives in ``paywatch.providers.thin``.
 """
 
 from __future__ import annotations
 
 from paywatch.providers.xero.api import XERO_API_BASE, XERO_TOKEN_URL, XeroApi
-from paywatch.providers.xero.client import ThinApi
-from paywatch.providers.xero.fetched import LedgerRules
 from paywatch.providers.xero.provider import XeroProvider, xero
-from paywatch.providers.xero.thin import NOT_FETCHED, FetchResult, RateLimited, ResourceRef
 
 __all__ = [
-    "NOT_FETCHED",
     "XERO_API_BASE",
     "XERO_TOKEN_URL",
-    "FetchResult",
-    "LedgerRules",
-    "RateLimited",
-    "ResourceRef",
-    "ThinApi",
     "XeroApi",
     "XeroProvider",
     "xero",

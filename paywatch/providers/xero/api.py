@@ -12,8 +12,8 @@ tenant's rate limit (60 calls/min [S]) is hit.
 
 from __future__ import annotations
 
-from paywatch.providers.xero.client import ThinApi, segment
-from paywatch.providers.xero.thin import ResourceRef
+from paywatch.providers.thin.client import ThinApi, segment
+from paywatch.providers.thin.refs import ResourceRef
 
 XERO_API_BASE = "https://api.xero.com/api.xro/2.0"
 XERO_TOKEN_URL = "https://identity.xero.com/connect/token"  # noqa: S105 (a URL)

@@ -22,15 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from paywatch.errors import PayloadError
-from paywatch.providers.xero.thin import (
-    Kind,
-    ResourceRef,
-    collapse,
-    content_hash,
-    iso_utc,
-    load_json,
-    text,
-)
+from paywatch.providers.thin.fields import iso_utc, load_json, text
+from paywatch.providers.thin.refs import Kind, ResourceRef, collapse, content_hash
 
 PROVIDER = "xero"
 CATEGORY_KINDS: dict[str, Kind] = {"INVOICE": "invoice"}

@@ -29,7 +29,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from paywatch.errors import PayloadError
-from paywatch.providers.xero.fetched import (
+from paywatch.providers.thin.fields import iso_utc, load_json, obj, text
+from paywatch.providers.thin.ledger import (
     LedgerRules,
     RawCoords,
     build_event,
@@ -40,7 +41,7 @@ from paywatch.providers.xero.fetched import (
     overdue_decline,
     overdue_identity,
 )
-from paywatch.providers.xero.thin import ResourceRef, iso_utc, load_json, obj, text
+from paywatch.providers.thin.refs import ResourceRef
 from paywatch.schemas.models import EventType, PaymentEvent
 
 SALES_TYPES = frozenset({"ACCREC"})

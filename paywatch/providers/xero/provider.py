@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 
 from paywatch.providers.base import Secrets
+from paywatch.providers.thin.ledger import LedgerRules, RawCoords
+from paywatch.providers.thin.refs import ResourceRef
+from paywatch.providers.thin.signature import verify_b64_hmac
 from paywatch.providers.xero import batch
 from paywatch.providers.xero.api import XeroApi
-from paywatch.providers.xero.fetched import LedgerRules, RawCoords
 from paywatch.providers.xero.invoice import SALES_TYPES, normalize_invoice
-from paywatch.providers.xero.thin import ResourceRef, verify_b64_hmac
 from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "x-xero-signature"

@@ -32,8 +32,8 @@ import httpx
 from paywatch.errors import CardDataError, PayloadError, Retryable, VerificationError
 from paywatch.providers.base import Secrets
 from paywatch.providers.pan import contains_pan
-from paywatch.providers.xero.oauth import OAuthApp, TokenCache
-from paywatch.providers.xero.thin import NOT_FETCHED, FetchResult, RateLimited, ResourceRef
+from paywatch.providers.thin.oauth import OAuthApp, TokenCache
+from paywatch.providers.thin.refs import NOT_FETCHED, FetchResult, RateLimited, ResourceRef
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """Largest fetched document kept (an invoice with hundreds of lines is far below)."""

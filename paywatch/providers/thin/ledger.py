@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from paywatch.errors import PayloadError
 from paywatch.providers.base import event_id
 from paywatch.providers.money import to_minor
-from paywatch.providers.xero.thin import ResourceRef
+from paywatch.providers.thin.refs import ResourceRef
 from paywatch.schemas.models import Decline, DeclineCategory, PaymentEvent, RawRef
 
 RawCoords = tuple[str, int, int]
