@@ -43,9 +43,10 @@ test: bootstrap tools lint ## lint, then unit, contract, integration and e2e tes
 unit: bootstrap ## only the tests that need no Kafka or Postgres
 	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
 
-lint: bootstrap ## ruff and mypy --strict
+lint: bootstrap ## ruff, mypy --strict and the import contracts (layers, no circles, pure cores)
 	$(BIN)/ruff check paywatch tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: bootstrap ## run the benchmarks (prints a report; see bench/RESULTS.md)
 	$(BIN)/python bench/run_all.py

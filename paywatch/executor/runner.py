@@ -32,9 +32,8 @@ from paywatch.executor.simulator import SimulatorConfig, simulate, simulated_day
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import CommandType, DeadLetter, RecoveryCommand
-from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
+from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name, invoice_key
 from paywatch.settings import Settings
-from paywatch.streams.normalize import event_key
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +195,9 @@ class Executor:
         except CodecError as exc:
             await self._dead_letter(rec, "execute", exc)
             return None
-        await self._producer.send_and_wait(self._events, key=event_key(event), value=value)
+        await self._producer.send_and_wait(
+            self._events, key=invoice_key(event.tenant, event.invoice_ref).encode(), value=value
+        )
         detail = {"event_id": event.event_id, "day": day, "probability": verdict.probability}
         return self._entry(command, rec, "succeeded" if verdict.succeeded else "failed", detail)
 
