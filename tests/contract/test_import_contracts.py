@@ -16,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+LAYERS = "Layers (ARCHITECTURE §11): imports point down or sideways, never up BROKEN"
+CIRCLE = "No import circle anywhere in paywatch BROKEN"
+PURE = "Pure cores import no framework (recovery, schemas, providers' verify/normalize) BROKEN"
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
@@ -55,27 +58,27 @@ def _append(path: Path, line: str) -> None:
         (
             "recovery/state.py",
             "from paywatch.api.query import deps",
-            "Layers (ARCHITECTURE §11): imports point down or sideways, never up BROKEN",
+            LAYERS,
         ),
         (
             "tenants/store.py",
             "from paywatch.projections import runner",
-            "Layers (ARCHITECTURE §11): imports point down or sideways, never up BROKEN",
+            LAYERS,
         ),
         (
             "recovery/rules.py",
             "from paywatch.recovery import state",
-            "No import circle anywhere in paywatch BROKEN",
+            CIRCLE,
         ),
         (
             "recovery/plan.py",
             "import httpx",
-            "Pure cores import no framework (recovery, schemas, providers' verify/normalize) BROKEN",
+            PURE,
         ),
         (
             "providers/stripe/normalize.py",
             "import asyncpg",
-            "Pure cores import no framework (recovery, schemas, providers' verify/normalize) BROKEN",
+            PURE,
         ),
     ],
 )
