@@ -36,7 +36,8 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from pydantic import ValidationError
 
 from paywatch.errors import CodecError
-from paywatch.schemas.models import TOPIC_MODELS, DeadLetter, Frozen
+from paywatch.schemas.models import DeadLetter, Frozen
+from paywatch.schemas.topics import TOPIC_MODELS
 
 if TYPE_CHECKING:
     pass

@@ -308,16 +308,3 @@ class PolicyChanged(Frozen):
         if not isinstance(value, dict):
             raise ValueError("policy_json must be a JSON object")
         return text
-
-
-TOPIC_MODELS: dict[str, type[Frozen]] = {
-    "webhooks.raw": RawWebhook,
-    "webhooks.fetched": FetchedDocument,
-    "payments.events": PaymentEvent,
-    "recovery.commands": RecoveryCommand,
-    "recovery.transitions": SagaTransition,
-    "risk.scores": RiskScore,
-    "alerts": Alert,
-    "recovery.policies": PolicyChanged,
-}
-"""Logical topic name -> value model (``*.dlq`` topics carry DeadLetter)."""

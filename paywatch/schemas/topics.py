@@ -15,6 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from paywatch.schemas.models import (
+    Alert,
+    FetchedDocument,
+    Frozen,
+    PaymentEvent,
+    PolicyChanged,
+    RawWebhook,
+    RecoveryCommand,
+    RiskScore,
+    SagaTransition,
+)
 from paywatch.settings import Settings
 
 WEBHOOKS_RAW = "webhooks.raw"
@@ -28,6 +39,17 @@ payments.events; the timers themselves live in the saga table)."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
+TOPIC_MODELS: dict[str, type[Frozen]] = {
+    WEBHOOKS_RAW: RawWebhook,
+    WEBHOOKS_FETCHED: FetchedDocument,
+    PAYMENTS_EVENTS: PaymentEvent,
+    RECOVERY_COMMANDS: RecoveryCommand,
+    RECOVERY_TRANSITIONS: SagaTransition,
+    RISK_SCORES: RiskScore,
+    ALERTS: Alert,
+    RECOVERY_POLICIES: PolicyChanged,
+}
+"""Logical topic name -> value model (``*.dlq`` topics carry DeadLetter)."""
 DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
 DLQ_MAX_PARTITIONS = 3
 

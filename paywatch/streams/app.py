@@ -24,6 +24,7 @@ from paywatch.schemas.topics import (
     RECOVERY_TIMERS,
     RECOVERY_TRANSITIONS,
     WEBHOOKS_FETCHED,
+    WEBHOOKS_RAW,
     dlq_name,
     table_name,
 )
@@ -113,9 +114,9 @@ def create_worker(
     )
     worker = Worker(
         app=app,
-        raw=_raw_topic(app, settings.topic("webhooks.raw")),
-        events=_raw_topic(app, settings.topic("payments.events")),
-        raw_dlq=_raw_topic(app, settings.topic("webhooks.raw.dlq")),
+        raw=_raw_topic(app, settings.topic(WEBHOOKS_RAW)),
+        events=_raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
+        raw_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_RAW))),
         # Delivery dedupe: provider event key -> raw offset that first carried it.
         # Co-partitioned with webhooks.raw (same partition count, written from its stream).
         seen=app.Table(

@@ -18,7 +18,8 @@ from pydantic_core import PydanticUndefined
 
 from paywatch.schemas.codec import TOPIC_VALUE_MODELS
 from paywatch.schemas.compat import check_backward, check_defaults, check_forward
-from paywatch.schemas.models import TOPIC_MODELS, DeadLetter, Frozen
+from paywatch.schemas.models import DeadLetter, Frozen
+from paywatch.schemas.topics import TOPIC_MODELS
 
 SCHEMAS = resources.files("paywatch.schemas")
 NAMESPACE = "dev.paywatch"

@@ -16,6 +16,7 @@ from paywatch.db import create_pool
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.registry import configured_providers
+from paywatch.schemas.topics import WEBHOOKS_RAW
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SecretCache
 from paywatch.tenants.crypto import SecretBox
@@ -57,7 +58,7 @@ def create_app(
             appender=appender,
             secrets=SecretCache(load),
             codec=make_codec(settings),
-            raw_topic=settings.topic("webhooks.raw"),
+            raw_topic=settings.topic(WEBHOOKS_RAW),
             providers=configured_providers(settings, http),
         )
         try:
