@@ -148,17 +148,22 @@ def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
             f"Kafka at {ends.bootstrap} did not take the change ({exc}): the policy was not "
             "changed; is the stack running (`paywatch status`)?"
         ) from exc
+    _print_change(args.tenant, change)
+    return 0
+
+
+def _print_change(tenant: str, change: Any) -> None:
+    """What a policy change did, then its revision alone on the last line."""
     if change.changed:
         at = change.at
         print(
-            f"tenant {args.tenant}: policy {change.previous_revision or 'defaults'} -> "
+            f"tenant {tenant}: policy {change.previous_revision or 'defaults'} -> "
             f"{change.revision} ({at.topic}[{at.partition}]@{at.offset}); "
             "it applies to decisions made from now on"
         )
     else:
-        print(f"tenant {args.tenant}: unchanged, revision {change.revision} is already in force")
+        print(f"tenant {tenant}: unchanged, revision {change.revision} is already in force")
     print(change.revision)
-    return 0
 
 
 def cmd_policy_history(settings: Settings, args: argparse.Namespace) -> int:

@@ -152,30 +152,43 @@ def step(
     now = clock.to_saga(wall_now)
     if entry and entry.get("d"):
         now = max(now, datetime.fromisoformat(entry["d"]))  # never back in time per saga
-    card = ledger_card(state, event)
-    if card is not None:
-        ledger = CardLedger(
-            card=card,
-            entries=tuple(CardAttempt.model_validate(e) for e in cards(card) or []),
-        )
-        blank = state or Saga(tenant=event.tenant, invoice_ref=event.invoice_ref)
-        state = blank.model_copy(update={"ledger": ledger})
-    decision = decide(state, event, now, policy)
+    decision = decide(_with_ledger(state, event, cards), event, now, policy)
     out = Step(entry=entry)
     if decision.new_state is not None:
-        saga = decision.new_state
-        out.entry = {
-            "v": ENTRY_VERSION,
-            "p": partition,
-            "d": now.isoformat(),
-            "t": [[tid, clock.to_wall(due).isoformat()] for tid, due in saga.timers()],
-            "s": saga.model_dump(mode="json", exclude={"ledger"}),
-        }
-    by_card: dict[str, list[CardAttempt]] = {}
-    for attempt in decision.ledger_entries:
-        by_card.setdefault(attempt.card, []).append(attempt)
-    horizon = now - timedelta(days=CARD_HISTORY_DAYS)
-    out.cards = {key: _merge(cards(key), new, horizon) for key, new in by_card.items()}
+        out.entry = _entry(decision.new_state, partition, now, clock)
+    out.cards = _card_updates(decision.ledger_entries, cards, now)
     out.commands = [_command_to_wall(c, clock) for c in decision.commands]
     out.transitions = [_transition_to_wall(t, clock) for t in decision.transitions]
     return out
+
+
+def _with_ledger(state: Saga | None, event: SagaInput, cards: CardsGet) -> Saga | None:
+    """The saga with its card's ledger in it (``decide`` reads the card's usage from there)."""
+    card = ledger_card(state, event)
+    if card is None:
+        return state
+    entries = tuple(CardAttempt.model_validate(e) for e in cards(card) or [])
+    blank = state or Saga(tenant=event.tenant, invoice_ref=event.invoice_ref)
+    return blank.model_copy(update={"ledger": CardLedger(card=card, entries=entries)})
+
+
+def _entry(saga: Saga, partition: int, now: datetime, clock: SagaClock) -> Entry:
+    """The table entry of a decided saga (its ledger lives in the card table, not here)."""
+    return {
+        "v": ENTRY_VERSION,
+        "p": partition,
+        "d": now.isoformat(),
+        "t": [[tid, clock.to_wall(due).isoformat()] for tid, due in saga.timers()],
+        "s": saga.model_dump(mode="json", exclude={"ledger"}),
+    }
+
+
+def _card_updates(
+    attempts: Iterable[CardAttempt], cards: CardsGet, now: datetime
+) -> dict[str, list[dict[str, Any]]]:
+    """The card-table values the new attempts change (history kept CARD_HISTORY_DAYS)."""
+    by_card: dict[str, list[CardAttempt]] = {}
+    for attempt in attempts:
+        by_card.setdefault(attempt.card, []).append(attempt)
+    horizon = now - timedelta(days=CARD_HISTORY_DAYS)
+    return {key: _merge(cards(key), new, horizon) for key, new in by_card.items()}
