@@ -7,9 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test unit lint tools bench down status
+.PHONY: help bootstrap run test unit lint tools bench bench-tools down status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,5 +49,10 @@ lint: bootstrap ## ruff, mypy --strict and the import contracts (layers, no circ
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bootstrap ## run the benchmarks (prints a report; see bench/RESULTS.md)
-	$(BIN)/python bench/run_all.py
+bench-tools: ## install wrk (the ingest benchmark's load generator) from Debian
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else echo "wrk missing: run 'sudo apt-get install wrk' (the ingest bench is skipped without it)"; fi; }
+
+bench: bootstrap bench-tools ## run every benchmark (prints a report; see bench/RESULTS.md)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
