@@ -1,20 +1,42 @@
-"""The one small port every provider module implements.
+"""The one port every provider implements, with every capability declared and defaulted.
 
-A provider module is pure: no clock (``now`` is passed in), no I/O, no random.
-The ingest route calls ``verify`` on the raw bytes before anything else, then
-``parse`` and ``subject``; the normalize agent calls ``normalize``.
-Errors: ``VerificationError`` (401), ``PayloadError`` (400) from
-:mod:`paywatch.errors`; nothing else may escape for any input.
+A provider module is pure: no clock (``now`` is passed in), no I/O, no random (PayPal's
+``verify_async`` and the thin providers' ``api`` are the declared exceptions). The ingest
+route calls ``verify_async`` on the raw bytes before anything else, then ``read`` (card
+numbers, then ``parse``) once, and hands the parsed document to ``handshake``, ``subject``
+and ``provider_event_id``; the normalize agent parses once and hands the document to
+``normalize``. Errors: ``VerificationError`` (401), ``CardDataError`` (422),
+``PayloadError`` (400) from :mod:`paywatch.errors`; nothing else may escape for any input.
+
+Capabilities and their defaults (a provider overrides only what differs):
+
+==========================  =========================================================
+``verify_async``            calls the pure ``verify`` (PayPal calls out instead)
+``contains_pan(body)``      the raw-byte scan of :mod:`paywatch.providers.pan`
+``scans_card_numbers``      False; True when ``parse`` scans the decoded document
+``handshake(doc)``          False; True for a delivery to acknowledge, not store (Xero)
+``answers_challenge``       False; True for ``GET ?bt_challenge=`` (Braintree)
+``success_body``            None (JSON acknowledgement); plain text otherwise (Adyen)
+``empty_ack``               False; True for 200/401 with no body at all (Xero)
+``thin``                    False; True when the worker fetches what a webhook names
+==========================  =========================================================
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from decimal import Decimal
+from typing import Any
 
-from paywatch.schemas.models import PaymentEvent, RawWebhook
+from pydantic import ValidationError
+
+from paywatch.errors import CardDataError, PayloadError, VerificationError
+from paywatch.providers import pan
+from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
 
 # Fixed namespace for deterministic event ids: never change it (replay relies on it).
 EVENT_NAMESPACE = uuid.UUID("6f1c3c1e-5a7b-4c39-9a0e-70a1e0c0ffee")
@@ -23,44 +45,168 @@ Secrets = Sequence[Mapping[str, str]]
 """Every currently valid secret set of a tenant for one provider, newest first
 (several during rotation). Each maps secret name -> value."""
 
+Coords = tuple[str, int, int]
+"""Where a raw record was read: (topic, partition, offset)."""
+
 
 def event_id(tenant: str, provider: str, provider_event_id: str, index: int = 0) -> str:
     """Deterministic canonical event id: uuid5(tenant/provider/provider event id/index)."""
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{tenant}/{provider}/{provider_event_id}/{index}"))
 
 
-class Provider(Protocol):
-    """What ingest and the normalize agent need from a provider module."""
+def envelope(
+    raw: RawWebhook,
+    at: Coords,
+    provider_event_id: str,
+    fields: Mapping[str, Any],
+    *,
+    source_type: str,
+    occurred_at: datetime,
+    invalid: str,
+    index: int = 0,
+) -> PaymentEvent:
+    """The canonical event of one draft: deterministic id, tenant, provider, ``raw`` ref.
+
+    ``fields`` are the provider's PaymentEvent fields; values the model refuses raise
+    PayloadError with the ``invalid`` message.
+    """
+    topic, partition, offset = at
+    ref = RawRef(
+        topic=topic, partition=partition, offset=offset, provider_event_id=provider_event_id
+    )
+    try:
+        return PaymentEvent(
+            event_id=event_id(raw.tenant, raw.provider, provider_event_id, index),
+            tenant=raw.tenant,
+            provider=raw.provider,
+            source_type=source_type,
+            occurred_at=occurred_at,
+            raw=ref,
+            **fields,
+        )
+    except ValidationError as exc:
+        raise PayloadError(invalid) from exc
+
+
+def load_json(body: bytes, *, exact: bool = False) -> Any:
+    """A JSON body (decimals as ``Decimal`` when ``exact``), or PayloadError."""
+    try:
+        if exact:
+            return json.loads(body.decode("utf-8"), parse_float=Decimal)
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PayloadError("body is not UTF-8") from exc
+    except RecursionError as exc:
+        raise PayloadError("JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
+        raise PayloadError(f"body is not JSON: {exc}") from exc
+
+
+def reject_card_numbers(doc: object, what: str, skip: frozenset[str] = frozenset()) -> None:
+    """CardDataError when a decoded document holds a card number.
+
+    The ingest's raw-byte check cannot see JSON escapes (``\\u0034...``); they only show
+    once decoded. Values under the ``skip`` keys (network ids that pass Luhn by chance)
+    are left out.
+    """
+    if pan.contains_pan("\n".join(_strings(doc, skip)).encode("utf-8", "surrogatepass")):
+        raise CardDataError(f"{what} contains a card number")
+
+
+def _strings(doc: object, skip: frozenset[str]) -> list[str]:
+    """Every string (keys included) in a JSON document, without recursion."""
+    found: list[str] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found.append(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(v for k, v in node.items() if k not in skip)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+class Provider(ABC):
+    """What ingest and the normalize agent need from a provider (see the module doc)."""
 
     name: str
     secret_names: tuple[str, ...]
     """Secret names a tenant must store (``paywatch tenant secret``)."""
+    optional_secret_names: tuple[str, ...] = ()
 
+    scans_card_numbers: bool = False
+    answers_challenge: bool = False
+    success_body: str | None = None
+    empty_ack: bool = False
+    thin: bool = False
+
+    @abstractmethod
     def verify(
         self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
     ) -> None:
         """Raise VerificationError unless the raw body is signed by one of ``secrets``."""
-        ...
 
+    async def verify_async(
+        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
+    ) -> None:
+        """Verification as ingest runs it: the pure ``verify`` unless the provider calls out."""
+        self.verify(body, headers, secrets, now)
+
+    def contains_pan(self, body: bytes) -> bool:
+        """True when the raw body holds a card number (skipped when ``scans_card_numbers``)."""
+        return pan.contains_pan(body)
+
+    def read(self, body: bytes) -> dict[str, Any]:
+        """A verified body -> its document: card numbers first (422), then ``parse`` (400)."""
+        if not self.scans_card_numbers and self.contains_pan(body):
+            raise CardDataError("body contains a card number")
+        return self.parse(body)
+
+    @abstractmethod
     def parse(self, body: bytes) -> dict[str, Any]:
         """Decode a verified body into a document, or raise PayloadError."""
-        ...
 
+    def handshake(self, doc: Mapping[str, Any]) -> bool:
+        """True for a delivery to acknowledge without storing it (none by default)."""
+        return False
+
+    def challenge_response(self, challenge: str, secrets: Secrets) -> str:
+        """Answer to a ``GET`` verification challenge (only when ``answers_challenge``)."""
+        raise VerificationError(f"{self.name} sends no verification challenge")
+
+    @abstractmethod
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """Invoice, subscription or customer id for the Kafka key, when cheap to name."""
-        ...
 
+    @abstractmethod
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """The provider's id for this delivery (or a dedupe key built from its content)."""
-        ...
 
     def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+        self,
+        raw: RawWebhook,
+        topic: str,
+        partition: int,
+        offset: int,
+        doc: Mapping[str, Any] | None = None,
     ) -> list[PaymentEvent]:
-        """Turn one raw webhook (read at topic[partition]@offset) into canonical events.
+        """Canonical events of one raw webhook read at topic[partition]@offset.
 
-        Pure. Each event gets ``event_id(tenant, provider, provider_event_id, index)``
-        and ``raw=RawRef(topic, partition, offset, provider_event_id)``. Event types the
-        module does not handle give ``[]``; a body it cannot read raises PayloadError.
+        ``doc`` is the body as ``parse`` returned it (the normalize agent has parsed it
+        already); without it the body is parsed here.
         """
-        ...
+        parsed = self.parse(raw.body) if doc is None else doc
+        return self.normalize_doc(raw, parsed, (topic, partition, offset))
+
+    @abstractmethod
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
+    ) -> list[PaymentEvent]:
+        """Canonical events of a parsed body (pure; ``envelope`` builds each one).
+
+        Event types the provider does not handle give ``[]``; a body it cannot read
+        raises PayloadError.
+        """

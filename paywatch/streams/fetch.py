@@ -50,7 +50,7 @@ BACKOFF_MAX_S = 60.0
 
 def thin(provider: Provider) -> ThinProvider | None:
     """The provider as a thin-webhook provider, or None for a full-payload one."""
-    if getattr(provider, "thin", False) and isinstance(provider, ThinProvider):
+    if provider.thin and isinstance(provider, ThinProvider):
         return provider
     return None
 

@@ -42,10 +42,11 @@ def normalize_record(
     """Decode and normalize one webhooks.raw record (raises the POISON errors below)."""
     raw = codec.decode(value, RawWebhook, topic=topic)
     provider = get_provider(raw.provider, providers)
-    doc = provider.parse(raw.body)
+    doc = provider.parse(raw.body)  # once: normalize receives the document
     pid = provider.provider_event_id(doc)
     key = f"{raw.tenant}/{raw.provider}/{pid}"
-    return Normalized(key, provider.normalize(raw, topic, partition, offset), raw, doc, pid)
+    events = provider.normalize(raw, topic, partition, offset, doc)
+    return Normalized(key, events, raw, doc, pid)
 
 
 def dead_letter(

@@ -28,7 +28,6 @@ from paywatch.errors import (
 )
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.providers.base import Provider
-from paywatch.providers.pan import contains_pan
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RawWebhook
@@ -82,20 +81,9 @@ async def _accept(
         raise UnknownTenant(tenant)
     now = datetime.now(UTC)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    verify_async = getattr(provider, "verify_async", None)  # providers that call out (PayPal)
-    if verify_async is not None:
-        await verify_async(body, headers, secrets, now)
-    else:
-        provider.verify(body, headers, secrets, now)
-    # Providers whose parse() scans the decoded document (skipping known network ids that
-    # pass Luhn by chance) declare it; providers with ids that look like card numbers
-    # (QuickBooks realm ids) bring their own scan; everyone else gets the raw-byte scan.
-    scan = getattr(provider, "contains_pan", contains_pan)
-    if not getattr(provider, "scans_card_numbers", False) and scan(body):
-        raise CardDataError("body contains a card number")
-    doc = provider.parse(body)
-    handshake = getattr(provider, "handshake", None)  # Xero intent-to-receive
-    if handshake is not None and handshake(doc):
+    await provider.verify_async(body, headers, secrets, now)  # PayPal calls out
+    doc = provider.read(body)  # card numbers (422), then the one parse (400)
+    if provider.handshake(doc):  # Xero intent-to-receive
         return Response(status_code=200)  # verified, nothing to store
     subject = provider.subject(doc)
     raw = RawWebhook(
@@ -110,10 +98,9 @@ async def _accept(
     key = raw_key(tenant, provider.name, subject)
     value = ctx.codec.encode(raw, topic=ctx.raw_topic)
     partition, offset = await ctx.appender.append(ctx.raw_topic, key.encode(), value)
-    success_body: str | None = getattr(provider, "success_body", None)  # Adyen: "[accepted]"
-    if success_body is not None:
-        return PlainTextResponse(success_body)
-    if getattr(provider, "empty_ack", False):  # Xero: 200 with no body
+    if provider.success_body is not None:  # Adyen: "[accepted]"
+        return PlainTextResponse(provider.success_body)
+    if provider.empty_ack:  # Xero: 200 with no body
         return Response(status_code=200)
     return JSONResponse(
         {
@@ -141,7 +128,7 @@ async def _handle(
     except UnknownTenant:
         return "unknown_tenant", _error(404, "unknown_tenant", f"no tenant {tenant!r}")
     except VerificationError as exc:
-        if getattr(provider, "empty_ack", False):  # Xero: 401 with no body (§2.5)
+        if provider is not None and provider.empty_ack:  # Xero: 401 with no body (§2.5)
             return "bad_signature", Response(status_code=401)
         return "bad_signature", _error(401, "bad_signature", str(exc))
     except CardDataError:
@@ -179,8 +166,7 @@ async def handshake(provider: str, tenant: str, request: Request) -> Response:
         module = get_provider(provider, ctx.providers)
     except UnknownProvider as exc:
         return _error(404, "unknown_provider", str(exc))
-    answer = getattr(module, "challenge_response", None)
-    if answer is None:
+    if not module.answers_challenge:
         return _error(405, "method_not_allowed", f"{provider} webhooks are POSTed")
     challenge = request.query_params.get("bt_challenge")
     if not challenge:
@@ -189,6 +175,6 @@ async def handshake(provider: str, tenant: str, request: Request) -> Response:
     if secrets is None:
         return _error(404, "unknown_tenant", f"no tenant {tenant!r}")
     try:
-        return PlainTextResponse(answer(challenge, secrets))
+        return PlainTextResponse(module.challenge_response(challenge, secrets))
     except VerificationError as exc:
         return _error(401 if not secrets else 400, "bad_challenge", str(exc))

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from paywatch.errors import CardDataError, PayloadError
+from paywatch.errors import PayloadError
 from paywatch.providers.adyen import normalize as fields_of
 from paywatch.providers.adyen.normalize import DEFAULT_EVENTS, Scope
 from paywatch.providers.adyen.signature import (
@@ -19,9 +17,8 @@ from paywatch.providers.adyen.signature import (
     load,
     verify_notification,
 )
-from paywatch.providers.base import Secrets, event_id
-from paywatch.providers.pan import contains_pan
-from paywatch.schemas.models import EventType, PaymentEvent, RawRef, RawWebhook
+from paywatch.providers.base import Coords, Provider, Secrets, envelope, reject_card_numbers
+from paywatch.schemas.models import EventType, PaymentEvent, RawWebhook
 
 SCOPES: tuple[Scope, ...] = ("all", "recurring")
 
@@ -31,7 +28,7 @@ NOT_CARD_NUMBERS = frozenset({"networkTxReference", "acquirerReference"})
 strings that pass the Luhn check by chance (~1 in 10), never card numbers."""
 
 
-class AdyenProvider:
+class AdyenProvider(Provider):
     """Adyen Standard webhooks: JSON notifications whose items carry their own HMAC.
 
     ``scope``: which AUTHORISATION items become events. "all" (default) maps every refused
@@ -85,9 +82,7 @@ class AdyenProvider:
         doc = load(body, self.max_body)
         for item in items(doc, self.max_items):
             fields_of.item_id(item)
-        # The ingest's check reads raw bytes; JSON escapes (\u0034...) only show once decoded.
-        if contains_pan("\n".join(_strings(doc)).encode("utf-8", "surrogatepass")):
-            raise CardDataError("notification contains a card number")
+        reject_card_numbers(doc, "notification", NOT_CARD_NUMBERS)
         return doc
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
@@ -111,11 +106,10 @@ class AdyenProvider:
             "batch:" + hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
         )
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """One event per mapped item; its id comes from the item alone (batch-independent)."""
-        doc = self.parse(raw.body)
         events: list[PaymentEvent] = []
         seen: set[str] = set()
         for item in items(doc, self.max_items):
@@ -124,7 +118,7 @@ class AdyenProvider:
             if kind is None or item_id in seen:
                 continue
             seen.add(item_id)
-            events.append(self._event(raw, item, kind, item_id, (topic, partition, offset)))
+            events.append(self._event(raw, item, kind, item_id, at))
         return events
 
     def _kind(self, item: Mapping[str, Any]) -> EventType | None:
@@ -140,42 +134,18 @@ class AdyenProvider:
         item: Mapping[str, Any],
         kind: EventType,
         item_id: str,
-        at: tuple[str, int, int],
+        at: Coords,
     ) -> PaymentEvent:
-        topic, partition, offset = at
-        ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=item_id)
-        try:
-            return PaymentEvent(
-                # Index 0: an item redelivered in another batch keeps its event id.
-                event_id=event_id(raw.tenant, raw.provider, item_id, 0),
-                tenant=raw.tenant,
-                provider=raw.provider,
-                source_type=fields_of.event_key(item),
-                occurred_at=fields_of.occurred_at(item),
-                raw=ref,
-                **fields_of.fields(item, kind),
-            )
-        except ValidationError as exc:
-            raise PayloadError(f"Adyen item {item_id} has unexpected field values") from exc
-
-
-def _strings(doc: object) -> list[str]:
-    """Every string (keys included) in a JSON document, without recursion.
-
-    Values of ``NOT_CARD_NUMBERS`` keys are left out (see there).
-    """
-    found: list[str] = []
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(v for k, v in node.items() if k not in NOT_CARD_NUMBERS)
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
+        # Index 0: an item redelivered in another batch keeps its event id.
+        return envelope(
+            raw,
+            at,
+            item_id,
+            fields_of.fields(item, kind),
+            source_type=fields_of.event_key(item),
+            occurred_at=fields_of.occurred_at(item),
+            invalid=f"Adyen item {item_id} has unexpected field values",
+        )
 
 
 adyen = AdyenProvider()

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
-from paywatch.errors import CardDataError, PayloadError
+from paywatch.errors import PayloadError
 from paywatch.providers.authorizenet import normalize as fields_of
 from paywatch.providers.authorizenet.signature import KEY_FORMS, KeyForm, verify_body
-from paywatch.providers.base import Secrets, event_id
-from paywatch.providers.pan import contains_pan
-from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
+from paywatch.providers.base import (
+    Coords,
+    Provider,
+    Secrets,
+    envelope,
+    load_json,
+    reject_card_numbers,
+)
+from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 DEFAULT_KEY_FORM: KeyForm = "ascii"
 """The reference's formula (the Signature Key string keys the HMAC) [U]."""
@@ -24,7 +26,7 @@ DEFAULT_CURRENCY = "USD"
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
-class AuthorizeNetProvider:
+class AuthorizeNetProvider(Provider):
     """Authorize.Net webhooks: JSON signed by ``X-ANET-Signature: sha512=<HEX>``.
 
     ``key_form``: how the Signature Key keys the HMAC, "ascii" (the string, default), "hex"
@@ -57,14 +59,7 @@ class AuthorizeNetProvider:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         """A notification: JSON object with notificationId, eventType, eventDate, payload."""
-        try:
-            doc = json.loads(body.decode("utf-8"), parse_float=Decimal)
-        except UnicodeDecodeError as exc:
-            raise PayloadError("body is not UTF-8") from exc
-        except RecursionError as exc:
-            raise PayloadError("JSON nested too deeply") from exc
-        except ValueError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from exc
+        doc = load_json(body, exact=True)
         if not isinstance(doc, dict):
             raise PayloadError("an Authorize.Net notification is a JSON object")
         for key in ("notificationId", "eventType"):
@@ -73,9 +68,7 @@ class AuthorizeNetProvider:
         if not isinstance(doc.get("payload"), dict):
             raise PayloadError("Authorize.Net notification has no object 'payload'")
         fields_of.event_date(doc)
-        # The ingest's check reads raw bytes; JSON escapes (\u0034...) only show once decoded.
-        if contains_pan("\n".join(_strings(doc)).encode("utf-8", "surrogatepass")):
-            raise CardDataError("notification contains a card number")
+        reject_card_numbers(doc, "notification")
         return doc
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
@@ -89,46 +82,25 @@ class AuthorizeNetProvider:
             raise PayloadError("Authorize.Net notification has no string 'notificationId'")
         return value
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one notification; unhandled event types give []."""
-        doc = self.parse(raw.body)
         draft = fields_of.fields(doc, self.default_currency)
         if draft is None:
             return []
         evt_id = self.provider_event_id(doc)
-        ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
-        try:
-            return [
-                PaymentEvent(
-                    event_id=event_id(raw.tenant, raw.provider, evt_id, 0),
-                    tenant=raw.tenant,
-                    provider=raw.provider,
-                    source_type=doc["eventType"],
-                    occurred_at=fields_of.event_date(doc),
-                    raw=ref,
-                    **draft,
-                )
-            ]
-        except ValidationError as exc:
-            raise PayloadError(f"Authorize.Net notification {evt_id} has odd values") from exc
-
-
-def _strings(doc: object) -> list[str]:
-    """Every string (keys included) in a JSON document, without recursion."""
-    found: list[str] = []
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
+        return [
+            envelope(
+                raw,
+                at,
+                evt_id,
+                draft,
+                source_type=doc["eventType"],
+                occurred_at=fields_of.event_date(doc),
+                invalid=f"Authorize.Net notification {evt_id} has odd values",
+            )
+        ]
 
 
 authorizenet = AuthorizeNetProvider()

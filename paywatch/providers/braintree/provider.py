@@ -7,19 +7,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Secrets, event_id
+from paywatch.providers.base import Coords, Provider, Secrets, envelope
 from paywatch.providers.braintree import normalize as fields_of
 from paywatch.providers.braintree.signature import challenge_response, form_fields, verify_form
 from paywatch.providers.braintree.xmldoc import MAX_XML_BYTES, decode_payload
-from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
+from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
-class BraintreeProvider:
+class BraintreeProvider(Provider):
     """Braintree webhooks: a form with ``bt_signature`` and ``bt_payload`` (base64 XML).
 
     ``default_currency`` is used when a payload names none (subscriptions carry no currency;
@@ -29,6 +27,7 @@ class BraintreeProvider:
 
     name: str = "braintree"
     secret_names: tuple[str, ...] = ("public_key", "private_key")
+    answers_challenge: bool = True
 
     def __init__(
         self, default_currency: str | None = None, max_xml_bytes: int = MAX_XML_BYTES
@@ -72,30 +71,24 @@ class BraintreeProvider:
         """A content hash: Braintree notifications carry no id (``normalize.dedupe_key``)."""
         return fields_of.dedupe_key(doc)
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one Braintree notification; unhandled kinds give []."""
-        doc = self.parse(raw.body)
         draft = fields_of.fields(doc, self.default_currency)
         if draft is None:
             return []
-        evt_id = self.provider_event_id(doc)
-        ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
-        try:
-            return [
-                PaymentEvent(
-                    event_id=event_id(raw.tenant, raw.provider, evt_id, 0),
-                    tenant=raw.tenant,
-                    provider=raw.provider,
-                    source_type=str(doc["kind"]),
-                    occurred_at=fields_of.timestamp(doc),
-                    raw=ref,
-                    **draft,
-                )
-            ]
-        except ValidationError as exc:
-            raise PayloadError("Braintree notification has unexpected field values") from exc
+        return [
+            envelope(
+                raw,
+                at,
+                self.provider_event_id(doc),
+                draft,
+                source_type=str(doc["kind"]),
+                occurred_at=fields_of.timestamp(doc),
+                invalid="Braintree notification has unexpected field values",
+            )
+        ]
 
 
 braintree = BraintreeProvider()

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from paywatch.errors import CardDataError, PayloadError, VerificationError
-from paywatch.providers.base import Secrets, event_id
+from paywatch.errors import PayloadError, VerificationError
+from paywatch.providers.base import (
+    Coords,
+    Provider,
+    Secrets,
+    envelope,
+    load_json,
+    reject_card_numbers,
+)
 from paywatch.providers.checkout import normalize as fields_of
 from paywatch.providers.checkout.normalize import DEFAULT_EVENTS
-from paywatch.providers.pan import contains_pan
-from paywatch.schemas.models import EventType, PaymentEvent, RawRef, RawWebhook
+from paywatch.schemas.models import EventType, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "cko-signature"
 _HEX_DIGEST = re.compile(r"[0-9A-Fa-f]{64}")
@@ -42,7 +45,7 @@ NOT_CARD_NUMBERS = frozenset({"scheme_id", "acquirer_transaction_id", "retrieval
 that pass the Luhn check by chance (~1 in 10), never card numbers."""
 
 
-class CheckoutProvider:
+class CheckoutProvider(Provider):
     """Checkout.com webhooks: JSON events signed by ``Cko-Signature`` (hex HMAC-SHA256).
 
     ``events``: event type -> EventType (default ``DEFAULT_EVENTS``: payment_declined and
@@ -94,14 +97,7 @@ class CheckoutProvider:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         """An event: a JSON object with string ``id`` and ``type`` and an object ``data``."""
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise PayloadError("body is not UTF-8") from exc
-        except RecursionError as exc:
-            raise PayloadError("JSON nested too deeply") from exc
-        except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
-            raise PayloadError(f"body is not JSON: {exc}") from exc
+        doc = load_json(body)
         if not isinstance(doc, dict):
             raise PayloadError("a Checkout.com event is a JSON object")
         for key in ("id", "type"):
@@ -109,9 +105,7 @@ class CheckoutProvider:
                 raise PayloadError(f"Checkout.com event has no string {key!r}")
         if not isinstance(doc.get("data"), dict):
             raise PayloadError("Checkout.com event has no object 'data'")
-        # The ingest's check reads raw bytes; JSON escapes (\u0034...) only show once decoded.
-        if contains_pan("\n".join(_strings(doc)).encode("utf-8", "surrogatepass")):
-            raise CardDataError("event contains a card number")
+        reject_card_numbers(doc, "event", NOT_CARD_NUMBERS)
         return doc
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
@@ -126,55 +120,31 @@ class CheckoutProvider:
             raise PayloadError("Checkout.com event has no string 'id'")
         return evt_id
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one Checkout.com event; unmapped types give []."""
-        doc = self.parse(raw.body)
         kind = self.events.get(doc["type"])
         if kind is None or not self._in_scope(doc):
             return []
         evt_id = self.provider_event_id(doc)
-        ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
-        try:
-            return [
-                PaymentEvent(
-                    event_id=event_id(raw.tenant, raw.provider, evt_id, 0),
-                    tenant=raw.tenant,
-                    provider=raw.provider,
-                    source_type=doc["type"],
-                    occurred_at=fields_of.occurred_at(doc),
-                    raw=ref,
-                    **fields_of.fields(doc, kind, self.subscription_key),
-                )
-            ]
-        except ValidationError as exc:
-            raise PayloadError(f"Checkout.com event {evt_id} has unexpected field values") from exc
+        return [
+            envelope(
+                raw,
+                at,
+                evt_id,
+                fields_of.fields(doc, kind, self.subscription_key),
+                source_type=doc["type"],
+                occurred_at=fields_of.occurred_at(doc),
+                invalid=f"Checkout.com event {evt_id} has unexpected field values",
+            )
+        ]
 
     def _in_scope(self, doc: Mapping[str, Any]) -> bool:
         if self.payment_types is None:
             return True
         payment_type = fields_of.text(fields_of.obj(doc, "data"), "payment_type")
         return payment_type is not None and payment_type.lower() in self.payment_types
-
-
-def _strings(doc: object) -> list[str]:
-    """Every string (keys included) in a JSON document, without recursion.
-
-    Values of ``NOT_CARD_NUMBERS`` keys are left out (see there).
-    """
-    found: list[str] = []
-    stack = [doc]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(v for k, v in node.items() if k not in NOT_CARD_NUMBERS)
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 checkout = CheckoutProvider()

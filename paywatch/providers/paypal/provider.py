@@ -19,17 +19,15 @@ bound the age of ``paypal-transmission-time`` (see the CRC caveat in ``signature
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from cryptography import x509
-from pydantic import ValidationError
 
 from paywatch.errors import PayloadError, Retryable, VerificationError
-from paywatch.providers.base import Secrets, event_id
+from paywatch.providers.base import Coords, Provider, Secrets, envelope, load_json
 from paywatch.providers.paypal import normalize as fields_of
 from paywatch.providers.paypal.certs import DEFAULT_CERT_HOSTS, CertFetcher
 from paywatch.providers.paypal.signature import (
@@ -39,14 +37,14 @@ from paywatch.providers.paypal.signature import (
     verify_signature,
 )
 from paywatch.providers.paypal.verify_api import DEFAULT_API_BASE, ApiCredentials, VerifyApi
-from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawRef, RawWebhook
+from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds for one cert download or API call of the default client (PayPal's own delivery
 timeout is undocumented; the ingest must answer well within it)."""
 
 
-class PayPalProvider:
+class PayPalProvider(Provider):
     """PayPal REST webhooks: cert-mode or API-mode verification, JSON events."""
 
     name: str = "paypal"
@@ -131,14 +129,7 @@ class PayPalProvider:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         """Decode a PayPal event: a JSON object with ``id``, ``event_type``, ``resource``."""
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise PayloadError("body is not UTF-8") from exc
-        except RecursionError as exc:
-            raise PayloadError("JSON nested too deeply") from exc
-        except ValueError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from exc
+        doc = load_json(body)
         if not isinstance(doc, dict):
             raise PayloadError("a PayPal event is a JSON object")
         for key in ("id", "event_type"):
@@ -160,30 +151,25 @@ class PayPalProvider:
             raise PayloadError("PayPal event has no string 'id'")
         return evt_id
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one PayPal webhook; unhandled event types give []."""
-        doc = self.parse(raw.body)
         draft = fields_of.fields(doc, self.reason_overrides)
         if draft is None:
             return []
         evt_id = self.provider_event_id(doc)
-        ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
-        try:
-            return [
-                PaymentEvent(
-                    event_id=event_id(raw.tenant, raw.provider, evt_id, 0),
-                    tenant=raw.tenant,
-                    provider=raw.provider,
-                    source_type=doc["event_type"],
-                    occurred_at=fields_of.occurred_at(doc),
-                    raw=ref,
-                    **draft,
-                )
-            ]
-        except ValidationError as exc:
-            raise PayloadError(f"PayPal event {evt_id} has unexpected field values") from exc
+        return [
+            envelope(
+                raw,
+                at,
+                evt_id,
+                draft,
+                source_type=doc["event_type"],
+                occurred_at=fields_of.occurred_at(doc),
+                invalid=f"PayPal event {evt_id} has unexpected field values",
+            )
+        ]
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

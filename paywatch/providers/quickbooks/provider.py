@@ -19,7 +19,7 @@ import httpx
 
 from paywatch.errors import PayloadError
 from paywatch.providers import pan
-from paywatch.providers.base import Secrets
+from paywatch.providers.base import Coords, Provider, Secrets
 from paywatch.providers.quickbooks import documents, events
 from paywatch.providers.quickbooks.api import QuickBooksApi
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords, currency_code
@@ -30,7 +30,7 @@ from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 SIGNATURE_HEADER = "intuit-signature"
 
 
-class QuickBooksProvider:
+class QuickBooksProvider(Provider):
     """QuickBooks Online webhooks: thin, signed; entities are fetched, then normalized.
 
     ``grace_days`` (default 0) and ``overdue_category`` (default ACTION) as for Xero;
@@ -95,10 +95,6 @@ class QuickBooksProvider:
         """Legacy delivery as is, CloudEvents as ``{"cloudevents": [...]}``."""
         return events.parse_delivery(body)
 
-    def handshake(self, doc: Mapping[str, Any]) -> bool:
-        """Intuit has no handshake delivery."""
-        return False
-
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """The one entity id of the delivery, else its one realm id, else None."""
         return events.subject(doc)
@@ -107,11 +103,10 @@ class QuickBooksProvider:
         """The CloudEvent id, or a content hash of the delivery."""
         return events.delivery_key(doc)
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Always []: a thin webhook says nothing before its entities are fetched."""
-        self.parse(raw.body)
         return []
 
     def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Secrets, event_id
+from paywatch.providers.base import Coords, Provider, Secrets, envelope, load_json
 from paywatch.providers.stripe.fields import created, obj, ref
 from paywatch.providers.stripe.normalize import HANDLERS
 from paywatch.providers.stripe.signature import DEFAULT_TOLERANCE, verify_signature
-from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
+from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 
-class StripeProvider:
+class StripeProvider(Provider):
     """The Stripe adapter of the Provider port."""
 
     name: str = "stripe"
@@ -41,14 +38,7 @@ class StripeProvider:
 
     def parse(self, body: bytes) -> dict[str, Any]:
         """Decode a Stripe event: a JSON object with ``id``, ``type`` and ``data.object``."""
-        try:
-            doc = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise PayloadError("body is not UTF-8") from exc
-        except RecursionError as exc:
-            raise PayloadError("JSON nested too deeply") from exc
-        except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
-            raise PayloadError(f"body is not JSON: {exc}") from exc
+        doc = load_json(body)
         if not isinstance(doc, dict):
             raise PayloadError("a Stripe event is a JSON object")
         for key in ("id", "type"):
@@ -77,11 +67,10 @@ class StripeProvider:
             raise PayloadError("Stripe event has no string 'id'")
         return evt_id
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one Stripe webhook; unhandled event types give []."""
-        doc = self.parse(raw.body)
         evt_type: str = doc["type"]
         handler = HANDLERS.get(evt_type)
         fields = handler(doc["data"]) if handler else None
@@ -89,22 +78,19 @@ class StripeProvider:
         # distinct should a handler ever emit several.
         drafts = [fields] if fields is not None else []
         evt_id = self.provider_event_id(doc)
-        raw_ref = RawRef(topic=topic, partition=partition, offset=offset, provider_event_id=evt_id)
-        try:
-            return [
-                PaymentEvent(
-                    event_id=event_id(raw.tenant, raw.provider, evt_id, index),
-                    tenant=raw.tenant,
-                    provider=raw.provider,
-                    source_type=evt_type,
-                    occurred_at=created(doc),
-                    raw=raw_ref,
-                    **draft,
-                )
-                for index, draft in enumerate(drafts)
-            ]
-        except ValidationError as exc:
-            raise PayloadError(f"Stripe event {evt_id} has unexpected field values") from exc
+        return [
+            envelope(
+                raw,
+                at,
+                evt_id,
+                draft,
+                source_type=evt_type,
+                occurred_at=created(doc),
+                invalid=f"Stripe event {evt_id} has unexpected field values",
+                index=index,
+            )
+            for index, draft in enumerate(drafts)
+        ]
 
 
 stripe = StripeProvider()

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from paywatch.providers.base import Secrets
+from paywatch.providers.base import Coords, Provider, Secrets
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords
 from paywatch.providers.thin.refs import ResourceRef
 from paywatch.providers.thin.signature import verify_b64_hmac
@@ -26,7 +26,7 @@ from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 SIGNATURE_HEADER = "x-xero-signature"
 
 
-class XeroProvider:
+class XeroProvider(Provider):
     """Xero webhooks: thin, signed batches; invoices are fetched, then normalized.
 
     ``grace_days`` (default 0): days after the due date before INVOICE_OVERDUE;
@@ -87,11 +87,10 @@ class XeroProvider:
         """A content hash of the batch's events (Xero has no event ids)."""
         return batch.delivery_key(doc)
 
-    def normalize(
-        self, raw: RawWebhook, topic: str, partition: int, offset: int
+    def normalize_doc(
+        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Always []: a thin webhook says nothing before its invoices are fetched."""
-        self.parse(raw.body)
         return []
 
     def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:
