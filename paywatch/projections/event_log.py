@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from paywatch.projections.base import ReadModel, each, execute_many
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent
+from paywatch.schemas.topics import PAYMENTS_EVENTS
 
 INSERT = (
     "INSERT INTO event_log (event_id, tenant, type, provider, source_type, invoice_ref,"
@@ -31,3 +33,8 @@ def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...]:
         at.offset,
         event.model_dump(mode="json"),
     )
+
+
+READ_MODEL = ReadModel(
+    "event_log", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=execute_many(INSERT)
+)

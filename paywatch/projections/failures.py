@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from paywatch.projections.base import ReadModel, each, execute_many
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
+from paywatch.schemas.topics import PAYMENTS_EVENTS
 
 INSERT = (
     "INSERT INTO failures (event_id, tenant, invoice_ref, provider, customer_ref, payment_ref,"
@@ -50,3 +52,8 @@ def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...] | None:
         at.partition,
         at.offset,
     )
+
+
+READ_MODEL = ReadModel(
+    "failures", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=execute_many(INSERT)
+)

@@ -1,75 +1,38 @@
 """Read model `invoices`: one row per tenant/invoice that has had a failure.
 
-`evolve(row, event, success_at)` is a pure fold. Providers deliver out of order and
-more than once, so the fold compares provider timestamps instead of trusting arrival
-order: an older event never overwrites newer state, a success always wins over a
-failure, and applying an event twice changes nothing.
+Each batch folds its events onto the stored rows (:mod:`paywatch.projections.invoice_fold`)
+and `decide_status` alone sets the `status` column: the saga's state whenever the invoice
+has a recovery workflow (ARCHITECTURE §8, §9), else what its events imply. An invoice's
+events and transitions sit on different topics and may arrive in either order, so a
+batch's transitions touch their invoices too: this model runs after `recovery_workflows`
+(and after `event_log`, whose successes the fold consults) and reads what they wrote.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, SagaState
+import asyncpg
 
-FAILURE_TYPES = frozenset(
-    {EventType.PAYMENT_FAILED, EventType.SUBSCRIPTION_PAST_DUE, EventType.INVOICE_OVERDUE}
+from paywatch.projections.base import Batch, ReadModel, Row, execute_many
+from paywatch.projections.invoice_fold import (
+    COLUMNS,
+    FAILURE_TYPES,
+    SUCCESS_TYPES,
+    InvoiceRow,
+    evolve,
 )
-"""Events that (re)open an invoice as failed. Ledgers (Xero, QuickBooks) have no payment
-failures: an unpaid invoice past its due date is their failure."""
-SUCCESS_TYPES = frozenset({EventType.PAYMENT_SUCCEEDED, EventType.SUBSCRIPTION_REACTIVATED})
-CLOSE_TYPES = {
-    EventType.SUBSCRIPTION_CANCELED: SagaState.canceled,
-    EventType.INVOICE_VOIDED: SagaState.canceled,
-    EventType.INVOICE_UNCOLLECTIBLE: SagaState.exhausted,
-}
-CLOSED = frozenset({SagaState.canceled, SagaState.exhausted})
+from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
+from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_TRANSITIONS
 
+Key = tuple[str, str]
+"""(tenant, invoice_ref)"""
 
-@dataclass(frozen=True)
-class InvoiceRow:
-    """The columns of one `invoices` row."""
-
-    tenant: str
-    invoice_ref: str
-    provider: str
-    customer_ref: str | None
-    subscription_ref: str | None
-    status: SagaState
-    amount_minor: int | None
-    currency: str | None
-    attempts: int
-    last_decline_code: str | None
-    last_decline_category: str | None
-    last_decline_message: str | None
-    last_decline_at: datetime | None
-    first_failed_at: datetime | None
-    last_failed_at: datetime | None
-    recovered_at: datetime | None
-    canceled_at: datetime | None
-    last_event_at: datetime
-    last_event_id: str
-
-    @classmethod
-    def from_record(cls, rec: Any) -> InvoiceRow:
-        """Build from an asyncpg record of `SELECT_COLUMNS`."""
-        values = dict(rec)
-        values["status"] = SagaState(values["status"])
-        values["last_event_id"] = str(values["last_event_id"])
-        return cls(**values)
-
-    def values(self) -> tuple[Any, ...]:
-        """Values in `COLUMNS` order."""
-        return tuple(getattr(self, c) for c in COLUMNS)
-
-
+_KEYS = "(tenant, invoice_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 # SQL built from the fixed column names of InvoiceRow: no value is ever formatted in.
-COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
-SELECT = (
-    f"SELECT {', '.join(COLUMNS)} FROM invoices WHERE tenant = $1 AND invoice_ref = $2 FOR UPDATE"  # noqa: S608
-)
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM invoices WHERE {_KEYS} FOR UPDATE"  # noqa: S608
 UPSERT = (
     f"INSERT INTO invoices ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
     f"({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "
@@ -77,153 +40,93 @@ UPSERT = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
     + ", updated_at = now()"
 )
+SAGA_STATES = f"SELECT tenant, invoice_ref, state FROM recovery_workflows WHERE {_KEYS}"  # noqa: S608
+LATEST_SUCCESS = (
+    "SELECT payload FROM event_log WHERE tenant = $1 AND invoice_ref = $2"
+    " AND type = ANY($3::text[]) ORDER BY occurred_at DESC, event_id DESC LIMIT 1"
+)
+SUCCESS_NAMES = [t.value for t in SUCCESS_TYPES]
 
 
-def _newer(event: PaymentEvent, at: datetime | None, event_id: str | None = None) -> bool:
-    """Is the event at least as new as `at` (ties broken by event id, deterministically)?"""
-    if at is None:
-        return True
-    return (event.occurred_at, event.event_id) >= (at, event_id or "")
+def decide_status(saga: SagaState | None, events: SagaState) -> SagaState:
+    """The invoice's status: the saga's state when it has a workflow, else its events'."""
+    return events if saga is None else saga
 
 
-def _min(a: datetime | None, b: datetime) -> datetime:
-    return b if a is None else min(a, b)
+def lock_id(key: Key) -> int:
+    """A stable signed 64-bit advisory-lock id of one invoice."""
+    digest = hashlib.blake2b("/".join(key).encode(), digest_size=8, person=b"pw-invoice").digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
-def _max(a: datetime | None, b: datetime) -> datetime:
-    return b if a is None else max(a, b)
+def locks(batch: Batch[PaymentEvent | SagaTransition]) -> Iterable[int]:
+    """Serialise writers of the same invoices until the transaction ends.
 
-
-def _new_row(event: PaymentEvent) -> InvoiceRow:
-    decline = event.decline
-    return InvoiceRow(
-        tenant=event.tenant,
-        invoice_ref=event.invoice_ref,
-        provider=event.provider,
-        customer_ref=event.customer_ref,
-        subscription_ref=event.subscription_ref,
-        status=SagaState.failed,
-        amount_minor=event.amount_minor,
-        currency=event.currency,
-        attempts=max(event.attempt or 1, 1),
-        last_decline_code=decline.code if decline else None,
-        last_decline_category=(decline.category if decline else DeclineCategory.UNKNOWN).value,
-        last_decline_message=decline.message if decline else None,
-        last_decline_at=event.occurred_at if decline else None,
-        first_failed_at=event.occurred_at,
-        last_failed_at=event.occurred_at,
-        recovered_at=None,
-        canceled_at=None,
-        last_event_at=event.occurred_at,
-        last_event_id=event.event_id,
-    )
-
-
-def _touch(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
-    """Fill blanks and move last_event_* forward."""
-    newer = _newer(event, row.last_event_at, row.last_event_id)
-    return replace(
-        row,
-        customer_ref=row.customer_ref or event.customer_ref,
-        subscription_ref=row.subscription_ref or event.subscription_ref,
-        amount_minor=(
-            event.amount_minor
-            if newer and event.amount_minor is not None
-            else row.amount_minor
-            if row.amount_minor is not None
-            else event.amount_minor
-        ),
-        currency=(event.currency if newer and event.currency else row.currency or event.currency),
-        last_event_at=event.occurred_at if newer else row.last_event_at,
-        last_event_id=event.event_id if newer else row.last_event_id,
-    )
-
-
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-def _decline_rank(
-    classified: bool, at: datetime | None, code: str | None
-) -> tuple[bool, datetime, str]:
-    return (classified, at or _EPOCH, code or "")
-
-
-def _takes_decline(row: InvoiceRow, event: PaymentEvent) -> bool:
-    """Keep the max of (classified, time, code): a total order, so arrival order never matters."""
-    decline = event.decline
-    if decline is None:
-        return False
-    current = _decline_rank(
-        row.last_decline_category not in (None, DeclineCategory.UNKNOWN.value),
-        row.last_decline_at,
-        row.last_decline_code,
-    )
-    offered = _decline_rank(
-        decline.category is not DeclineCategory.UNKNOWN, event.occurred_at, decline.code
-    )
-    return offered > current
-
-
-def _apply_failure(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
-    decline = event.decline
-    if decline is not None and _takes_decline(row, event):
-        row = replace(
-            row,
-            last_decline_code=decline.code,
-            last_decline_category=decline.category.value,
-            last_decline_message=decline.message,
-            last_decline_at=event.occurred_at,
-        )
-    return replace(
-        row,
-        attempts=max(row.attempts, event.attempt or 1),
-        first_failed_at=_min(row.first_failed_at, event.occurred_at),
-        last_failed_at=_max(row.last_failed_at, event.occurred_at),
-    )
-
-
-def evolve(
-    row: InvoiceRow | None, event: PaymentEvent, success: PaymentEvent | None
-) -> InvoiceRow | None:
-    """Fold one event into an invoice row.
-
-    `success` is the latest success already in the event log for this invoice, so a
-    failure that arrives after its own recovery does not reopen it and the row ends up
-    as if the events had arrived in order. A failure *newer* than every success does
-    reopen it (refs such as subscription ids are reused across billing cycles).
-    Successes and closes for invoices that never failed create no row.
+    Events and transitions of one invoice sit on different partitions, which two projector
+    processes may own: without this, each could decide a status from a workflow or an
+    invoice row the other has not committed yet.
     """
-    if event.type in FAILURE_TYPES:
-        row = _apply_failure(_touch(row, event), event) if row else _new_row(event)
-        if success is not None:
-            row = _succeed(_touch(row, success), success)
-        return _settle(row)
-    if row is None:
-        return None
-    row = _touch(row, event)
-    if event.type in SUCCESS_TYPES:
-        return _settle(_succeed(row, event))
-    closed = CLOSE_TYPES.get(event.type)
-    if closed is not None:
-        row = replace(row, canceled_at=_max(row.canceled_at, event.occurred_at))
-        return _settle(row, closed)
+    return {lock_id((r.tenant, r.invoice_ref)) for r, _ in batch}
+
+
+def _arrays(keys: Sequence[Key]) -> tuple[list[str], list[str]]:
+    """Keys as the two arrays ($1 tenants, $2 refs) of an unnest() lookup."""
+    return [t for t, _ in keys], [r for _, r in keys]
+
+
+async def rows(
+    conn: asyncpg.Connection, batch: Batch[PaymentEvent | SagaTransition]
+) -> Sequence[Row]:
+    """The invoice rows of every invoice the batch touches, each with its decided status."""
+    events: dict[Key, list[PaymentEvent]] = {}
+    for record, _ in batch:
+        if isinstance(record, PaymentEvent):
+            events.setdefault((record.tenant, record.invoice_ref), []).append(record)
+    keys = sorted({(r.tenant, r.invoice_ref) for r, _ in batch})
+    stored = {
+        (r["tenant"], r["invoice_ref"]): InvoiceRow.from_record(r)
+        for r in await conn.fetch(SELECT, *_arrays(keys))
+    }
+    sagas = {
+        (r["tenant"], r["invoice_ref"]): SagaState(r["state"])
+        for r in await conn.fetch(SAGA_STATES, *_arrays(keys))
+    }
+    upserts = []
+    for key in keys:
+        row = await _fold(conn, key, stored.get(key), events.get(key, []))
+        if row is None:
+            continue
+        row = replace(row, status=decide_status(sagas.get(key), row.status))
+        if key in events or row != stored.get(key):  # transitions alone: only a new status
+            upserts.append(row.values())
+    return upserts
+
+
+async def _fold(
+    conn: asyncpg.Connection, key: Key, row: InvoiceRow | None, evs: list[PaymentEvent]
+) -> InvoiceRow | None:
+    """Fold the invoice's events of the batch, in log order, onto its stored row."""
+    success = await _latest_success(conn, key, evs)
+    for event in evs:
+        row = evolve(row, event, success)
     return row
 
 
-def _succeed(row: InvoiceRow, success: PaymentEvent) -> InvoiceRow:
-    return replace(row, recovered_at=_max(row.recovered_at, success.occurred_at))
+async def _latest_success(
+    conn: asyncpg.Connection, key: Key, evs: list[PaymentEvent]
+) -> PaymentEvent | None:
+    """The newest success in the event log (this batch's included) when a failure needs it."""
+    if not any(e.type in FAILURE_TYPES for e in evs):
+        return None  # only failures consult it
+    payload = await conn.fetchval(LATEST_SUCCESS, *key, SUCCESS_NAMES)
+    return None if payload is None else PaymentEvent.model_validate(payload)
 
 
-def _settle(row: InvoiceRow, closed: SagaState | None = None) -> InvoiceRow:
-    """Status from the times alone: the latest of failure, success and close wins.
-
-    A success at or after the last failure recovers; a close after the last failure
-    (and not beaten by a success) cancels or exhausts; otherwise the invoice is failed.
-    """
-    last_failure = row.last_failed_at or _EPOCH
-    if row.recovered_at is not None and row.recovered_at >= last_failure:
-        return replace(row, status=SagaState.recovered)
-    if row.canceled_at is not None and row.canceled_at >= last_failure:
-        kind = closed or (row.status if row.status in CLOSED else SagaState.canceled)
-        return replace(row, status=kind)
-    return replace(row, status=SagaState.failed)
+READ_MODEL: ReadModel[PaymentEvent | SagaTransition] = ReadModel(
+    "invoices",
+    {PAYMENTS_EVENTS: PaymentEvent, RECOVERY_TRANSITIONS: SagaTransition},
+    rows=rows,
+    write=execute_many(UPSERT),
+    locks=locks,
+    after=("event_log", "recovery_workflows"),
+)

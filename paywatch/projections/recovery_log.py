@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from paywatch.projections.base import ReadModel, each, execute_many
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import RecoveryCommand, SagaTransition
+from paywatch.schemas.topics import RECOVERY_COMMANDS, RECOVERY_TRANSITIONS
 
 INSERT = (
     'INSERT INTO recovery_log (topic, partition, "offset", tenant, invoice_ref, kind, at,'
@@ -37,3 +39,11 @@ def row(record: SagaTransition | RecoveryCommand, at: Coords) -> tuple[Any, ...]
         *states, *command, rule.id, rule.edition, rule.source, record.reason,
         record.cause_event_id, record.model_dump(mode="json"),
     )  # fmt: skip
+
+
+READ_MODEL: ReadModel[SagaTransition | RecoveryCommand] = ReadModel(
+    "recovery_log",
+    {RECOVERY_TRANSITIONS: SagaTransition, RECOVERY_COMMANDS: RecoveryCommand},
+    rows=each(row),
+    write=execute_many(INSERT),
+)

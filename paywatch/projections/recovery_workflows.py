@@ -6,18 +6,23 @@ row is the newest transition alone. `evolve` is a pure fold that only moves forw
 transition replaces the row when its position (at, topic, partition, offset) is greater,
 so replays and batches that overlap after a rebalance never move it back.
 
-The saga is the authority on an invoice's status (ARCHITECTURE §8, §9): `SYNC_STATUS`
-copies the workflow state onto the `invoices` rows of the given keys.
+The saga is the authority on an invoice's status (ARCHITECTURE §8, §9); the `invoices`
+read model reads these rows after they are written (:mod:`paywatch.projections.invoices`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
+from paywatch.projections.base import Batch, ReadModel, Row, execute_many
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import CommandType, SagaState, SagaTransition
+from paywatch.schemas.topics import RECOVERY_TRANSITIONS
 
 TERMINAL = frozenset({SagaState.recovered, SagaState.exhausted, SagaState.canceled})
 
@@ -88,14 +93,6 @@ UPSERT = (
     + f" WHERE ({', '.join(f'recovery_workflows.{c}' for c in _ORDER.split(', '))})"
     + f" < ({', '.join(f'EXCLUDED.{c}' for c in _ORDER.split(', '))})"
 )
-SYNC_STATUS = (
-    "UPDATE invoices AS i SET status = w.state, updated_at = now()"
-    " FROM recovery_workflows AS w"
-    " WHERE w.tenant = i.tenant AND w.invoice_ref = i.invoice_ref"
-    " AND (i.tenant, i.invoice_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-    " AND i.status <> w.state"
-)
-"""Set invoices.status to the saga state for the keys ($1 tenants, $2 refs) with a saga."""
 
 
 def position(transition: SagaTransition, at: Coords) -> Position:
@@ -136,3 +133,23 @@ def evolve(row: WorkflowRow | None, transition: SagaTransition, at: Coords) -> W
         started_at=started_at,
         closed_at=closed_at,
     )
+
+
+async def rows(conn: asyncpg.Connection, batch: Batch[SagaTransition]) -> Sequence[Row]:
+    """The workflow rows the batch's transitions move forward (stored rows folded on)."""
+    pairs = sorted({(t.tenant, t.invoice_ref) for t, _ in batch})
+    stored = await conn.fetch(SELECT, [t for t, _ in pairs], [r for _, r in pairs])
+    before = {(r["tenant"], r["invoice_ref"]): WorkflowRow.from_record(r) for r in stored}
+    folded = dict(before)
+    for transition, at in batch:
+        key = (transition.tenant, transition.invoice_ref)
+        folded[key] = evolve(folded.get(key), transition, at)
+    return [row.values() for key, row in folded.items() if row is not before.get(key)]
+
+
+READ_MODEL = ReadModel(
+    "recovery_workflows",
+    {RECOVERY_TRANSITIONS: SagaTransition},
+    rows=rows,
+    write=execute_many(UPSERT),
+)

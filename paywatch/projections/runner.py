@@ -1,16 +1,18 @@
 """The projector process: Kafka -> Postgres read models, exactly-once effect.
 
-It reads `payments.events`, `recovery.transitions`, `recovery.commands` and
-`recovery.policies` under one projection name. On every partition assignment the consumer
-seeks to the checkpoint stored in Postgres (not Kafka's committed offset); each polled
-batch, whatever topics it spans, is written with the checkpoints of every partition it read
-in one transaction. Kafka offsets are committed afterwards for monitoring only.
+It reads the topics of every registered read model (`SOURCES`, derived from
+:mod:`paywatch.projections.registry`) under one projection name. On every partition
+assignment the consumer seeks to the checkpoint stored in Postgres (not Kafka's committed
+offset); each polled batch, whatever topics it spans, is written with the checkpoints of
+every partition it read in one transaction. Kafka offsets are committed afterwards for
+monitoring only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,34 +22,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import group_consumer, reliable_producer
-from paywatch.projections.sink import PostgresSink, Record
+from paywatch.projections import registry
+from paywatch.projections.sink import PostgresSink
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.coords import Coords
-from paywatch.schemas.models import (
-    DeadLetter,
-    PaymentEvent,
-    PolicyChanged,
-    RecoveryCommand,
-    SagaTransition,
-)
-from paywatch.schemas.topics import (
-    DLQ_SOURCES,
-    PAYMENTS_EVENTS,
-    RECOVERY_COMMANDS,
-    RECOVERY_POLICIES,
-    RECOVERY_TRANSITIONS,
-    dlq_name,
-)
+from paywatch.schemas.models import DeadLetter, Frozen
+from paywatch.schemas.topics import DLQ_SOURCES, PAYMENTS_EVENTS, dlq_name
 from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)
 PROJECTION = "read_models"
-SOURCES: dict[str, type[Record]] = {
-    PAYMENTS_EVENTS: PaymentEvent,
-    RECOVERY_TRANSITIONS: SagaTransition,
-    RECOVERY_COMMANDS: RecoveryCommand,
-    RECOVERY_POLICIES: PolicyChanged,
-}
+SOURCES: Mapping[str, type[Frozen]] = registry.sources()
 """Logical topics the projector reads, with the model of their values."""
 
 
@@ -55,7 +40,7 @@ SOURCES: dict[str, type[Record]] = {
 class Source:
     """One topic the projector reads: its value model and where its poison records go."""
 
-    model: type[Record]
+    model: type[Frozen]
     dlq: str
 
 
@@ -167,7 +152,7 @@ class Projector:
         await self._consumer.commit()
         return written
 
-    async def _decode(self, rec: Any) -> Record | None:
+    async def _decode(self, rec: Any) -> Frozen | None:
         source = self._sources[rec.topic]
         try:
             return self._codec.decode(rec.value, source.model, topic=rec.topic)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paywatch.projections.invoices import InvoiceRow, evolve
+from paywatch.projections.invoice_fold import InvoiceRow, evolve
 from paywatch.schemas.models import Decline, DeclineCategory, EventType, PaymentEvent, SagaState
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
