@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -58,7 +58,7 @@ def envelope(
     raw: RawWebhook,
     at: Coords,
     provider_event_id: str,
-    fields: Mapping[str, Any],
+    fields: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     *,
     source_type: str,
     occurred_at: datetime,
@@ -67,14 +67,15 @@ def envelope(
 ) -> PaymentEvent:
     """The canonical event of one draft: deterministic id, tenant, provider, ``raw`` ref.
 
-    ``fields`` are the provider's PaymentEvent fields; values the model refuses raise
-    PayloadError with the ``invalid`` message.
+    ``fields`` are the provider's PaymentEvent fields, or a function building them (their
+    own models' refusals then count too); values a model refuses raise PayloadError with
+    the ``invalid`` message.
     """
     topic, partition, offset = at
-    ref = RawRef(
-        topic=topic, partition=partition, offset=offset, provider_event_id=provider_event_id
-    )
     try:
+        ref = RawRef(
+            topic=topic, partition=partition, offset=offset, provider_event_id=provider_event_id
+        )
         return PaymentEvent(
             event_id=event_id(raw.tenant, raw.provider, provider_event_id, index),
             tenant=raw.tenant,
@@ -82,7 +83,7 @@ def envelope(
             source_type=source_type,
             occurred_at=occurred_at,
             raw=ref,
-            **fields,
+            **(fields() if callable(fields) else fields),
         )
     except ValidationError as exc:
         raise PayloadError(invalid) from exc

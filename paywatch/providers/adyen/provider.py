@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from paywatch.errors import PayloadError
@@ -141,7 +142,7 @@ class AdyenProvider(Provider):
             raw,
             at,
             item_id,
-            fields_of.fields(item, kind),
+            partial(fields_of.fields, item, kind),
             source_type=fields_of.event_key(item),
             occurred_at=fields_of.occurred_at(item),
             invalid=f"Adyen item {item_id} has unexpected field values",

@@ -7,6 +7,7 @@ import hmac
 import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from paywatch.errors import PayloadError, VerificationError
@@ -133,7 +134,7 @@ class CheckoutProvider(Provider):
                 raw,
                 at,
                 evt_id,
-                fields_of.fields(doc, kind, self.subscription_key),
+                partial(fields_of.fields, doc, kind, self.subscription_key),
                 source_type=doc["type"],
                 occurred_at=fields_of.occurred_at(doc),
                 invalid=f"Checkout.com event {evt_id} has unexpected field values",

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from paywatch.errors import PayloadError
@@ -94,7 +95,7 @@ class GenericProvider(Provider):
                 raw,
                 at,
                 evt_id,
-                schema.fields(doc, kind),
+                partial(schema.fields, doc, kind),
                 source_type=doc["type"],
                 occurred_at=schema.occurred_at(doc),
                 invalid=f"generic event {evt_id} has unexpected field values",
