@@ -12,8 +12,9 @@ Precedence (reference/webhooks.md §5, reference/recovery-rules.md §3):
 5. UNKNOWN.
 
 Every group of codes carries the source and edition that put it there, so a saga can name
-the rule behind its decision. Adding a provider means adding one ``DeclineTable`` (and a
-small ``classify_<provider>`` reading that provider's fields); the guardrails are shared.
+the rule behind its decision. Each provider keeps its tables in ``providers/<name>/declines.py``
+(Stripe's: :mod:`paywatch.providers.stripe.declines`); the guardrails, the table type and the
+``Decline`` a verdict becomes (``to_decline``) are shared here.
 """
 
 from __future__ import annotations
@@ -21,20 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from paywatch.schemas.models import DeclineCategory
+from paywatch.schemas.models import Decline, DeclineCategory
 
 SOFT = DeclineCategory.SOFT
 HARD = DeclineCategory.HARD
 ACTION = DeclineCategory.ACTION
 FRAUD = DeclineCategory.FRAUD
 UNKNOWN = DeclineCategory.UNKNOWN
-
-_STRIPE_DOCS = (
-    "Stripe decline codes (docs.stripe.com/declines/codes) as mirrored in "
-    "hideokamoto/stripe-decline-codes and IanFoxDev/decline-codes data/stripe.json; "
-    "reference/webhooks.md §5"
-)
-_STRIPE_EDITION = "stripe-docs 2026-07"
 
 
 @dataclass(frozen=True)
@@ -78,91 +72,10 @@ class DeclineTable:
         return Verdict(rule.category, rule) if rule else None
 
 
-def _rule(rule_id: str, category: DeclineCategory, codes: str, source: str, edition: str) -> Rule:
+def rule(rule_id: str, category: DeclineCategory, codes: str, source: str, edition: str) -> Rule:
+    """A rule from whitespace-separated codes."""
     return Rule(rule_id, category, frozenset(codes.split()), source, edition)
 
-
-STRIPE_CODES = DeclineTable(
-    "stripe",
-    [
-        _rule(
-            "stripe.soft",
-            SOFT,
-            """
-        insufficient_funds generic_decline do_not_honor try_again_later processing_error
-        issuer_not_available reenter_transaction approve_with_id card_velocity_exceeded
-        withdrawal_count_limit_exceeded no_action_taken call_issuer invalid_amount
-        duplicate_transaction""",
-            _STRIPE_DOCS,
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.hard",
-            HARD,
-            """
-        lost_card stolen_card pickup_card restricted_card revocation_of_authorization
-        revocation_of_all_authorizations stop_payment_order do_not_try_again invalid_account
-        transaction_not_allowed not_permitted service_not_allowed card_not_supported
-        currency_not_supported""",
-            _STRIPE_DOCS,
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.action",
-            ACTION,
-            """
-        expired_card incorrect_cvc invalid_cvc incorrect_number invalid_number
-        invalid_expiry_month invalid_expiry_year incorrect_zip incorrect_address
-        authentication_required new_account_information_available incorrect_pin invalid_pin
-        offline_pin_required online_or_offline_pin_required pin_try_exceeded""",
-            _STRIPE_DOCS,
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.fraud",
-            FRAUD,
-            "fraudulent merchant_blacklist security_violation",
-            _STRIPE_DOCS,
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.radar",
-            FRAUD,
-            "highest_risk_level elevated_risk_level rule",
-            "Stripe Radar outcome.reason values; reference/webhooks.md §3.1, §5",
-            _STRIPE_EDITION,
-        ),
-    ],
-)
-"""Stripe ``decline_code`` / ``outcome.reason`` / ``failure_code`` -> category."""
-
-STRIPE_ADVICE = DeclineTable(
-    "stripe-advice",
-    [
-        _rule(
-            "stripe.advice.hard",
-            HARD,
-            "do_not_try_again",
-            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.advice.soft",
-            SOFT,
-            "try_again_later",
-            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-            _STRIPE_EDITION,
-        ),
-        _rule(
-            "stripe.advice.action",
-            ACTION,
-            "confirm_card_data",
-            "Stripe advice_code (docs.stripe.com/declines/codes); reference/webhooks.md §5",
-            _STRIPE_EDITION,
-        ),
-    ],
-)
-"""Stripe's live ``advice_code`` -> category (beats the static code table)."""
 
 _MAC_SOURCE = (
     "Mastercard Merchant Advice Codes via processor docs and IanFoxDev/decline-codes "
@@ -171,17 +84,17 @@ _MAC_SOURCE = (
 MASTERCARD_ADVICE = DeclineTable(
     "mastercard-mac",
     [
-        _rule(
+        rule(
             "mastercard.mac.new_account_info", ACTION, "01 04", _MAC_SOURCE, "mastercard-mac 2026"
         ),
-        _rule(
+        rule(
             "mastercard.mac.try_later",
             SOFT,
             "02 24 25 26 27 28 29 30",
             _MAC_SOURCE,
             "mastercard-mac 2026",
         ),
-        _rule("mastercard.mac.do_not_try_again", HARD, "03 21", _MAC_SOURCE, "mastercard-mac 2026"),
+        rule("mastercard.mac.do_not_try_again", HARD, "03 21", _MAC_SOURCE, "mastercard-mac 2026"),
     ],
 )
 """Mastercard MAC (Stripe ``network_advice_code``) -> category."""
@@ -193,40 +106,23 @@ _VISA_SOURCE = (
 VISA_RESPONSE = DeclineTable(
     "visa-response",
     [
-        _rule(
+        rule(
             "visa.category1",
             HARD,
             "04 07 12 14 15 41 43 46 57 R0 R1 R3",
             _VISA_SOURCE,
             "visa-core-rules 2026-04-18",
         ),
-        _rule(
+        rule(
             "visa.category3", ACTION, "54 55 82 N7 6P", _VISA_SOURCE, "visa-core-rules 2026-04-18"
         ),
     ],
 )
 """Visa response code (Stripe ``network_decline_code``) -> category, categories 1 and 3."""
 
-BLOCKED_RULE = Rule(
-    "stripe.outcome.blocked",
-    FRAUD,
-    frozenset({"blocked"}),
-    "Stripe charge outcome.type=blocked (Radar); reference/webhooks.md §5",
-    _STRIPE_EDITION,
-)
-
-TABLES: dict[str, DeclineTable] = {"stripe": STRIPE_CODES}
-"""Static decline-code table per provider name."""
-
 # Brands whose advice/response codes the guardrail tables describe; None/unknown networks
 # get the guardrails too, since skipping them would risk a fined reattempt.
 _UNSURE_NETWORKS = frozenset({None, "", "unknown"})
-
-
-def _provider_code(code: str | None) -> str | None:
-    if not code:
-        return None
-    return code.strip().lower() or None
 
 
 def _network_code(code: str | None) -> str | None:
@@ -251,50 +147,29 @@ def network_verdict(
     return None
 
 
-def explain_stripe(
+MERCHANT_SIDE = "merchant-side:"
+"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
+
+
+def to_decline(
+    verdict: Verdict,
     *,
-    code: str | None = None,
-    decline_code: str | None = None,
-    advice_code: str | None = None,
+    code: str | None,
+    message: str | None,
     network: str | None = None,
-    network_advice_code: str | None = None,
-    network_decline_code: str | None = None,
-    outcome_type: str | None = None,
-) -> Verdict:
-    """Classify a Stripe decline and name the rule that decided it.
-
-    ``code`` is ``failure_code`` / ``last_payment_error.code``; ``decline_code`` is
-    ``last_payment_error.decline_code`` or the charge's ``outcome.reason``.
-    """
-    specific = STRIPE_CODES.lookup(_provider_code(decline_code))
-    generic = STRIPE_CODES.lookup(_provider_code(code))
-    if outcome_type == "blocked":
-        return Verdict(FRAUD, BLOCKED_RULE)
-    for static in (specific, generic):
-        if static and static.category is FRAUD:
-            return static
-    live = network_verdict(network, network_advice_code, network_decline_code)
-    advice = STRIPE_ADVICE.lookup(_provider_code(advice_code))
-    return live or advice or specific or generic or UNKNOWN_VERDICT
-
-
-def classify_stripe(
-    *,
-    code: str | None = None,
-    decline_code: str | None = None,
+    network_code: str | None = None,
     advice_code: str | None = None,
-    network: str | None = None,
-    network_advice_code: str | None = None,
-    network_decline_code: str | None = None,
-    outcome_type: str | None = None,
-) -> DeclineCategory:
-    """Category of a Stripe decline (see ``explain_stripe`` for the rule behind it)."""
-    return explain_stripe(
+    merchant_side: bool = False,
+    fallback: str = "merchant configuration error",
+) -> Decline:
+    """The canonical Decline of a verdict; a merchant-side one says so in its message."""
+    if merchant_side:
+        message = f"{MERCHANT_SIDE} {message or fallback}"
+    return Decline(
         code=code,
-        decline_code=decline_code,
-        advice_code=advice_code,
+        category=verdict.category,
         network=network,
-        network_advice_code=network_advice_code,
-        network_decline_code=network_decline_code,
-        outcome_type=outcome_type,
-    ).category
+        network_code=network_code,
+        advice_code=advice_code,
+        message=message,
+    )

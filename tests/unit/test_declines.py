@@ -6,15 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paywatch.providers.declines import (
-    STRIPE_CODES,
-    TABLES,
-    DeclineTable,
-    Rule,
-    classify_stripe,
-    explain_stripe,
-    network_verdict,
-)
+from paywatch.providers.declines import DeclineTable, Rule, network_verdict
+from paywatch.providers.stripe.declines import STRIPE_CODES, TABLES, classify_stripe, explain_stripe
 from paywatch.schemas.models import DeclineCategory
 
 SOFT, HARD = DeclineCategory.SOFT, DeclineCategory.HARD

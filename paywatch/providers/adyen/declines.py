@@ -32,11 +32,10 @@ from paywatch.providers.declines import (
     Rule,
     Verdict,
     network_verdict,
+    to_decline,
 )
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "adyen-refusal-reasons 2026"
 _SOURCE = (
@@ -156,24 +155,19 @@ def _merchant_side(verdict: Verdict) -> bool:
     return verdict.rule is not None and verdict.rule.id in MERCHANT_SIDE_RULES
 
 
-def _message(verdict: Verdict, text: str | None) -> str | None:
-    if _merchant_side(verdict):
-        return f"{MERCHANT_SIDE} {text or 'merchant configuration error'}"
-    return text
-
-
 def refusal(reason: str | None, additional: dict[str, Any], network: str | None) -> Decline:
     """The Decline of a refused authorisation (or a failed capture)."""
     mac = advice_code(_str(additional.get("merchantAdviceCode")))
     raw = raw_code(_str(additional.get("refusalCodeRaw")), _str(additional.get("refusalReasonRaw")))
     verdict = explain(reason, network, mac, raw)
-    return Decline(
+    return to_decline(
+        verdict,
         code=reason_key(reason),
-        category=verdict.category,
         network=network,
         network_code=raw,
         advice_code=mac,
-        message=_message(verdict, reason),
+        message=reason,
+        merchant_side=_merchant_side(verdict),
     )
 
 

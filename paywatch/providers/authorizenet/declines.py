@@ -22,11 +22,10 @@ from paywatch.providers.declines import (
     DeclineTable,
     Rule,
     Verdict,
+    to_decline,
 )
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "authorizenet-codes 2016"
 _SOURCE = (
@@ -92,6 +91,10 @@ def decline(
     message = text or RESPONSE_TEXTS.get(response_code or 0)
     if fraud_event and message is None:
         message = FRAUD_DECLINED_TEXT
-    if verdict.rule and verdict.rule.id in MERCHANT_SIDE_RULES:
-        message = f"{MERCHANT_SIDE} {message or 'card type not accepted by the merchant'}"
-    return Decline(code=reason_code, category=verdict.category, message=message)
+    return to_decline(
+        verdict,
+        code=reason_code,
+        message=message,
+        merchant_side=bool(verdict.rule and verdict.rule.id in MERCHANT_SIDE_RULES),
+        fallback="card type not accepted by the merchant",
+    )

@@ -29,11 +29,10 @@ from paywatch.providers.declines import (
     Rule,
     Verdict,
     network_verdict,
+    to_decline,
 )
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "braintree-docs 2026-07"
 _REF = "reference/webhooks.md §5 (Braintree column)"
@@ -174,14 +173,13 @@ def explain(facts: Facts) -> Verdict:
 def decline(facts: Facts) -> Decline:
     """The canonical Decline of a Braintree transaction."""
     verdict = explain(facts)
-    message = facts.text
-    if verdict.rule and verdict.rule.id in MERCHANT_SIDE_RULES:
-        message = f"{MERCHANT_SIDE} {message or 'merchant account configuration'}"
-    return Decline(
+    return to_decline(
+        verdict,
         code=facts.code or facts.gateway_rejection,
-        category=verdict.category,
         network=facts.network,
         network_code=facts.network_code,
         advice_code=facts.advice_code,
-        message=message,
+        message=facts.text,
+        merchant_side=bool(verdict.rule and verdict.rule.id in MERCHANT_SIDE_RULES),
+        fallback="merchant account configuration",
     )

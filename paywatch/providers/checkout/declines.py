@@ -33,11 +33,10 @@ from paywatch.providers.declines import (
     Rule,
     Verdict,
     network_verdict,
+    to_decline,
 )
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "checkout-response-codes 2025-10"
 _RANGE_SOURCE = (
@@ -145,15 +144,14 @@ def decline(data: dict[str, Any], network: str | None) -> Decline:
     message = (
         data.get("response_summary") if isinstance(data.get("response_summary"), str) else None
     )
-    if _merchant_side(verdict):
-        message = f"{MERCHANT_SIDE} {message or 'merchant configuration error'}"
-    return Decline(
+    return to_decline(
+        verdict,
         code=code,
-        category=verdict.category,
         network=network,
         network_code=raw,
         advice_code=mac,
         message=message,
+        merchant_side=_merchant_side(verdict),
     )
 
 

@@ -9,11 +9,17 @@ customer must not be dunned); the card-network guardrails over ``network`` /
 
 from __future__ import annotations
 
-from paywatch.providers.declines import FRAUD, HARD, UNKNOWN_VERDICT, Rule, Verdict, network_verdict
+from paywatch.providers.declines import (
+    FRAUD,
+    HARD,
+    UNKNOWN_VERDICT,
+    Rule,
+    Verdict,
+    network_verdict,
+    to_decline,
+)
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "paywatch-generic v1"
 _SENDER_SOURCE = "the sender's decline.category (paywatch generic webhook schema v1)"
@@ -69,13 +75,12 @@ def decline(
         advice_code=advice_code,
         network_code=network_code,
     )
-    if verdict.rule is MERCHANT_SIDE_RULE:
-        message = f"{MERCHANT_SIDE} {message or 'merchant configuration error'}"
-    return Decline(
+    return to_decline(
+        verdict,
         code=code,
-        category=verdict.category,
         network=network,
         network_code=network_code,
         advice_code=advice_code,
         message=message,
+        merchant_side=verdict.rule is MERCHANT_SIDE_RULE,
     )

@@ -35,11 +35,10 @@ from paywatch.providers.declines import (
     Rule,
     Verdict,
     network_verdict,
+    to_decline,
 )
+from paywatch.providers.declines import MERCHANT_SIDE as MERCHANT_SIDE
 from paywatch.schemas.models import Decline, DeclineCategory
-
-MERCHANT_SIDE = "merchant-side:"
-"""Prefix of ``Decline.message`` for declines the merchant, not the customer, must fix."""
 
 _EDITION = "paypal-docs 2026-07"
 _REASON_SOURCE = (
@@ -225,12 +224,11 @@ def paypal_decline(
     )
     response, why = _code(response_code), _code(reason)
     text = PROCESSOR_MEANINGS.get(response or "") or why
-    merchant = verdict.rule is not None and verdict.rule.id in MERCHANT_RULES
-    if merchant:
-        text = f"{MERCHANT_SIDE} {text or 'PayPal account configuration'}"
-    return Decline(
+    return to_decline(
+        verdict,
         code=response or why,
-        category=verdict.category,
         advice_code=_code(advice_code),
         message=text,
+        merchant_side=verdict.rule is not None and verdict.rule.id in MERCHANT_RULES,
+        fallback="PayPal account configuration",
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from paywatch.providers.declines import classify_stripe
+from paywatch.providers.stripe.declines import classify_stripe
 from paywatch.providers.stripe.fields import (
     Fields,
     currency,
