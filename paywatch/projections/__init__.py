@@ -1,1 +1,2 @@
-"""Kafka -> Postgres read models. One module per read model (pure), one sink, one runner."""
+"""Kafka -> Postgres read models: one module per read model behind one small base
+(`base.ReadModel`), listed in `registry`; one sink writes a batch of them, one runner feeds it."""

@@ -18,7 +18,7 @@ every such model comes earlier.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -58,7 +58,7 @@ class ReadModel(Generic[R]):
     write: WriteFn = _no_write
     locks: Callable[[Batch[R]], Iterable[int]] = _no_locks
     """Advisory-lock ids (`pg_advisory_xact_lock`) to hold before any model writes."""
-    after: tuple[str, ...] = field(default=())
+    after: tuple[str, ...] = ()
     """Models whose rows of the same batch `rows` reads: the registry lists them earlier."""
 
     @property

@@ -212,6 +212,8 @@ def _event_state(row: InvoiceRow, closed: SagaState | None = None) -> InvoiceRow
 
     A success at or after the last failure recovers; a close after the last failure
     (and not beaten by a success) cancels or exhausts; otherwise the invoice is failed.
+    A stored row's status is the saga's when the invoice has a workflow; it is read here
+    only in that case's shadow, since the saga's state then wins anyway.
     """
     last_failure = row.last_failed_at or _EPOCH
     if row.recovered_at is not None and row.recovered_at >= last_failure:

@@ -2,7 +2,7 @@
 
 The sink writes them in this order inside each batch's transaction, and the runner reads
 the topics they consume. A model that reads rows another writes in the same batch names
-it in `after`; `_check` refuses a registry that lists it later.
+it in `after`; `checked` refuses a registry that lists it later.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from paywatch.projections.base import ReadModel
 from paywatch.schemas.models import Frozen
 
 
-def _check(models: Sequence[ReadModel[Any]]) -> tuple[ReadModel[Any], ...]:
+def checked(models: Sequence[ReadModel[Any]]) -> tuple[ReadModel[Any], ...]:
     """The models, once checked: unique names, each listed after the models it reads."""
     seen: set[str] = set()
     for model in models:
@@ -35,7 +35,7 @@ def _check(models: Sequence[ReadModel[Any]]) -> tuple[ReadModel[Any], ...]:
     return tuple(models)
 
 
-READ_MODELS = _check(
+READ_MODELS = checked(
     [
         event_log.READ_MODEL,
         failures.READ_MODEL,
