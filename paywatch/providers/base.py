@@ -68,8 +68,9 @@ def envelope(
     """The canonical event of one draft: deterministic id, tenant, provider, ``raw`` ref.
 
     ``fields`` are the provider's PaymentEvent fields, or a function building them (their
-    own models' refusals then count too); values a model refuses raise PayloadError with
-    the ``invalid`` message.
+    own models' refusals then count too); values a model refuses, including the bounds of
+    :mod:`paywatch.schemas.models` (no NUL, lengths, amounts, attempts, years), raise
+    PayloadError with the ``invalid`` message and the fields refused.
     """
     topic, partition, offset = at
     try:
@@ -86,7 +87,15 @@ def envelope(
             **(fields() if callable(fields) else fields),
         )
     except ValidationError as exc:
-        raise PayloadError(invalid) from exc
+        raise PayloadError(f"{invalid}: {refusal(exc)}") from exc
+
+
+def refusal(exc: ValidationError) -> str:
+    """Which fields a model refused and why, without their values (they may be anything)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '(event)'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)[:3]
+    )
 
 
 def load_json(body: bytes, *, exact: bool = False) -> Any:

@@ -4,6 +4,22 @@ Each model has a twin ``<Name>.avsc`` in this folder; tests/contract keeps them 
 step. Events are past tense (``PaymentEvent.type``), commands imperative
 (``RecoveryCommand.type``). Timestamps are timezone-aware UTC datetimes
 (Avro ``timestamp-millis``); money is integer minor units.
+
+Every field is bounded so that whatever validates can also be stored: Postgres ``text``
+rejects NUL, Kafka rejects records over 1 MB, Avro ``long`` and Postgres ``bigint`` stop at
+2^63, and the saga clock overflows ``datetime`` near year 9999. A provider document that
+breaks a bound is refused at normalization with the reason (the record is dead-lettered),
+never later by a stage that would then stop for every tenant. The limits:
+
+* ids, refs, codes, names: at most ``MAX_REF`` (255) characters, no NUL;
+* free text (messages, reasons, errors): at most ``MAX_TEXT`` (2,000) characters, no NUL;
+* amounts: at most ``MAX_MINOR`` (10^15) minor units either way, ten trillion dollars;
+* attempts: 0 to ``MAX_ATTEMPT`` (100): Visa allows 15-20 reattempts in 30 days and
+  Mastercard 35, so a larger count is a malformed document, and it bounds a card's ledger;
+* times: years ``MIN_YEAR`` to ``MAX_YEAR`` (1970-2199);
+* Kafka coordinates: partitions and offsets 0 to 2^63 - 1;
+* bodies and documents: at most ``MAX_BODY`` (900 KiB), headers ``MAX_HEADERS`` (100) of at
+  most ``MAX_HEADER`` (8 KiB) each, so a record always fits under Kafka's 1 MB.
 """
 
 from __future__ import annotations
@@ -11,8 +27,54 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+MAX_REF = 255
+MAX_TEXT = 2000
+MAX_MINOR = 10**15
+MAX_ATTEMPT = 100
+MIN_YEAR, MAX_YEAR = 1970, 2199
+MAX_BODY = 900 * 1024
+MAX_HEADERS = 100
+MAX_HEADER = 8 * 1024
+_NO_NUL = r"^[^\x00]*$"
+_LONG = 2**63 - 1
+
+
+def _in_years(value: datetime) -> datetime:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"year {value.year} is outside {MIN_YEAR}-{MAX_YEAR}")
+    return value
+
+
+Ref = Annotated[str, StringConstraints(max_length=MAX_REF, pattern=_NO_NUL)]
+"""An id, ref, code or name: short, no NUL."""
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=_NO_NUL)]
+"""Free text: bounded, no NUL."""
+Minor = Annotated[int, Field(ge=-MAX_MINOR, le=MAX_MINOR)]
+"""Money in integer minor units."""
+Attempt = Annotated[int, Field(ge=0, le=MAX_ATTEMPT)]
+"""An attempt number or count."""
+Coordinate = Annotated[int, Field(ge=0, le=_LONG)]
+"""A Kafka partition or offset."""
+Instant = Annotated[datetime, AfterValidator(_in_years)]
+"""A point in time within MIN_YEAR-MAX_YEAR."""
+Body = Annotated[bytes, Field(max_length=MAX_BODY)]
+"""Exact bytes of a delivery or document."""
+Headers = Annotated[
+    dict[Ref, Annotated[str, StringConstraints(max_length=MAX_HEADER)]],
+    Field(max_length=MAX_HEADERS),
+]
+"""Verified request headers."""
 
 
 class Frozen(BaseModel):
@@ -89,64 +151,64 @@ class Severity(StrEnum):
 class RawWebhook(Frozen):
     """One verified provider delivery, exact bytes (topic ``webhooks.raw``)."""
 
-    ingest_id: str
-    tenant: str
-    provider: str
-    received_at: datetime
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: bytes
-    subject: str | None = None
+    ingest_id: Ref
+    tenant: Ref
+    provider: Ref
+    received_at: Instant
+    headers: Headers = Field(default_factory=dict)
+    body: Body
+    subject: Ref | None = None
 
 
 class Decline(Frozen):
     """Why a payment failed, classified."""
 
-    code: str | None = None
+    code: Ref | None = None
     category: DeclineCategory = DeclineCategory.UNKNOWN
-    network: str | None = None
-    network_code: str | None = None
-    advice_code: str | None = None
-    message: str | None = None
+    network: Ref | None = None
+    network_code: Ref | None = None
+    advice_code: Ref | None = None
+    message: Text | None = None
 
 
 class PaymentMethod(Frozen):
     """Card facts safe to keep: never a PAN or CVV."""
 
-    brand: str | None = None
-    last4: str | None = None
-    exp_month: int | None = None
-    exp_year: int | None = None
-    fingerprint: str | None = None
+    brand: Ref | None = None
+    last4: Ref | None = None
+    exp_month: Annotated[int, Field(ge=0, le=99)] | None = None
+    exp_year: Annotated[int, Field(ge=0, le=9999)] | None = None
+    fingerprint: Ref | None = None
 
 
 class RawRef(Frozen):
     """Where the raw webhook behind a canonical event sits in Kafka."""
 
-    topic: str
-    partition: int
-    offset: int
-    provider_event_id: str
+    topic: Ref
+    partition: Coordinate
+    offset: Coordinate
+    provider_event_id: Ref
 
 
 class PaymentEvent(Frozen):
     """One canonical payment event (topic ``payments.events``, key tenant/invoice_ref)."""
 
-    event_id: str
+    event_id: Ref
     type: EventType
-    tenant: str
-    provider: str
-    source_type: str
-    occurred_at: datetime
-    customer_ref: str | None = None
-    subscription_ref: str | None = None
-    invoice_ref: str
-    payment_ref: str | None = None
-    amount_minor: int | None = None
-    currency: str | None = None
+    tenant: Ref
+    provider: Ref
+    source_type: Ref
+    occurred_at: Instant
+    customer_ref: Ref | None = None
+    subscription_ref: Ref | None = None
+    invoice_ref: Ref
+    payment_ref: Ref | None = None
+    amount_minor: Minor | None = None
+    currency: Ref | None = None
     decline: Decline | None = None
-    attempt: int | None = None
+    attempt: Attempt | None = None
     payment_method: PaymentMethod | None = None
-    provider_retry_at: datetime | None = None
+    provider_retry_at: Instant | None = None
     paywatch_retry: bool = False
     raw: RawRef | None = None
 
@@ -154,51 +216,51 @@ class PaymentEvent(Frozen):
 class RuleRef(Frozen):
     """The rule that made a decision, with its source and edition."""
 
-    id: str
-    edition: str
-    source: str
+    id: Ref
+    edition: Ref
+    source: Text
 
 
 class RecoveryCommand(Frozen):
     """A saga's request to an executor (topic ``recovery.commands``)."""
 
-    command_id: str
+    command_id: Ref
     type: CommandType
-    tenant: str
-    invoice_ref: str
-    due_at: datetime
-    attempt: int = 0
-    channel: str | None = None
-    template: str | None = None
-    reason: str
+    tenant: Ref
+    invoice_ref: Ref
+    due_at: Instant
+    attempt: Attempt = 0
+    channel: Ref | None = None
+    template: Ref | None = None
+    reason: Text
     rule: RuleRef
-    cause_event_id: str | None = None
-    provider: str | None = None
-    customer_ref: str | None = None
-    subscription_ref: str | None = None
-    payment_ref: str | None = None
-    amount_minor: int | None = None
-    currency: str | None = None
+    cause_event_id: Ref | None = None
+    provider: Ref | None = None
+    customer_ref: Ref | None = None
+    subscription_ref: Ref | None = None
+    payment_ref: Ref | None = None
+    amount_minor: Minor | None = None
+    currency: Ref | None = None
     decline_category: DeclineCategory | None = None
-    issued_at: datetime | None = None
-    first_failed_at: datetime | None = None
+    issued_at: Instant | None = None
+    first_failed_at: Instant | None = None
 
 
 class SagaTransition(Frozen):
     """One saga state change (topic ``recovery.transitions``)."""
 
-    tenant: str
-    invoice_ref: str
+    tenant: Ref
+    invoice_ref: Ref
     from_state: SagaState | None = None
     to_state: SagaState
-    cause_event_id: str
-    at: datetime
+    cause_event_id: Ref
+    at: Instant
     rule: RuleRef
-    reason: str | None = None
-    attempts_used: int | None = None
-    attempts_allowed: int | None = None
+    reason: Text | None = None
+    attempts_used: Attempt | None = None
+    attempts_allowed: Attempt | None = None
     next_action: CommandType | None = None
-    next_action_at: datetime | None = None
+    next_action_at: Instant | None = None
 
 
 class RiskScore(Frozen):
@@ -235,25 +297,25 @@ class Alert(Frozen):
 class DeadLetter(Frozen):
     """A record that could not be processed (topics ``*.dlq``)."""
 
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    stage: str
-    error: str
+    source_topic: Ref
+    source_partition: Coordinate
+    source_offset: Coordinate
+    stage: Ref
+    error: Text
     key: bytes | None = None
     payload: bytes
-    failed_at: datetime
+    failed_at: Instant
 
 
 class FetchedRef(Frozen):
     """The provider resource a thin webhook named (``ResourceRef`` in the log)."""
 
-    tenant_ref: str
-    kind: str
-    resource_id: str
-    event_type: str
-    event_time: datetime
-    index: int
+    tenant_ref: Ref
+    kind: Ref
+    resource_id: Ref
+    event_type: Ref
+    event_time: Instant
+    index: Coordinate
     fetch: bool = True
 
 
@@ -264,16 +326,16 @@ class FetchedDocument(Frozen):
     provider again. Key ``tenant/provider/resource_id``.
     """
 
-    fetch_id: str
-    tenant: str
-    provider: str
+    fetch_id: Ref
+    tenant: Ref
+    provider: Ref
     ref: FetchedRef
     status: int
-    content_type: str = ""
-    document: bytes
-    fetched_at: datetime
+    content_type: Ref = ""
+    document: Body
+    fetched_at: Instant
     source: RawRef
-    parent_resource_id: str | None = None
+    parent_resource_id: Ref | None = None
 
 
 def _reject_constant(name: str) -> float:
@@ -288,13 +350,13 @@ class PolicyChanged(Frozen):
     a malformed record is dead-lettered instead of stalling a projection.
     """
 
-    tenant: str
-    revision: str
+    tenant: Ref
+    revision: Ref
     policy_json: str
-    previous_revision: str | None = None
-    changed_at: datetime
-    changed_by: str
-    reason: str | None = None
+    previous_revision: Ref | None = None
+    changed_at: Instant
+    changed_by: Ref
+    reason: Text | None = None
 
     @field_validator("policy_json")
     @classmethod

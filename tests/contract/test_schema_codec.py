@@ -8,19 +8,21 @@ import types
 from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import resources
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from pydantic.fields import FieldInfo
 
 from paywatch.errors import CodecError
 from paywatch.schemas import codec
 from paywatch.schemas.codec import TOPIC_VALUE_MODELS, SingleObjectCodec
 from paywatch.schemas.models import (
+    MAX_YEAR,
+    MIN_YEAR,
     Alert,
     Decline,
     DeclineCategory,
@@ -52,14 +54,52 @@ def floats_for(info: FieldInfo | None) -> st.SearchStrategy[float]:
     return st.floats(min_value=bounds.get("ge"), max_value=bounds.get("le"), allow_nan=False)
 
 
+def _bounds(metadata: Any) -> dict[str, Any]:
+    """ge/le/max_length/pattern and validators from a field's metadata (schemas.models bounds)."""
+    found: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            found.update(_bounds(item.metadata))
+        elif isinstance(item, AfterValidator):
+            found["years"] = (MIN_YEAR, MAX_YEAR)
+        for key in ("ge", "le", "max_length", "pattern"):
+            if getattr(item, key, None) is not None:
+                found[key] = getattr(item, key)
+    return found
+
+
+def bounded(base: Any, limits: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values of a bounded type (Ref, Text, Minor, Attempt, Instant, Body, ...)."""
+    if base is str:
+        size = min(12, limits.get("max_length", 12))
+        return no_nul_text(size) if "pattern" in limits else st.text(max_size=size)
+    if base is int:
+        return st.integers(limits.get("ge", -(2**63)), limits.get("le", 2**63 - 1))
+    if base is bytes:
+        return st.binary(max_size=min(40, limits.get("max_length", 40)))
+    if base is datetime and "years" in limits:
+        low, high = limits["years"]
+        return DATETIMES.filter(lambda d: low <= d.year <= high)
+    return values(base)
+
+
+def no_nul_text(size: int) -> st.SearchStrategy[str]:
+    chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+    return st.text(alphabet=chars, max_size=size)
+
+
 def values(annotation: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
     """Valid values for one pydantic annotation (recursing into nested models)."""
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return bounded(args[0], _bounds(args[1:]))
+    if info is not None and _bounds(info.metadata) and annotation in (str, int, bytes, datetime):
+        return bounded(annotation, _bounds(info.metadata))
     if origin in (Union, types.UnionType):
         inner = next(a for a in args if a is not type(None))
         return st.none() | values(inner, info)
     if origin is dict:
-        return st.dictionaries(TEXT, TEXT, max_size=3)
+        return st.dictionaries(values(args[0]), values(args[1]), max_size=3)
     if origin is list:
         return st.lists(TEXT, max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):

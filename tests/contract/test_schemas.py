@@ -8,7 +8,7 @@ import types
 from datetime import datetime
 from enum import StrEnum
 from importlib import resources
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import fastavro
 import pytest
@@ -41,12 +41,14 @@ PRIMITIVE_SHAPES = {str: "string", int: "long", float: "double", bool: "boolean"
 
 def model_shape(annotation: Any) -> Any:
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # bounds (schemas.models.Ref, Minor, ...) do not change the Avro type
+        return model_shape(args[0])
     if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         assert len(inner) == 1 and len(args) == 2, f"only X | None unions map to Avro: {annotation}"
         return ("optional", model_shape(inner[0]))
     if origin is dict:
-        assert args == (str, str)
+        assert [model_shape(a) for a in args] == ["string", "string"]
         return ("map", "string")
     if origin is list:
         assert args == (str,)
