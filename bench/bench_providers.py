@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -160,11 +159,7 @@ def other_cases(ts: int) -> list[Case]:
 async def one(case: Case, now: datetime) -> None:
     """Verify, parse and normalize one delivery, as ingest + the worker do."""
     provider, body = case.provider, case.body
-    verify_async: Callable[..., Any] | None = getattr(provider, "verify_async", None)
-    if verify_async is not None:
-        await verify_async(body, case.headers, [case.secrets], now)
-    else:
-        provider.verify(body, case.headers, [case.secrets], now)
+    await provider.verify_async(body, case.headers, [case.secrets], now)
     doc = provider.parse(body)
     if case.fetched is not None:
         events = [
@@ -175,7 +170,7 @@ async def one(case: Case, now: datetime) -> None:
         assert events, case.name
         return
     raw = RawWebhook(ingest_id="b", tenant="bench", provider=case.name, received_at=now, body=body)
-    assert provider.normalize(raw, "webhooks.raw", 0, 0), case.name
+    assert provider.normalize(raw, "webhooks.raw", 0, 0, doc), case.name
 
 
 async def measure(n: int) -> list[tuple[str, float, float]]:

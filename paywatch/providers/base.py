@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers import pan
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
 
 # Fixed namespace for deterministic event ids: never change it (replay relies on it).
@@ -44,9 +45,6 @@ EVENT_NAMESPACE = uuid.UUID("6f1c3c1e-5a7b-4c39-9a0e-70a1e0c0ffee")
 Secrets = Sequence[Mapping[str, str]]
 """Every currently valid secret set of a tenant for one provider, newest first
 (several during rotation). Each maps secret name -> value."""
-
-Coords = tuple[str, int, int]
-"""Where a raw record was read: (topic, partition, offset)."""
 
 
 def event_id(tenant: str, provider: str, provider_event_id: str, index: int = 0) -> str:
@@ -209,7 +207,7 @@ class Provider(ABC):
         already); without it the body is parsed here.
         """
         parsed = self.parse(raw.body) if doc is None else doc
-        return self.normalize_doc(raw, parsed, (topic, partition, offset))
+        return self.normalize_doc(raw, parsed, Coords(topic, partition, offset))
 
     @abstractmethod
     def normalize_doc(

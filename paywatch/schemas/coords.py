@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Coords:
-    """Kafka coordinates of one record."""
+class Coords(NamedTuple):
+    """Kafka coordinates of one record (a tuple, so ``topic, partition, offset = at`` works)."""
 
     topic: str
     partition: int

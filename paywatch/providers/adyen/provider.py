@@ -18,7 +18,8 @@ from paywatch.providers.adyen.signature import (
     load,
     verify_notification,
 )
-from paywatch.providers.base import Coords, Provider, Secrets, envelope, reject_card_numbers
+from paywatch.providers.base import Provider, Secrets, envelope, reject_card_numbers
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import EventType, PaymentEvent, RawWebhook
 
 SCOPES: tuple[Scope, ...] = ("all", "recurring")

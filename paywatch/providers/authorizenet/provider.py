@@ -11,13 +11,13 @@ from paywatch.errors import PayloadError
 from paywatch.providers.authorizenet import normalize as fields_of
 from paywatch.providers.authorizenet.signature import KEY_FORMS, KeyForm, verify_body
 from paywatch.providers.base import (
-    Coords,
     Provider,
     Secrets,
     envelope,
     load_json,
     reject_card_numbers,
 )
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 DEFAULT_KEY_FORM: KeyForm = "ascii"

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Coords, Provider, Secrets, envelope
+from paywatch.providers.base import Provider, Secrets, envelope
 from paywatch.providers.braintree import normalize as fields_of
 from paywatch.providers.braintree.signature import challenge_response, form_fields, verify_form
 from paywatch.providers.braintree.xmldoc import MAX_XML_BYTES, decode_payload
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 _CURRENCY = re.compile(r"[A-Z]{3}")

@@ -12,7 +12,6 @@ from typing import Any
 
 from paywatch.errors import PayloadError, VerificationError
 from paywatch.providers.base import (
-    Coords,
     Provider,
     Secrets,
     envelope,
@@ -21,6 +20,7 @@ from paywatch.providers.base import (
 )
 from paywatch.providers.checkout import normalize as fields_of
 from paywatch.providers.checkout.normalize import DEFAULT_EVENTS
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import EventType, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "cko-signature"

@@ -11,7 +11,6 @@ from typing import Any
 
 from paywatch.errors import PayloadError
 from paywatch.providers.base import (
-    Coords,
     Provider,
     Secrets,
     envelope,
@@ -25,6 +24,7 @@ from paywatch.providers.generic.signature import (
     header,
     verify_message,
 )
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 

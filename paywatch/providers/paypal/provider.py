@@ -27,7 +27,7 @@ import httpx
 from cryptography import x509
 
 from paywatch.errors import PayloadError, Retryable, VerificationError
-from paywatch.providers.base import Coords, Provider, Secrets, envelope, load_json
+from paywatch.providers.base import Provider, Secrets, envelope, load_json
 from paywatch.providers.paypal import normalize as fields_of
 from paywatch.providers.paypal.certs import DEFAULT_CERT_HOSTS, CertFetcher
 from paywatch.providers.paypal.signature import (
@@ -37,6 +37,7 @@ from paywatch.providers.paypal.signature import (
     verify_signature,
 )
 from paywatch.providers.paypal.verify_api import DEFAULT_API_BASE, ApiCredentials, VerifyApi
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 DEFAULT_TIMEOUT = 5.0

@@ -19,12 +19,13 @@ import httpx
 
 from paywatch.errors import PayloadError
 from paywatch.providers import pan
-from paywatch.providers.base import Coords, Provider, Secrets
+from paywatch.providers.base import Provider, Secrets
 from paywatch.providers.quickbooks import documents, events
 from paywatch.providers.quickbooks.api import QuickBooksApi
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords, currency_code
 from paywatch.providers.thin.refs import ResourceRef
 from paywatch.providers.thin.signature import verify_b64_hmac
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "intuit-signature"

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Coords, Provider, Secrets, envelope, load_json
+from paywatch.providers.base import Provider, Secrets, envelope, load_json
 from paywatch.providers.stripe.fields import created, obj, ref
 from paywatch.providers.stripe.normalize import HANDLERS
 from paywatch.providers.stripe.signature import DEFAULT_TOLERANCE, verify_signature
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawWebhook
 
 

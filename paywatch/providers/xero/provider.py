@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx
 
-from paywatch.providers.base import Coords, Provider, Secrets
+from paywatch.providers.base import Provider, Secrets
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords
 from paywatch.providers.thin.refs import ResourceRef
 from paywatch.providers.thin.signature import verify_b64_hmac
 from paywatch.providers.xero import batch
 from paywatch.providers.xero.api import XeroApi
 from paywatch.providers.xero.invoice import SALES_TYPES, normalize_invoice
+from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
 
 SIGNATURE_HEADER = "x-xero-signature"
