@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import httpx
 
 from paywatch.errors import PayloadError
 from paywatch.providers import pan
-from paywatch.providers.base import Provider, Secrets
 from paywatch.providers.quickbooks import documents, events
 from paywatch.providers.quickbooks.api import QuickBooksApi
+from paywatch.providers.thin.base import ThinProviderBase
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords, currency_code
 from paywatch.providers.thin.refs import ResourceRef
-from paywatch.providers.thin.signature import verify_b64_hmac
-from paywatch.schemas.coords import Coords
-from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
+from paywatch.schemas.models import DeclineCategory, PaymentEvent
 
 SIGNATURE_HEADER = "intuit-signature"
 
 
-class QuickBooksProvider(Provider):
+class QuickBooksProvider(ThinProviderBase):
     """QuickBooks Online webhooks: thin, signed; entities are fetched, then normalized.
 
     ``grace_days`` (default 0) and ``overdue_category`` (default ACTION) as for Xero;
@@ -42,13 +39,8 @@ class QuickBooksProvider(Provider):
 
     name: str = "quickbooks"
     secret_names: tuple[str, ...] = ("verifier_token",)
-    optional_secret_names: tuple[str, ...] = (
-        "client_id",
-        "client_secret",
-        "refresh_token",
-        "api_base",
-    )
-    thin: bool = True
+    signature_header: str = SIGNATURE_HEADER
+    display_name: str = "QuickBooks"
     empty_ack: bool = False
 
     def __init__(
@@ -65,19 +57,6 @@ class QuickBooksProvider(Provider):
         except PayloadError as exc:
             raise ValueError("default_currency must be an ISO 4217 code") from exc
         self.collapse_repeats = collapse_repeats
-
-    def verify(
-        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
-    ) -> None:
-        """Raise VerificationError unless ``intuit-signature`` signs the raw body (no time)."""
-        verify_b64_hmac(
-            body,
-            headers,
-            secrets,
-            header_name=SIGNATURE_HEADER,
-            secret_name="verifier_token",  # noqa: S106 (the secret's name, not its value)
-            what="QuickBooks",
-        )
 
     def contains_pan(self, body: bytes) -> bool:
         """Card-number check that ignores realm ids (``pan.contains_pan`` would not).
@@ -103,12 +82,6 @@ class QuickBooksProvider(Provider):
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """The CloudEvent id, or a content hash of the delivery."""
         return events.delivery_key(doc)
-
-    def normalize_doc(
-        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
-    ) -> list[PaymentEvent]:
-        """Always []: a thin webhook says nothing before its entities are fetched."""
-        return []
 
     def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:
         """The invoices and payments a parsed delivery asks to fetch, in delivery order."""

@@ -9,25 +9,22 @@ signed, when the webhook is created or re-enabled (``handshake``).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime
 from typing import Any
 
 import httpx
 
-from paywatch.providers.base import Provider, Secrets
+from paywatch.providers.thin.base import ThinProviderBase
 from paywatch.providers.thin.ledger import LedgerRules, RawCoords
 from paywatch.providers.thin.refs import ResourceRef
-from paywatch.providers.thin.signature import verify_b64_hmac
 from paywatch.providers.xero import batch
 from paywatch.providers.xero.api import XeroApi
 from paywatch.providers.xero.invoice import SALES_TYPES, normalize_invoice
-from paywatch.schemas.coords import Coords
-from paywatch.schemas.models import DeclineCategory, PaymentEvent, RawWebhook
+from paywatch.schemas.models import DeclineCategory, PaymentEvent
 
 SIGNATURE_HEADER = "x-xero-signature"
 
 
-class XeroProvider(Provider):
+class XeroProvider(ThinProviderBase):
     """Xero webhooks: thin, signed batches; invoices are fetched, then normalized.
 
     ``grace_days`` (default 0): days after the due date before INVOICE_OVERDUE;
@@ -38,13 +35,8 @@ class XeroProvider(Provider):
 
     name: str = "xero"
     secret_names: tuple[str, ...] = ("webhook_key",)
-    optional_secret_names: tuple[str, ...] = (
-        "client_id",
-        "client_secret",
-        "refresh_token",
-        "api_base",
-    )
-    thin: bool = True
+    signature_header: str = SIGNATURE_HEADER
+    display_name: str = "Xero"
     empty_ack: bool = True
 
     def __init__(
@@ -58,19 +50,6 @@ class XeroProvider(Provider):
         self.rules = LedgerRules(grace_days=grace_days, overdue_category=overdue_category)
         self.invoice_types = frozenset(invoice_types)
         self.collapse_repeats = collapse_repeats
-
-    def verify(
-        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
-    ) -> None:
-        """Raise VerificationError unless ``x-xero-signature`` signs the raw body (no time)."""
-        verify_b64_hmac(
-            body,
-            headers,
-            secrets,
-            header_name=SIGNATURE_HEADER,
-            secret_name="webhook_key",  # noqa: S106 (the secret's name, not its value)
-            what="Xero",
-        )
 
     def parse(self, body: bytes) -> dict[str, Any]:
         """A batch: JSON object with an ``events`` list (empty for intent-to-receive)."""
@@ -88,19 +67,9 @@ class XeroProvider(Provider):
         """A content hash of the batch's events (Xero has no event ids)."""
         return batch.delivery_key(doc)
 
-    def normalize_doc(
-        self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
-    ) -> list[PaymentEvent]:
-        """Always []: a thin webhook says nothing before its invoices are fetched."""
-        return []
-
     def references(self, doc: Mapping[str, Any]) -> list[ResourceRef]:
         """The invoices a parsed batch asks to fetch, in delivery order."""
         return batch.references(doc, collapse_repeats=self.collapse_repeats)
-
-    def follow_ups(self, ref: ResourceRef, document: bytes, status: int = 200) -> list[ResourceRef]:
-        """Further fetches a fetched document asks for: none for Xero."""
-        return []
 
     def normalize_fetched(
         self,
