@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
 
@@ -69,15 +70,18 @@ def duplicate_blocks(min_lines: int = 12) -> str:
 
 
 def wheel_size() -> tuple[int, list[str]]:
-    with tempfile.TemporaryDirectory() as out:
+    """The wheel built from a clean copy of the sources (a stale build/ would leak old files)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = pathlib.Path(tmp) / "src"
+        skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests", "bench")
+        shutil.copytree(ROOT, src, ignore=skip)
+        out = pathlib.Path(tmp) / "dist"
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, str(ROOT)],
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
             check=True,
             capture_output=True,
         )
-        wheel = next(pathlib.Path(out).glob("*.whl"))
-        import zipfile
-
+        wheel = next(out.glob("*.whl"))
         names = zipfile.ZipFile(wheel).namelist()
         return wheel.stat().st_size, names
 
