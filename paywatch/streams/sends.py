@@ -21,3 +21,10 @@ async def send_all(codec: Codec, records: Iterable[tuple[Any, bytes, Frozen]]) -
     ]
     for fut in futures:
         await fut
+
+
+async def send_raw(topic: Any, records: Iterable[tuple[str, bytes]]) -> None:
+    """Send ``(key, value)`` records already encoded to one Faust topic, then await the acks."""
+    futures = [await topic.send(key=key.encode(), value=value) for key, value in records]
+    for fut in futures:
+        await fut
