@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from paywatch.projections.base import ReadModel, each, execute_many
+from paywatch.projections.base import ReadModel, each
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent
 from paywatch.schemas.topics import PAYMENTS_EVENTS
 
-INSERT = (
-    "INSERT INTO event_log (event_id, tenant, type, provider, source_type, invoice_ref,"
-    ' customer_ref, occurred_at, topic, partition, "offset", payload)'
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    " ON CONFLICT (event_id) DO NOTHING"
+WRITE = CopyMerge(
+    "event_log",
+    tuple(
+        "event_id tenant type provider source_type invoice_ref customer_ref occurred_at"
+        " topic partition offset payload".split()
+    ),
+    key=("event_id",),
+    json=frozenset({"payload"}),
 )
+"""A known event id is left alone (a redelivery changes nothing)."""
 
 
 def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...]:
-    """The event_log row of one event."""
+    """The event_log row of one event (the payload as JSON text)."""
     return (
         event.event_id,
         event.tenant,
@@ -31,10 +36,8 @@ def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...]:
         at.topic,
         at.partition,
         at.offset,
-        event.model_dump(mode="json"),
+        event.model_dump_json(),
     )
 
 
-READ_MODEL = ReadModel(
-    "event_log", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=execute_many(INSERT)
-)
+READ_MODEL = ReadModel("event_log", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=WRITE)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from paywatch.projections.base import ReadModel, each, execute_many
+from paywatch.projections.base import ReadModel, each
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent
 from paywatch.schemas.topics import PAYMENTS_EVENTS
 
-INSERT = (
-    "INSERT INTO failures (event_id, tenant, invoice_ref, provider, customer_ref, payment_ref,"
-    " occurred_at, amount_minor, currency, attempt, decline_code, decline_category,"
-    " decline_network, network_code, advice_code, decline_message, card_brand, card_last4,"
-    ' topic, partition, "offset")'
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
-    " $18, $19, $20, $21) ON CONFLICT (event_id) DO NOTHING"
+WRITE = CopyMerge(
+    "failures",
+    tuple(
+        "event_id tenant invoice_ref provider customer_ref payment_ref occurred_at"
+        " amount_minor currency attempt decline_code decline_category decline_network"
+        " network_code advice_code decline_message card_brand card_last4"
+        " topic partition offset".split()
+    ),
+    key=("event_id",),
 )
+"""A known event id is left alone (a redelivery changes nothing)."""
 
 
 FAILURE_ROW_TYPES = frozenset({EventType.PAYMENT_FAILED, EventType.INVOICE_OVERDUE})
@@ -54,6 +58,4 @@ def row(event: PaymentEvent, at: Coords) -> tuple[Any, ...] | None:
     )
 
 
-READ_MODEL = ReadModel(
-    "failures", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=execute_many(INSERT)
-)
+READ_MODEL = ReadModel("failures", {PAYMENTS_EVENTS: PaymentEvent}, rows=each(row), write=WRITE)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 
-from paywatch.projections.base import Batch, ReadModel, Row, execute_many
+from paywatch.projections.base import Batch, ReadModel, Row
 from paywatch.projections.invoice_fold import (
     COLUMNS,
     FAILURE_TYPES,
@@ -24,26 +25,28 @@ from paywatch.projections.invoice_fold import (
     InvoiceRow,
     evolve,
 )
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_TRANSITIONS
 
 Key = tuple[str, str]
 """(tenant, invoice_ref)"""
 
-_KEYS = "(tenant, invoice_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+WRITE = CopyMerge("invoices", COLUMNS, key=COLUMNS[:2], update=True)
+# One lookup per batch: for every key, its stored row, its saga's state and, when the batch
+# holds a failure of it, the newest success in the event log (this batch's included).
+# Writers of one invoice are serialised by the advisory `locks`, taken before any read.
 # SQL built from the fixed column names of InvoiceRow: no value is ever formatted in.
-SELECT = f"SELECT {', '.join(COLUMNS)} FROM invoices WHERE {_KEYS} FOR UPDATE"  # noqa: S608
-UPSERT = (
-    f"INSERT INTO invoices ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
-    f"({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "
-    "ON CONFLICT (tenant, invoice_ref) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
-    + ", updated_at = now()"
-)
-SAGA_STATES = f"SELECT tenant, invoice_ref, state FROM recovery_workflows WHERE {_KEYS}"  # noqa: S608
-LATEST_SUCCESS = (
-    "SELECT payload FROM event_log WHERE tenant = $1 AND invoice_ref = $2"
-    " AND type = ANY($3::text[]) ORDER BY occurred_at DESC, event_id DESC LIMIT 1"
+_STORED = ", ".join(f"i.{c}" for c in COLUMNS)
+LOOKUP = (
+    "SELECT k.tenant AS key_tenant, k.invoice_ref AS key_ref, i.tenant IS NOT NULL AS stored,"  # noqa: S608
+    f" {_STORED}, w.state AS saga_state, s.payload AS success"
+    " FROM unnest($1::text[], $2::text[], $3::bool[]) AS k(tenant, invoice_ref, failing)"
+    " LEFT JOIN invoices i ON i.tenant = k.tenant AND i.invoice_ref = k.invoice_ref"
+    " LEFT JOIN recovery_workflows w ON w.tenant = k.tenant AND w.invoice_ref = k.invoice_ref"
+    " LEFT JOIN LATERAL (SELECT e.payload FROM event_log e WHERE k.failing"
+    " AND e.tenant = k.tenant AND e.invoice_ref = k.invoice_ref AND e.type = ANY($4::text[])"
+    " ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1) s ON true"
 )
 SUCCESS_NAMES = [t.value for t in SUCCESS_TYPES]
 
@@ -69,9 +72,33 @@ def locks(batch: Batch[PaymentEvent | SagaTransition]) -> Iterable[int]:
     return {lock_id((r.tenant, r.invoice_ref)) for r, _ in batch}
 
 
-def _arrays(keys: Sequence[Key]) -> tuple[list[str], list[str]]:
-    """Keys as the two arrays ($1 tenants, $2 refs) of an unnest() lookup."""
-    return [t for t, _ in keys], [r for _, r in keys]
+@dataclass(frozen=True)
+class Known:
+    """What the lookup found for one invoice."""
+
+    row: InvoiceRow | None
+    saga: SagaState | None
+    success: PaymentEvent | None
+
+    @classmethod
+    def from_record(cls, rec: Any) -> Known:
+        """Build from a record of `LOOKUP`."""
+        row = InvoiceRow.from_record({c: rec[c] for c in COLUMNS}) if rec["stored"] else None
+        saga = None if rec["saga_state"] is None else SagaState(rec["saga_state"])
+        payload = rec["success"]
+        success = None if payload is None else PaymentEvent.model_validate(payload)
+        return cls(row, saga, success)
+
+
+async def lookup(
+    conn: asyncpg.Connection, events: dict[Key, list[PaymentEvent]], keys: Sequence[Key]
+) -> dict[Key, Known]:
+    """One query for every key of the batch: stored row, saga state, newest success."""
+    failing = [any(e.type in FAILURE_TYPES for e in events.get(k, ())) for k in keys]
+    found = await conn.fetch(
+        LOOKUP, [t for t, _ in keys], [r for _, r in keys], failing, SUCCESS_NAMES
+    )
+    return {(r["key_tenant"], r["key_ref"]): Known.from_record(r) for r in found}
 
 
 async def rows(
@@ -83,50 +110,26 @@ async def rows(
         if isinstance(record, PaymentEvent):
             events.setdefault((record.tenant, record.invoice_ref), []).append(record)
     keys = sorted({(r.tenant, r.invoice_ref) for r, _ in batch})
-    stored = {
-        (r["tenant"], r["invoice_ref"]): InvoiceRow.from_record(r)
-        for r in await conn.fetch(SELECT, *_arrays(keys))
-    }
-    sagas = {
-        (r["tenant"], r["invoice_ref"]): SagaState(r["state"])
-        for r in await conn.fetch(SAGA_STATES, *_arrays(keys))
-    }
+    known = await lookup(conn, events, keys)
     upserts = []
     for key in keys:
-        row = await _fold(conn, key, stored.get(key), events.get(key, []))
+        now = known[key]
+        row = now.row
+        for event in events.get(key, []):  # the batch's events, in log order
+            row = evolve(row, event, now.success)
         if row is None:
             continue
-        row = replace(row, status=decide_status(sagas.get(key), row.status))
-        if key in events or row != stored.get(key):  # transitions alone: only a new status
+        row = replace(row, status=decide_status(now.saga, row.status))
+        if key in events or row != now.row:  # transitions alone: only a new status
             upserts.append(row.values())
     return upserts
-
-
-async def _fold(
-    conn: asyncpg.Connection, key: Key, row: InvoiceRow | None, evs: list[PaymentEvent]
-) -> InvoiceRow | None:
-    """Fold the invoice's events of the batch, in log order, onto its stored row."""
-    success = await _latest_success(conn, key, evs)
-    for event in evs:
-        row = evolve(row, event, success)
-    return row
-
-
-async def _latest_success(
-    conn: asyncpg.Connection, key: Key, evs: list[PaymentEvent]
-) -> PaymentEvent | None:
-    """The newest success in the event log (this batch's included) when a failure needs it."""
-    if not any(e.type in FAILURE_TYPES for e in evs):
-        return None  # only failures consult it
-    payload = await conn.fetchval(LATEST_SUCCESS, *key, SUCCESS_NAMES)
-    return None if payload is None else PaymentEvent.model_validate(payload)
 
 
 READ_MODEL: ReadModel[PaymentEvent | SagaTransition] = ReadModel(
     "invoices",
     {PAYMENTS_EVENTS: PaymentEvent, RECOVERY_TRANSITIONS: SagaTransition},
     rows=rows,
-    write=execute_many(UPSERT),
+    write=WRITE,
     locks=locks,
     after=("event_log", "recovery_workflows"),
 )

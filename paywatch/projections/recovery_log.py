@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from paywatch.projections.base import ReadModel, each, execute_many
+from paywatch.projections.base import ReadModel, each
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import RecoveryCommand, SagaTransition
 from paywatch.schemas.topics import RECOVERY_COMMANDS, RECOVERY_TRANSITIONS
 
-INSERT = (
-    'INSERT INTO recovery_log (topic, partition, "offset", tenant, invoice_ref, kind, at,'
-    " from_state, to_state, command_id, command_type, due_at, rule_id, rule_edition,"
-    " rule_source, reason, cause_event_id, payload)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-    ' ON CONFLICT (topic, partition, "offset") DO NOTHING'
+WRITE = CopyMerge(
+    "recovery_log",
+    tuple(
+        "topic partition offset tenant invoice_ref kind at from_state to_state command_id"
+        " command_type due_at rule_id rule_edition rule_source reason cause_event_id"
+        " payload".split()
+    ),
+    key=("topic", "partition", "offset"),
+    json=frozenset({"payload"}),
 )
+"""A known (topic, partition, offset) is left alone (a replay changes nothing)."""
 
 
 def row(record: SagaTransition | RecoveryCommand, at: Coords) -> tuple[Any, ...]:
@@ -37,7 +42,7 @@ def row(record: SagaTransition | RecoveryCommand, at: Coords) -> tuple[Any, ...]
     return (
         at.topic, at.partition, at.offset, record.tenant, record.invoice_ref, kind, when,
         *states, *command, rule.id, rule.edition, rule.source, record.reason,
-        record.cause_event_id, record.model_dump(mode="json"),
+        record.cause_event_id, record.model_dump_json(),
     )  # fmt: skip
 
 
@@ -45,5 +50,5 @@ READ_MODEL: ReadModel[SagaTransition | RecoveryCommand] = ReadModel(
     "recovery_log",
     {RECOVERY_TRANSITIONS: SagaTransition, RECOVERY_COMMANDS: RecoveryCommand},
     rows=each(row),
-    write=execute_many(INSERT),
+    write=WRITE,
 )

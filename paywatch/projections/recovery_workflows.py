@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from paywatch.projections.base import Batch, ReadModel, Row, execute_many
+from paywatch.projections.base import Batch, ReadModel, Row
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import CommandType, SagaState, SagaTransition
 from paywatch.schemas.topics import RECOVERY_TRANSITIONS
@@ -78,21 +79,24 @@ def _column(value: Any) -> Any:
 
 # SQL built from the fixed column names of WorkflowRow: no value is ever formatted in.
 COLUMNS = tuple(WorkflowRow.__dataclass_fields__)
-_ORDER = "last_transition_at, last_topic, last_partition, last_offset"
 SELECT = (
     f"SELECT {', '.join(COLUMNS)} FROM recovery_workflows"  # noqa: S608
     " WHERE (tenant, invoice_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
+_GUARD = ("last_transition_at", "last_topic", "last_partition", "last_offset")
+WRITE = CopyMerge("recovery_workflows", COLUMNS, key=COLUMNS[:2], update=True, guard=_GUARD)
+"""The projector's write. Belt and braces: the fold already kept the newest; the guard never
+lets an older row win (two projectors overlapping a rebalance)."""
 UPSERT = (
     f"INSERT INTO recovery_workflows ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
     f"({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "
     "ON CONFLICT (tenant, invoice_ref) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
     + ", updated_at = now()"
-    # Belt and braces: the fold already kept the newest; never let an older row win.
-    + f" WHERE ({', '.join(f'recovery_workflows.{c}' for c in _ORDER.split(', '))})"
-    + f" < ({', '.join(f'EXCLUDED.{c}' for c in _ORDER.split(', '))})"
+    + f" WHERE ({', '.join(f'recovery_workflows.{c}' for c in _GUARD)})"
+    + f" < ({', '.join(f'EXCLUDED.{c}' for c in _GUARD)})"
 )
+"""The same guarded write for one row (`WorkflowRow.values()`)."""
 
 
 def position(transition: SagaTransition, at: Coords) -> Position:
@@ -151,5 +155,5 @@ READ_MODEL = ReadModel(
     "recovery_workflows",
     {RECOVERY_TRANSITIONS: SagaTransition},
     rows=rows,
-    write=execute_many(UPSERT),
+    write=WRITE,
 )
