@@ -3,9 +3,14 @@
 It reads the topics of every registered read model (`SOURCES`, derived from
 :mod:`paywatch.projections.registry`) under one projection name. On every partition
 assignment the consumer seeks to the checkpoint stored in Postgres (not Kafka's committed
-offset); each polled batch, whatever topics it spans, is written with the checkpoints of
-every partition it read in one transaction. Kafka offsets are committed afterwards for
-monitoring only.
+offset); each polled batch (up to `projector_batch` records, filled for at most LINGER_S),
+whatever topics it spans, is written with the checkpoints of every partition it read in one
+transaction. Kafka offsets are committed afterwards for monitoring only.
+
+No record stops it: an undecodable record is dead-lettered here, a record whose write fails
+is isolated and dead-lettered by :class:`paywatch.projections.writer.BatchWriter`, each with
+its coordinates, the stage ``project`` and the error, and checkpointed as skipped; while
+Postgres is unreachable it waits and retries, dead-lettering nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.projections import registry
-from paywatch.projections.sink import PostgresSink
+from paywatch.projections.faults import describe
+from paywatch.projections.writer import BatchWriter, Entry, Stopped, durably
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import DeadLetter, Frozen
@@ -32,6 +38,8 @@ from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)
 PROJECTION = "read_models"
+LINGER_S = 0.05
+"""After the first records of a batch, how long to keep polling to fill it."""
 SOURCES: Mapping[str, type[Frozen]] = registry.sources()
 """Logical topics the projector reads, with the model of their values."""
 
@@ -62,10 +70,17 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
     fetched again from the checkpoint), so nothing is processed from a wrong position.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, projection: str) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        projection: str,
+        stopping: asyncio.Event,
+    ) -> None:
         self._consumer = consumer
         self._pool = pool
         self._projection = projection
+        self._stopping = stopping
         self.ready: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -74,13 +89,7 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Seek each partition to checkpoint (or the beginning when none)."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT topic, partition, next_offset FROM projection_checkpoints"
-                " WHERE projection = $1",
-                self._projection,
-            )
-        stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        stored = await durably(self._checkpoints, self._stopping)
         # No await from here on: every seek and the `ready` mark happen together, so the
         # fetcher cannot hand out records from the pre-seek position in between. Offset 0
         # below the log start falls back to the earliest offset (auto_offset_reset).
@@ -88,6 +97,16 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
         self.ready.update(assigned)
         log.info("projector assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    async def _checkpoints(self) -> dict[tuple[str, int], int]:
+        """The stored (topic, partition) -> next_offset of the projection (waits for Postgres)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM projection_checkpoints"
+                " WHERE projection = $1",
+                self._projection,
+            )
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
 class Projector:
@@ -102,9 +121,7 @@ class Projector:
         projection: str = PROJECTION,
     ) -> None:
         self._settings = settings
-        self._pool = pool
         self._codec = codec
-        self._projection = projection
         self._sources = {
             settings.topic(name): Source(model, settings.topic(dead_letter_topic(name)))
             for name, model in SOURCES.items()
@@ -116,7 +133,8 @@ class Projector:
         )
         self._producer = reliable_producer(bootstrap, client_id="paywatch-projector")
         self._stopping = asyncio.Event()
-        self._listener = _SeekToCheckpoint(self._consumer, pool, projection)
+        self._listener = _SeekToCheckpoint(self._consumer, pool, projection, self._stopping)
+        self.writer = BatchWriter(pool, projection, self._dead_letter, stopping=self._stopping)
 
     async def run(self) -> None:
         """Run until `stop()`."""
@@ -126,6 +144,8 @@ class Projector:
         try:
             while not self._stopping.is_set():
                 await self.step()
+        except Stopped:
+            log.info("projector stopped while waiting for the database")
         finally:
             await self._consumer.stop()
             await self._producer.stop()
@@ -136,41 +156,61 @@ class Projector:
 
     async def step(self) -> int:
         """Poll one batch and write it; returns the number of records written."""
-        batches = await self._consumer.getmany(
-            timeout_ms=500, max_records=self._settings.projector_batch
-        )
-        if not batches:
-            return 0
-        sink = PostgresSink(self._projection)
-        for tp, records in batches.items():
-            if tp not in self._listener.ready:
-                continue  # fetched before the seek to the checkpoint: will come again
-            for rec in records:
-                sink.add(await self._decode(rec), Coords(rec.topic, rec.partition, rec.offset))
-        async with self._pool.acquire() as conn:
-            written = await sink.write(conn)
-        await self._consumer.commit()
+        polled = await self._poll()
+        fresh: dict[Coords, Any] = {}  # a rebalance while lingering may deliver a record twice
+        for tp, records in polled:
+            if tp in self._listener.ready:  # else fetched before the seek: will come again
+                fresh.update((Coords(r.topic, r.partition, r.offset), r) for r in records)
+        entries = [
+            Entry(await self._decode(rec), at, rec.key, rec.value) for at, rec in fresh.items()
+        ]
+        written = await self.writer.write(entries)
+        if polled:
+            await self._consumer.commit()
         return written
+
+    async def _poll(self) -> list[tuple[TopicPartition, list[Any]]]:
+        """Records of one batch: up to `projector_batch`, polled for at most LINGER_S more
+        once the first records are in (a rebalance in between drops revoked partitions)."""
+        limit = self._settings.projector_batch
+        batch = await self._consumer.getmany(timeout_ms=500, max_records=limit)
+        polled = list(batch.items())
+        size = sum(len(records) for _, records in polled)
+        deadline = asyncio.get_running_loop().time() + LINGER_S
+        while polled and size < limit:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            more = await self._consumer.getmany(
+                timeout_ms=int(left * 1000) + 1, max_records=limit - size
+            )
+            polled.extend(more.items())
+            size += sum(len(records) for records in more.values())
+        return polled
 
     async def _decode(self, rec: Any) -> Frozen | None:
         source = self._sources[rec.topic]
         try:
             return self._codec.decode(rec.value, source.model, topic=rec.topic)
         except CodecError as exc:
-            await self._dead_letter(rec, exc, source.dlq)
+            entry = Entry(None, Coords(rec.topic, rec.partition, rec.offset), rec.key, rec.value)
+            await self._dead_letter(entry, exc)
             return None
 
-    async def _dead_letter(self, rec: Any, exc: CodecError, dlq: str) -> None:
-        log.warning("dead letter %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
+    async def _dead_letter(self, entry: Entry, exc: BaseException) -> None:
+        """Send the record's DeadLetter (stage "project", the error) and wait for the ack."""
+        at = entry.at
+        log.warning("dead letter %s[%s]@%s: %s", at.topic, at.partition, at.offset, exc)
         letter = DeadLetter(
-            source_topic=rec.topic,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
+            source_topic=at.topic,
+            source_partition=at.partition,
+            source_offset=at.offset,
             stage="project",
-            error=str(exc)[:2000],
-            key=rec.key,
-            payload=rec.value or b"",
+            error=describe(exc),
+            key=entry.key,
+            payload=entry.value or b"",
             failed_at=datetime.now(UTC),
         )
+        dlq = self._sources[at.topic].dlq
         value = self._codec.encode(letter, topic=dlq)
-        await self._producer.send_and_wait(dlq, key=rec.key, value=value)
+        await self._producer.send_and_wait(dlq, key=entry.key, value=value)
