@@ -1,38 +1,47 @@
 """The executor process loop: recovery.commands -> sandbox retries and recorded notices.
 
-Each step polls, decodes (undecodable records go to recovery.commands.dlq), schedules
-the commands by ``due_at`` (schedule.py), executes those that are due and commits each
-partition's low watermark. Effects are at-least-once and idempotent: a RETRY_PAYMENT
-appends its deterministic outcome to payments.events (acks=all, idempotent producer),
-then the command id is journaled in Postgres; a journaled id is never executed again.
-Other command types are journaled, logged and counted (real channels come later).
-Kafka or Postgres failures end the process; it resumes from the committed watermarks.
+Each step polls a batch, decodes it, schedules the commands by ``due_at``
+(schedule.py), then takes the due ones in batches: one journal lookup, every decision
+(decide.py), one transaction that journals the rows and appends the outcomes with all
+broker acks awaited at once (effects.py); then the step's dead letters, acked too, and
+only then each partition's low watermark is committed. Nothing is committed before its
+effects are durable, and a journaled command id is never executed again.
+
+Poison: a record that does not decode, cannot be decided or is refused by Postgres or
+Kafka goes alone to recovery.commands.dlq (source coordinates, stage, error) and the
+executor goes on. Kafka or Postgres unreachable: the batch is retried with backoff,
+nothing is dead-lettered; a stop request during the backoff ends the process without
+committing, and the restart resumes from the committed watermarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import KafkaError
 
 from paywatch.errors import CodecError
-from paywatch.executor import journal
-from paywatch.executor.metrics import COMMANDS, DEAD_LETTERS, PENDING
-from paywatch.executor.outcome import outcome_event
+from paywatch.executor import effects
+from paywatch.executor.decide import Context, Coords, Decision, decide_batch
+from paywatch.executor.failures import RETRIED, describe, transient
+from paywatch.executor.letters import DeadLetters
+from paywatch.executor.metrics import BATCH, COMMANDS, PENDING, RETRIES
 from paywatch.executor.schedule import Schedule, Slot
-from paywatch.executor.simulator import SimulatorConfig, simulate, simulated_days
+from paywatch.executor.simulator import SimulatorConfig
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import CommandType, DeadLetter, RecoveryCommand
-from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name, invoice_key
+from paywatch.schemas.models import RecoveryCommand
+from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
 from paywatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,13 +50,19 @@ MAX_POLL_MS = 1000
 MAX_BATCH = 500
 MAX_PENDING = 5000
 """Per partition: above this many fetched-but-not-due commands, fetching pauses."""
+RETRY_FIRST_S, RETRY_MAX_S = 0.2, 10.0
 
 Clock = Callable[[], datetime]
+R = TypeVar("R")
 
 
 def utc_now() -> datetime:
     """The wall clock, timezone-aware."""
     return datetime.now(UTC)
+
+
+class Stopped(Exception):
+    """A stop was requested while a batch waited for Kafka or Postgres to come back."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,15 @@ class Received:
 
     command: RecoveryCommand
     record: Any
+
+
+Slot_ = Slot[TopicPartition, Received]
+Item = tuple[Slot_, RecoveryCommand, Coords]
+
+
+def coords(rec: Any) -> Coords:
+    """Where a consumer record was read."""
+    return Coords(rec.topic, rec.partition, rec.offset)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -92,6 +116,7 @@ class Executor:
         self._producer = reliable_producer(bootstrap, client_id="paywatch-executor")
         self._schedule: Schedule[TopicPartition, Received] = Schedule()
         self._committed: dict[TopicPartition, int] = {}
+        self._dead = DeadLetters(self._producer, codec, self._dlq, clock)
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -104,6 +129,8 @@ class Executor:
             try:
                 while not self._stopping.is_set():
                     await self.step()  # each step ends with its commit
+            except Stopped:
+                log.info("executor stopped while waiting for Kafka/Postgres; nothing committed")
             finally:
                 await self._consumer.stop()
         finally:
@@ -114,15 +141,18 @@ class Executor:
         self._stopping.set()
 
     async def step(self) -> None:
-        """Poll once, execute what is due, commit the watermarks."""
+        """Poll once, execute what is due in batches, dead-letter, commit the watermarks."""
         batches = await self._consumer.getmany(timeout_ms=self._poll_ms(), max_records=MAX_BATCH)
         assigned = self._consumer.assignment()
         for tp, records in batches.items():
             if tp in assigned:
                 for rec in records:
-                    await self._accept(tp, rec)
-        for slot in self._schedule.due(self._clock()):
-            await self._execute(slot)
+                    self._accept(tp, rec)
+        due = self._schedule.due(self._clock())
+        for start in range(0, len(due), MAX_BATCH):
+            await self._execute(due[start : start + MAX_BATCH])
+        for tp, offset in await self._dead.flush(self._durably):
+            self._schedule.done(tp, offset)
         self._flow_control()
         await self._commit()
         PENDING.set(len(self._schedule))
@@ -134,21 +164,76 @@ class Executor:
         wait_ms = math.ceil((due - self._clock()).total_seconds() * 1000)
         return max(0, min(MAX_POLL_MS, wait_ms))
 
-    async def _accept(self, tp: TopicPartition, rec: Any) -> None:
+    def _accept(self, tp: TopicPartition, rec: Any) -> None:
         try:
             command = self._codec.decode(rec.value or b"", RecoveryCommand, topic=self._topic)
         except CodecError as exc:
-            await self._dead_letter(rec, "decode", exc)
-            self._schedule.skip(tp, rec.offset)
+            self._schedule.hold(tp, rec.offset)  # until its dead letter is acked
+            self._reject(tp, rec, "decode", exc)
             return
         self._schedule.add(tp, rec.offset, command.due_at, Received(command, rec))
 
-    async def _execute(self, slot: Slot[TopicPartition, Received]) -> None:
-        if not self._schedule.holds(slot.partition, slot.offset):
-            return  # its partition was revoked meanwhile: the new owner executes it
-        command, rec = slot.item.command, slot.item.record
-        async with self._pool.acquire() as conn:
-            outcome = await self._carry_out(conn, command, rec)
+    async def _execute(self, slots: list[Slot_]) -> None:
+        live = [s for s in slots if self._schedule.holds(s.partition, s.offset)]
+        if not live:
+            return  # their partitions were revoked meanwhile: the new owners execute them
+        BATCH.observe(len(live))
+        items = [(s, s.item.command, coords(s.item.record)) for s in live]
+        anchors, refused = await self._durably(
+            functools.partial(effects.anchors, self._pool, items)
+        )
+        self._reject_all([(item[0], exc) for item, exc in refused], "lookup")
+        gone = {id(item) for item, _ in refused}
+        batch = decide_batch([i for i in items if id(i) not in gone], anchors, self._context())
+        self._reject_all([(r.token, r.error) for r in batch.refused], "execute")
+        applied = await self._apply(batch.decisions)
+        self._reject_all([(d.token, exc) for d, exc in applied.refused], "journal")
+        for decision in applied.executed:
+            self._done(decision.token, decision.entry.outcome)
+        for slot in [*batch.duplicates, *(d.token for d in applied.duplicates)]:
+            self._done(slot, "duplicate")
+
+    def _context(self) -> Context:
+        return Context(
+            self._config,
+            self._settings.time_scale,
+            self._clock(),
+            self._events,
+            lambda event: self._codec.encode(event, topic=self._events),
+        )
+
+    async def _apply(self, decisions: list[Decision]) -> effects.Applied:
+        """Make the decisions durable; records Kafka refuses for good are dead-lettered."""
+        while True:
+            try:
+                return await self._durably(functools.partial(self._apply_once, decisions))
+            except effects.SendRefused as refused:
+                self._reject_all([(d.token, exc) for d, exc in refused.refused], "send")
+                gone = {id(d) for d, _ in refused.refused}
+                decisions = [d for d in decisions if id(d) not in gone]
+
+    async def _apply_once(self, decisions: list[Decision]) -> effects.Applied:
+        return await effects.apply(self._pool, self._producer, decisions)
+
+    async def _durably(self, op: Callable[[], Awaitable[R]]) -> R:
+        """Run `op` until it succeeds; transient failures are retried with backoff."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await op()
+            except RETRIED as exc:
+                if not transient(exc):
+                    raise
+                log.warning("Kafka/Postgres unavailable, retry in %.1f s: %s", delay, describe(exc))
+            RETRIES.inc()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                raise Stopped
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _done(self, slot: Slot_, outcome: str) -> None:
+        command = slot.item.command
         COMMANDS.labels(command.type.value, outcome).inc()
         log.info(
             "%s %s command %s (invoice %s/%s, attempt %s, due %s)",
@@ -162,66 +247,13 @@ class Executor:
         )
         self._schedule.done(slot.partition, slot.offset)
 
-    async def _carry_out(self, conn: asyncpg.Connection, command: RecoveryCommand, rec: Any) -> str:
-        """Execute or record the command unless journaled already; return the outcome."""
-        if await journal.executed(conn, command.tenant, command.command_id):
-            return "duplicate"
-        if command.type is CommandType.RETRY_PAYMENT:
-            entry = await self._retry(conn, command, rec)
-            if entry is None:
-                return "dead_letter"
-        else:
-            entry = self._entry(command, rec, "recorded", {})
-        await journal.record(conn, entry)
-        return entry.outcome
+    def _reject_all(self, refused: Iterable[tuple[Slot_, BaseException]], stage: str) -> None:
+        for slot, exc in refused:
+            COMMANDS.labels(slot.item.command.type.value, "dead_letter").inc()
+            self._reject(slot.partition, slot.item.record, stage, exc)
 
-    async def _retry(
-        self, conn: asyncpg.Connection, command: RecoveryCommand, rec: Any
-    ) -> journal.Entry | None:
-        """Simulate the retry, append its outcome, return the journal entry."""
-        # Day 0 is the invoice's first failure when the saga says it (first_failed_at);
-        # commands without it fall back to the earliest journaled command of the invoice.
-        anchor = command.first_failed_at or await journal.first_due_at(
-            conn, command.tenant, command.invoice_ref
-        )
-        start = command.due_at if anchor is None else min(anchor, command.due_at)
-        day = simulated_days(start, command.due_at, self._settings.time_scale)
-        verdict = simulate(command, self._config, day)
-        event = outcome_event(
-            command, verdict, topic=rec.topic, partition=rec.partition, offset=rec.offset
-        )
-        try:
-            value = self._codec.encode(event, topic=self._events)
-        except CodecError as exc:
-            await self._dead_letter(rec, "execute", exc)
-            return None
-        await self._producer.send_and_wait(
-            self._events, key=invoice_key(event.tenant, event.invoice_ref).encode(), value=value
-        )
-        detail = {"event_id": event.event_id, "day": day, "probability": verdict.probability}
-        return self._entry(command, rec, "succeeded" if verdict.succeeded else "failed", detail)
-
-    def _entry(
-        self, command: RecoveryCommand, rec: Any, outcome: str, extra: dict[str, Any]
-    ) -> journal.Entry:
-        detail = journal.command_detail(command, rec.topic, rec.partition, rec.offset)
-        return journal.Entry(command, outcome, self._clock(), {**detail, **extra})
-
-    async def _dead_letter(self, rec: Any, stage: str, exc: Exception) -> None:
-        log.warning("dead letter %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
-        letter = DeadLetter(
-            source_topic=rec.topic,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
-            stage=stage,
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            key=rec.key,
-            payload=rec.value or b"",
-            failed_at=self._clock(),
-        )
-        value = self._codec.encode(letter, topic=self._dlq)
-        await self._producer.send_and_wait(self._dlq, key=rec.key, value=value)
-        DEAD_LETTERS.labels(stage).inc()
+    def _reject(self, tp: TopicPartition, rec: Any, stage: str, exc: BaseException) -> None:
+        self._dead.add(tp, rec, stage, exc)  # its slot stays pending until the letter is acked
 
     def _flow_control(self) -> None:
         """Pause partitions whose backlog of not-yet-due commands is full; resume drained ones."""
@@ -244,9 +276,10 @@ class Executor:
             return
         try:
             await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on: the new owner resumes from the last commit and the
-            # journal skips what was executed since.
+        except KafkaError as exc:
+            # The group moved on (the new owner resumes from the last commit and the
+            # journal skips what was executed since) or the coordinator is away for a
+            # moment (the next step commits the same watermarks again).
             log.warning("offset commit skipped: %s", exc)
             return
         self._committed.update(offsets)

@@ -46,6 +46,12 @@ class Schedule(Generic[P, T]):
         self._pending.setdefault(partition, set()).add(offset)
         self._seen(partition, offset)
 
+    def hold(self, partition: P, offset: int) -> None:
+        """A record handled outside the heap (e.g. being dead-lettered): holds the watermark
+        until `done`, like a pending command, but is never returned by `due`."""
+        self._pending.setdefault(partition, set()).add(offset)
+        self._seen(partition, offset)
+
     def skip(self, partition: P, offset: int) -> None:
         """A record handled on arrival (e.g. dead-lettered): only moves the watermark."""
         self._pending.setdefault(partition, set())

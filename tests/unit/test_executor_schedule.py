@@ -64,3 +64,14 @@ def test_dropped_partitions_are_forgotten() -> None:
     assert [slot.item for slot in s.due(NOW + timedelta(seconds=1))] == ["kept"]
     s.done("p0", 0)  # finishing a revoked record is harmless
     assert s.watermarks() == {"p1": 0}
+
+
+def test_a_held_record_holds_the_watermark_until_done_and_is_never_due() -> None:
+    s: Schedule[str, str] = Schedule()
+    s.add("p0", 4, NOW, "a")
+    s.hold("p0", 5)  # being dead-lettered
+    [slot] = s.due(NOW + timedelta(days=1))
+    s.done(slot.partition, slot.offset)
+    assert s.watermarks() == {"p0": 5}
+    s.done("p0", 5)  # its dead letter was acked
+    assert s.watermarks() == {"p0": 6}
