@@ -58,6 +58,7 @@ from saga_worker import Worker, committed, dir_size, records
 from paywatch.kafka.admin import admin_client, ensure_topics
 from paywatch.kafka.codec import make_codec
 from paywatch.ops.kafka import EmbeddedKafka
+from paywatch.schemas import topics
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
@@ -70,7 +71,7 @@ from paywatch.settings import Settings
 
 UNUSED_DSN = "postgresql://paywatch@127.0.0.1:9/unused"  # required by `run`, never connected
 OPEN = saga_baseline.OPEN_STATES
-TABLES = ("normalize-seen", "recovery-sagas", "recovery-cards")
+TABLES = topics.TABLES  # the changelogs the worker keeps
 SEED = 7
 
 

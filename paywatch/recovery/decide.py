@@ -1,10 +1,11 @@
 """``decide(state, input, now, policy) -> Decision``: the recovery saga as a pure function.
 
-One call handles one input (a PaymentEvent, a TimerFired, a PolicyChanged) in four steps:
+One call handles one input (a PaymentEvent, a TimerFired, a PolicyChanged, a PermitDenied
+from the card's ledger) in four steps:
 
 1. reconcile: a saga planned under another policy revision drops the pending commands the
    new policy forbids (``plan.forbidden``); everything else stays as planned;
-2. react to the input (``events.HANDLERS`` for events);
+2. react to the input (``reactions.HANDLERS`` for events, ``permits.on_denied``);
 3. flush: fire every pending timer that is due at ``now`` (a retry passes the gate first);
 4. settle: derive ``retrying`` / ``awaiting_customer`` from the plan and emit the transition.
 
@@ -22,9 +23,17 @@ from paywatch.recovery import plan
 from paywatch.recovery.commands import tenant_rule
 from paywatch.recovery.firing import FINAL, flush
 from paywatch.recovery.ledger import card_key, standin_card
+from paywatch.recovery.permits import on_denied
 from paywatch.recovery.reactions import on_event
 from paywatch.recovery.run import Run
-from paywatch.recovery.state import Decision, Saga, SagaInput, TimerFired, TimerPurpose
+from paywatch.recovery.state import (
+    Decision,
+    PermitDenied,
+    Saga,
+    SagaInput,
+    TimerFired,
+    TimerPurpose,
+)
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
 
@@ -39,6 +48,8 @@ def decide(state: Saga | None, event: SagaInput, now: datetime, policy: TenantPo
         saga = reconcile(saga, run)
     if isinstance(event, PaymentEvent):
         saga = on_event(saga, event, run)
+    elif isinstance(event, PermitDenied):
+        saga = on_denied(saga, event, run)
     if saga is not None and saga.is_open:
         saga = _settle(flush(saga, run), run)
         # Settling may arm an escalation that is already due: fire it in this decision too.
@@ -69,6 +80,8 @@ def _cause(event: SagaInput) -> str:
         return event.event_id
     if isinstance(event, TimerFired):
         return event.timer_id
+    if isinstance(event, PermitDenied):
+        return f"permit:{event.command_id}"
     return f"policy:{event.revision}"
 
 

@@ -57,8 +57,9 @@ def _fire_retry(saga: Saga, timer: Timer, run: Run) -> Saga:
     if gate.allowed_at > run.now:
         return saga.schedule(timer.model_copy(update={"due_at": due, "command": cmd}))
     saga = run.record(saga, (_paywatch_attempt(saga, cmd, run.now),))
-    saga = saga.model_copy(update={"retries": saga.retries + 1, "in_flight": True})
-    return run.emit(saga, cmd)
+    planned = timer.model_copy(update={"due_at": due, "command": cmd})
+    update = {"retries": saga.retries + 1, "in_flight": True, "permit": planned}
+    return run.emit(saga.model_copy(update=update), cmd)
 
 
 def _paywatch_attempt(saga: Saga, cmd: RecoveryCommand, now: datetime) -> CardAttempt:

@@ -1,15 +1,16 @@
 """The pure half of the saga agent: table entries in, table entries and records out.
 
-The Faust agent (``paywatch.streams.saga``) reads a saga's table entry and its
-card's ledger, calls ``step`` and then does the I/O: sends the commands and transitions,
-waits for the acks, writes the entries back and re-indexes the timers. Everything here is
+The Faust agent (``paywatch.streams.saga``) reads a saga's table entry, calls ``step`` and
+then does the I/O: sends the commands, transitions and card records (retry permit requests
+and attempts, to the card's ledger agent), waits for the acks, writes the entry back and
+re-indexes the timers. Everything here is
 deterministic given its arguments (the wall time is one of them).
 
 Table entries are JSON (Faust's default value serializer)::
 
     sagas[tenant/invoice_ref] = {"v": 1, "p": partition, "d": last decision (saga time),
                                  "t": [[timer id, due (wall time)], ...], "s": Saga}
-    cards[card key]           = [CardAttempt, ...]   # the last CARD_HISTORY_DAYS only
+    card ledger[card key]     = [CardAttempt, ...]   # the last CARD_HISTORY_DAYS only
 
 ``p`` and ``t`` let the timer index be rebuilt after a restart without parsing every
 saga; ``d`` keeps transition times monotonic per saga even if the wall clock steps back.
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from paywatch.recovery.card_messages import route
 from paywatch.recovery.clock import SagaClock
 from paywatch.recovery.decide import decide, ledger_card
 from paywatch.recovery.ledger import CardAttempt, CardLedger
-from paywatch.recovery.state import Saga, SagaInput, TimerFired
+from paywatch.recovery.state import PermitDenied, Saga, SagaInput, TimerFired
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
 
@@ -46,6 +48,8 @@ class Step:
     cards: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     commands: list[RecoveryCommand] = field(default_factory=list)
     transitions: list[SagaTransition] = field(default_factory=list)
+    card_messages: list[tuple[str, bytes]] = field(default_factory=list)
+    """(card key, record) for ``recovery.cards``: attempts seen and retry permit requests."""
 
     @property
     def timers(self) -> list[tuple[str, datetime]]:
@@ -82,9 +86,15 @@ def tick(fired: TimerFired) -> bytes:
     ).encode()
 
 
-def read_tick(value: bytes) -> TimerFired:
-    """A ``recovery.timers`` record (raises ValueError / ValidationError when malformed)."""
-    return TimerFired.model_validate_json(value)
+def read_tick(value: bytes) -> TimerFired | PermitDenied:
+    """A ``recovery.timers`` record: a due timer, or a card ledger's refusal of a retry.
+
+    Raises ValueError / ValidationError when malformed.
+    """
+    payload = json.loads(value)
+    if isinstance(payload, dict) and "denied" in payload:
+        return PermitDenied.model_validate(payload["denied"])
+    return TimerFired.model_validate(payload)
 
 
 def fired_for(key: str, timer_id: str, entry: Entry | None) -> TimerFired | None:
@@ -144,22 +154,37 @@ def step(
     wall_now: datetime,
     clock: SagaClock,
     policy: TenantPolicy,
-    cards: CardsGet,
+    cards: CardsGet | None = None,
 ) -> Step:
-    """One decision of the saga behind ``entry`` (see the module docstring)."""
+    """One decision of the saga behind ``entry`` (see the module docstring).
+
+    With ``cards`` (a local card table: the plain-loop benchmark) the decision reads and
+    writes card usage directly. Without (the worker), the saga knows its own attempts only:
+    its retries become permit requests and its attempts records for the card's ledger
+    (``card_messages``), which has the last word (:mod:`paywatch.recovery.permits`).
+    """
     state = saga_of(entry)
     event = _to_saga(event, clock)
     now = clock.to_saga(wall_now)
     if entry and entry.get("d"):
         now = max(now, datetime.fromisoformat(entry["d"]))  # never back in time per saga
-    decision = decide(_with_ledger(state, event, cards), event, now, policy)
+    decision = decide(_with_ledger(state, event, cards or _none), event, now, policy)
     out = Step(entry=entry)
     if decision.new_state is not None:
         out.entry = _entry(decision.new_state, partition, now, clock)
-    out.cards = _card_updates(decision.ledger_entries, cards, now)
-    out.commands = [_command_to_wall(c, clock) for c in decision.commands]
+    commands = [_command_to_wall(c, clock) for c in decision.commands]
+    if cards is None:
+        routed = route(decision.new_state, commands, decision.ledger_entries)
+        out.commands, out.card_messages = routed.commands, routed.card_messages
+    else:
+        out.cards = _card_updates(decision.ledger_entries, cards, now)
+        out.commands = commands
     out.transitions = [_transition_to_wall(t, clock) for t in decision.transitions]
     return out
+
+
+def _none(_card: str) -> None:
+    return None
 
 
 def _with_ledger(state: Saga | None, event: SagaInput, cards: CardsGet) -> Saga | None:

@@ -121,6 +121,9 @@ class Saga(Frozen):
     # The shell's snapshot of `card` (replaced before every call, need not be persisted),
     # plus what this decision added.
     ledger: CardLedger | None = None
+    # The retry last emitted, as it was planned: the card's ledger (a card-keyed agent) may
+    # still refuse it, and then it is planned again from here (see ``permits``).
+    permit: Timer | None = None
 
     @property
     def is_open(self) -> bool:
@@ -174,7 +177,22 @@ class PolicyChanged(Frozen):
     revision: str
 
 
-SagaInput = PaymentEvent | TimerFired | PolicyChanged
+class PermitDenied(Frozen):
+    """The card's ledger refused a retry this saga emitted (another invoice used the card).
+
+    ``until`` is when the card's counters allow one more (saga time), or None: never (a stop
+    on the card, or no time left before the saga's deadline). ``rule`` says which limit.
+    """
+
+    tenant: str
+    invoice_ref: str
+    command_id: str
+    until: datetime | None = None
+    rule: RuleRef
+    reason: str
+
+
+SagaInput = PaymentEvent | TimerFired | PolicyChanged | PermitDenied
 """What ``decide`` reacts to."""
 
 

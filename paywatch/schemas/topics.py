@@ -36,6 +36,10 @@ RECOVERY_TRANSITIONS = "recovery.transitions"
 RECOVERY_TIMERS = "recovery.timers"
 """Internal: ticks that make the saga agent fire a due timer (co-partitioned with
 payments.events; the timers themselves live in the saga table)."""
+RECOVERY_CARDS = "recovery.cards"
+"""Internal: attempts and retry permit requests for the card-ledger agent (key: card key);
+one partition owns each card, so its network counters have one writer across all
+invoices, partitions and workers."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
@@ -81,7 +85,7 @@ def dlq_name(source: str) -> str:
     return f"{source}.dlq"
 
 
-TABLES = ("normalize-seen", "recovery-sagas", "recovery-cards")
+TABLES = ("normalize-seen", "recovery-sagas", "recovery-card-ledger")
 """The worker's Faust tables (names without the topic prefix)."""
 
 
@@ -103,6 +107,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic(RISK_SCORES), parts, dict(COMPACTED), repl))
     specs.append(TopicSpec(settings.topic(ALERTS), parts, dict(NINETY_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_TIMERS), parts, dict(SEVEN_DAYS), repl))
+    specs.append(TopicSpec(settings.topic(RECOVERY_CARDS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_POLICIES), few_parts, dict(FOREVER), repl))
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)

@@ -20,6 +20,7 @@ from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import FetchedDocument, RawRef
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
+    RECOVERY_CARDS,
     RECOVERY_COMMANDS,
     RECOVERY_TIMERS,
     RECOVERY_TRANSITIONS,
@@ -29,6 +30,8 @@ from paywatch.schemas.topics import (
     table_name,
 )
 from paywatch.settings import Settings
+from paywatch.streams.card_ledger import CardLedgerRuntime
+from paywatch.streams.card_ledger import install as install_card_ledger
 from paywatch.streams.fetch import (
     Fetcher,
     FetchGaveUp,
@@ -142,25 +145,25 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
     async def dead_letter(msg: Any, exc: Exception, stage: str) -> None:
         await _dead_letter(events_dlq, codec, msg, exc, stage)
 
+    clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
+    cards = _raw_topic(app, settings.topic(RECOVERY_CARDS))
+    commands = _raw_topic(app, settings.topic(RECOVERY_COMMANDS))
+    timers = _raw_topic(app, settings.topic(RECOVERY_TIMERS))
     runtime = SagaRuntime(
         codec=codec,
-        clock=load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor),
+        clock=clock,
         policies=policies,
-        # Both tables are written from the saga agent's stream (payments.events and
-        # recovery.timers, co-partitioned), so their changelogs follow its partitions.
+        # Written from the saga agent's stream (payments.events and recovery.timers,
+        # co-partitioned), so its changelog follows its partitions.
         sagas=app.Table(
             table_name(settings, "recovery-sagas"),
             default=None,
             partitions=settings.topic_partitions,
         ),
-        cards=app.Table(
-            table_name(settings, "recovery-cards"),
-            default=None,
-            partitions=settings.topic_partitions,
-        ),
-        commands=_raw_topic(app, settings.topic(RECOVERY_COMMANDS)),
+        cards=cards,
+        commands=commands,
         transitions=_raw_topic(app, settings.topic(RECOVERY_TRANSITIONS)),
-        timers=_raw_topic(app, settings.topic(RECOVERY_TIMERS)),
+        timers=timers,
         events_topic=settings.topic(PAYMENTS_EVENTS),
         timers_topic=settings.topic(RECOVERY_TIMERS),
         dead_letter=dead_letter,
@@ -174,6 +177,22 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         value_serializer="raw",
     )
     install_saga(app, runtime, source)
+    ledger = CardLedgerRuntime(
+        codec=codec,
+        clock=clock,
+        policies=policies,
+        policies_ready=runtime.policies_ready,
+        # Written from the card-ledger agent's stream (recovery.cards, keyed by card).
+        ledgers=app.Table(
+            table_name(settings, "recovery-card-ledger"),
+            default=None,
+            partitions=settings.topic_partitions,
+        ),
+        commands=commands,
+        timers=timers,
+        dead_letter=dead_letter,
+    )
+    install_card_ledger(app, ledger, cards)
     return runtime
 
 

@@ -3,7 +3,10 @@
 Agent ``recovery-saga`` reads ``payments.events`` and ``recovery.timers`` (co-partitioned,
 keyed ``tenant/invoice_ref``), runs one decision per record, sends the commands to
 ``recovery.commands`` and the transitions to ``recovery.transitions``, waits for the broker
-acks, then writes the saga and card tables (changelogged by Faust). At-least-once: a crash
+acks, then writes the saga table (changelogged by Faust). Retries and the attempts a saga
+sees go to the card's ledger (``recovery.cards``, agent ``card-ledger`` in
+:mod:`paywatch.streams.card_ledger`), which forwards a granted retry to
+``recovery.commands`` or refuses it back to the saga (``PermitDenied``). At-least-once: a crash
 before the offset commit replays the record; decisions are deterministic and a saga that
 already saw the event id or fired the timer emits nothing again.
 
@@ -34,7 +37,7 @@ from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
 from paywatch.schemas.topics import invoice_key
-from paywatch.streams.sends import send_all
+from paywatch.streams.sends import send_all, send_raw
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class SagaRuntime:
     clock: SagaClock
     policies: PolicySource
     sagas: Any  # Faust table: tenant/invoice_ref -> entry
-    cards: Any  # Faust table: card key -> [CardAttempt]
+    cards: Any  # recovery.cards topic: attempts and retry permit requests, key = card key
     commands: Any  # recovery.commands topic
     transitions: Any  # recovery.transitions topic
     timers: Any  # recovery.timers topic
@@ -100,7 +103,7 @@ class SagaRuntime:
         event: PaymentEvent = self.codec.decode(msg.value, PaymentEvent, topic=msg.topic)
         return event
 
-    async def _policies_ready(self) -> None:
+    async def policies_ready(self) -> None:
         """Start the policy source once and wait until it knows every stored policy."""
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -121,7 +124,7 @@ class SagaRuntime:
     async def handle(self, msg: Any) -> None:
         """One decision for one record (see the module docstring)."""
         if not self.ready:
-            await self._policies_ready()
+            await self.policies_ready()
         try:
             event = self.decode(msg)
         except (CodecError, ValueError, ValidationError) as exc:
@@ -137,7 +140,6 @@ class SagaRuntime:
                 wall_now=datetime.now(UTC),
                 clock=self.clock,
                 policy=self.policies.get(event.tenant),
-                cards=self.cards.get,
             )
         except (PaywatchError, ValidationError, ValueError) as exc:  # a bug, not bad luck
             log.exception("saga %s: decision failed", key)
@@ -152,10 +154,9 @@ class SagaRuntime:
                 *((self.transitions, record_key, t) for t in out.transitions),
             ],
         )
+        await send_raw(self.cards, out.card_messages)
         if out.entry is not None and out.entry != entry:
             self.sagas[key] = out.entry
-        for card, entries in out.cards.items():
-            self.cards[card] = entries
         if self.indexed is not None and msg.partition in self.indexed:
             self.index.put(key, msg.partition, out.timers)
 
