@@ -12,8 +12,9 @@ column is decided from it and the saga's state in one place,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from paywatch.schemas.models import DeclineCategory, EventType, PaymentEvent, SagaState
@@ -64,12 +65,21 @@ class InvoiceRow:
         values["last_event_id"] = str(values["last_event_id"])
         return cls(**values)
 
+    def but(self, **changes: Any) -> InvoiceRow:
+        """A copy with `changes`: `dataclasses.replace` without re-running `__init__`, several
+        times faster, and the fold makes a few per event."""
+        row = object.__new__(InvoiceRow)
+        row.__dict__.update(self.__dict__, **changes)
+        return row
+
     def values(self) -> tuple[Any, ...]:
         """Values in `COLUMNS` order."""
-        return tuple(getattr(self, c) for c in COLUMNS)
+        values: tuple[Any, ...] = _VALUES(self)
+        return values
 
 
 COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
+_VALUES = attrgetter(*COLUMNS)
 
 
 def _newer(event: PaymentEvent, at: datetime | None, event_id: str | None = None) -> bool:
@@ -115,8 +125,7 @@ def _new_row(event: PaymentEvent) -> InvoiceRow:
 def _touch(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
     """Fill blanks and move last_event_* forward."""
     newer = _newer(event, row.last_event_at, row.last_event_id)
-    return replace(
-        row,
+    return row.but(
         customer_ref=row.customer_ref or event.customer_ref,
         subscription_ref=row.subscription_ref or event.subscription_ref,
         amount_minor=(
@@ -160,15 +169,13 @@ def _takes_decline(row: InvoiceRow, event: PaymentEvent) -> bool:
 def _apply_failure(row: InvoiceRow, event: PaymentEvent) -> InvoiceRow:
     decline = event.decline
     if decline is not None and _takes_decline(row, event):
-        row = replace(
-            row,
+        row = row.but(
             last_decline_code=decline.code,
             last_decline_category=decline.category.value,
             last_decline_message=decline.message,
             last_decline_at=event.occurred_at,
         )
-    return replace(
-        row,
+    return row.but(
         attempts=max(row.attempts, event.attempt or 1),
         first_failed_at=_min(row.first_failed_at, event.occurred_at),
         last_failed_at=_max(row.last_failed_at, event.occurred_at),
@@ -198,13 +205,13 @@ def evolve(
         return _event_state(_succeed(row, event))
     closed = CLOSE_TYPES.get(event.type)
     if closed is not None:
-        row = replace(row, canceled_at=_max(row.canceled_at, event.occurred_at))
+        row = row.but(canceled_at=_max(row.canceled_at, event.occurred_at))
         return _event_state(row, closed)
     return row
 
 
 def _succeed(row: InvoiceRow, success: PaymentEvent) -> InvoiceRow:
-    return replace(row, recovered_at=_max(row.recovered_at, success.occurred_at))
+    return row.but(recovered_at=_max(row.recovered_at, success.occurred_at))
 
 
 def _event_state(row: InvoiceRow, closed: SagaState | None = None) -> InvoiceRow:
@@ -217,8 +224,12 @@ def _event_state(row: InvoiceRow, closed: SagaState | None = None) -> InvoiceRow
     """
     last_failure = row.last_failed_at or _EPOCH
     if row.recovered_at is not None and row.recovered_at >= last_failure:
-        return replace(row, status=SagaState.recovered)
+        return _status(row, SagaState.recovered)
     if row.canceled_at is not None and row.canceled_at >= last_failure:
         kind = closed or (row.status if row.status in CLOSED else SagaState.canceled)
-        return replace(row, status=kind)
-    return replace(row, status=SagaState.failed)
+        return _status(row, kind)
+    return _status(row, SagaState.failed)
+
+
+def _status(row: InvoiceRow, status: SagaState) -> InvoiceRow:
+    return row if row.status is status else row.but(status=status)

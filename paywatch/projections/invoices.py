@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -119,7 +119,7 @@ async def rows(
             row = evolve(row, event, now.success)
         if row is None:
             continue
-        row = replace(row, status=decide_status(now.saga, row.status))
+        row = row.but(status=decide_status(now.saga, row.status))
         if key in events or row != now.row:  # transitions alone: only a new status
             upserts.append(row.values())
     return upserts

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -69,16 +70,14 @@ class WorkflowRow:
         return (self.last_transition_at, self.last_topic, self.last_partition, self.last_offset)
 
     def values(self) -> tuple[Any, ...]:
-        """Values in `COLUMNS` order (enums as their text)."""
-        return tuple(_column(getattr(self, c)) for c in COLUMNS)
-
-
-def _column(value: Any) -> Any:
-    return value.value if isinstance(value, SagaState | CommandType) else value
+        """Values in `COLUMNS` order (the enums are str: written as their text)."""
+        values: tuple[Any, ...] = _VALUES(self)
+        return values
 
 
 # SQL built from the fixed column names of WorkflowRow: no value is ever formatted in.
 COLUMNS = tuple(WorkflowRow.__dataclass_fields__)
+_VALUES = attrgetter(*COLUMNS)
 SELECT = (
     f"SELECT {', '.join(COLUMNS)} FROM recovery_workflows"  # noqa: S608
     " WHERE (tenant, invoice_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))"

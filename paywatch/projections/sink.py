@@ -26,7 +26,8 @@ CHECKPOINT = (
     " SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),"
     " updated_at = now()"
 )
-LOCK = "SELECT pg_advisory_xact_lock($1)"
+LOCKS = "SELECT pg_advisory_xact_lock(lock) FROM unnest($1::bigint[]) AS lock"
+"""Every lock of a batch in one statement, taken in the array's (ascending) order."""
 
 
 @dataclass
@@ -43,20 +44,31 @@ class PostgresSink:
         if record is not None:
             self.records.append((record, at))
         key = (at.topic, at.partition)
-        self.positions[key] = max(self.positions.get(key, 0), at.offset + 1)
+        if at.offset >= self.positions.get(key, 0):
+            self.positions[key] = at.offset + 1
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def batches(self) -> list[tuple[ReadModel[Any], list[tuple[Any, Coords]]]]:
+        """Each model with its records of the batch: log order per record type (per topic)."""
+        by_type: dict[type, list[tuple[Any, Coords]]] = {}
+        for record, at in self.records:
+            by_type.setdefault(type(record), []).append((record, at))
+        return [
+            (model, [item for t in model.record_types for item in by_type.get(t, ())])
+            for model in self.models
+        ]
 
     async def write(self, conn: asyncpg.Connection) -> int:
         """Write the batch and its checkpoints in one transaction; return records written."""
         if not self.positions:
             return 0
-        batches = [(model, model.select(self.records)) for model in self.models]
+        batches = self.batches()
         async with conn.transaction():
             locks = {lock for model, batch in batches if batch for lock in model.locks(batch)}
             if locks:  # in a fixed order, so two batches never deadlock
-                await conn.executemany(LOCK, [(lock,) for lock in sorted(locks)])
+                await conn.execute(LOCKS, sorted(locks))
             for model, batch in batches:
                 if batch:
                     await model.project(conn, batch)
