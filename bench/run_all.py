@@ -37,6 +37,7 @@ def benches(full: bool) -> list[Bench]:
         Bench("codec", ("bench_codec.py",)),
         Bench("providers", ("bench_providers.py",)),
         Bench("policy", ("bench_policy.py",)),
+        Bench("projector", ("bench_projector.py",)),
         Bench("ingest", ("bench_ingest.py",), needs=("wrk",)),
         Bench("saga", ("bench_saga.py", "--sagas", sagas)),
     ]
