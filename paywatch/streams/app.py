@@ -9,15 +9,11 @@ from typing import Any
 
 import faust
 import httpx
-from pydantic import ValidationError
 
-from paywatch.errors import CardDataError, PayloadError, UnknownProvider, VerificationError
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
-from paywatch.providers.registry import configured_providers, get_provider
-from paywatch.providers.thin import ThinProvider
+from paywatch.providers.registry import configured_providers
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import FetchedDocument, RawRef
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_CARDS,
@@ -30,27 +26,19 @@ from paywatch.schemas.topics import (
     table_name,
 )
 from paywatch.settings import Settings
+from paywatch.streams.batches import Stage
 from paywatch.streams.card_ledger import CardLedgerRuntime
 from paywatch.streams.card_ledger import install as install_card_ledger
-from paywatch.streams.fetch import (
-    Fetcher,
-    FetchGaveUp,
-    fetched_key,
-    normalize_fetched,
-    thin,
-)
-from paywatch.streams.normalize import (
-    POISON,
-    Normalized,
-    dead_letter,
-    event_key,
-    normalize_record,
-)
+from paywatch.streams.commits import Committer, OffsetLedger
+from paywatch.streams.fetch import Fetcher
+from paywatch.streams.fetch_agent import FetchAgent, FetchStage
+from paywatch.streams.normalize import dead_letter
+from paywatch.streams.normalize_agent import FetchedStage, NormalizeStage
+from paywatch.streams.normalize_agent import install as install_normalize
 from paywatch.streams.policy_view import PolicyView
 from paywatch.streams.saga import PolicySource, SagaRuntime
 from paywatch.streams.saga import install as install_saga
 from paywatch.streams.saga_clock import load_clock
-from paywatch.streams.sends import send_all
 from paywatch.tenants.pg_secrets import PgSecrets
 
 log = logging.getLogger(__name__)
@@ -74,8 +62,11 @@ class Worker:
     """The recovery saga agent's tables, topics and timer index."""
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
+def _raw_topic(
+    app: faust.App, name: str, partitions: int | None = None, *, acks: bool = True
+) -> Any:
     # Values are Avro bytes handled by our codec; Faust must not (de)serialize them.
+    # acks=False: the stage reading it commits its offsets itself (streams/commits.py).
     return app.topic(
         name,
         key_type=bytes,
@@ -83,6 +74,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
         key_serializer="raw",
         value_serializer="raw",
         partitions=partitions,
+        acks=acks,
     )
 
 
@@ -117,7 +109,7 @@ def create_worker(
     )
     worker = Worker(
         app=app,
-        raw=_raw_topic(app, settings.topic(WEBHOOKS_RAW)),
+        raw=_raw_topic(app, settings.topic(WEBHOOKS_RAW), acks=False),
         events=_raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
         raw_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_RAW))),
         # Delivery dedupe: provider event key -> raw offset that first carried it.
@@ -128,13 +120,12 @@ def create_worker(
             partitions=settings.topic_partitions,
         ),
         providers=configured_providers(settings),
-        fetched=_raw_topic(app, settings.topic(WEBHOOKS_FETCHED)),
+        fetched=_raw_topic(app, settings.topic(WEBHOOKS_FETCHED), acks=False),
         fetched_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_FETCHED))),
         fetcher=None if dsn is None else _fetcher(settings, dsn, http_transport),
     )
     codec = make_codec(settings)
-    _normalize_agent(worker, codec)
-    _normalize_fetched_agent(worker, codec)
+    _normalize_agents(worker, codec)
     saga = _saga(app, settings, codec, policies or PolicyView.from_settings(settings, bootstrap))
     return replace(worker, saga=saga)
 
@@ -211,34 +202,17 @@ def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport |
     )
 
 
-def _normalize_agent(w: Worker, codec: Codec) -> None:
-    @w.app.agent(w.raw, name="normalize")
-    async def normalize(stream: Any) -> None:
-        async for event in stream.events():
-            await _normalize_one(w, codec, event.message)
-
-
-async def _normalize_one(w: Worker, codec: Codec, msg: Any) -> None:
-    """Normalize one record; duplicates of an already-normalized delivery are dropped."""
-    try:
-        result = normalize_record(
-            codec, w.providers, msg.value, msg.topic, msg.partition, msg.offset
-        )
-    except POISON as exc:
-        await _dead_letter(w.raw_dlq, codec, msg, exc, "normalize")
-        return
-    first = w.seen.get(result.dedupe_key)
-    if first is not None and first != msg.offset:
-        return  # a redelivery of a provider event that was already normalized
-    provider = w.providers[result.raw.provider] if result.raw else None
-    thin_provider = thin(provider) if provider is not None else None
-    if thin_provider is not None and result.raw is not None:
-        if not await _fetch(w, codec, msg, thin_provider, result):
-            return  # dead-lettered: not marked seen, so a replay fetches again
-    else:
-        await send_all(codec, [(w.events, event_key(ev), ev) for ev in result.events])
-    if first is None:
-        w.seen[result.dedupe_key] = msg.offset
+def _normalize_agents(w: Worker, codec: Codec) -> None:
+    """The normalize, fetch and normalize-fetched agents, committing their own offsets."""
+    ledger = OffsetLedger()
+    Committer(w.app, ledger).install()
+    raw_stage = Stage(w.app, codec, w.raw_dlq, ledger)
+    fetch = FetchAgent(FetchStage(raw_stage, w.fetcher, w.fetched, w.seen))
+    normalize = NormalizeStage(raw_stage, w.providers, w.seen, w.events, fetch)
+    install_normalize(w.app, w.raw, "normalize", normalize)
+    fetched_stage = Stage(w.app, codec, w.fetched_dlq, ledger)
+    fetched = FetchedStage(fetched_stage, w.providers, w.events)
+    install_normalize(w.app, w.fetched, "normalize-fetched", fetched)
 
 
 async def _dead_letter(dlq: Any, codec: Codec, msg: Any, exc: Exception, stage: str) -> None:
@@ -255,52 +229,3 @@ async def _dead_letter(dlq: Any, codec: Codec, msg: Any, exc: Exception, stage: 
     )
     fut = await dlq.send(key=msg.key, value=codec.encode(letter, topic=dlq.get_topic_name()))
     await fut
-
-
-FETCH_FAILURES = (VerificationError, CardDataError, PayloadError, FetchGaveUp)
-"""Fetch outcomes that dead-letter the raw webhook (see ``paywatch.streams.fetch``)."""
-
-
-async def _fetch(
-    w: Worker, codec: Codec, msg: Any, provider: ThinProvider, result: Normalized
-) -> bool:
-    """Fetch what a thin webhook names and log it to webhooks.fetched; False if DLQ'd."""
-    assert result.raw is not None
-    source = RawRef(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        provider_event_id=result.provider_event_id,
-    )
-    try:
-        if w.fetcher is None:
-            raise VerificationError("the worker has no database: it cannot read OAuth secrets")
-        docs = await w.fetcher.fetch_all(
-            provider, result.raw.tenant, result.doc, source, lambda: datetime.now(UTC)
-        )
-    except FETCH_FAILURES as exc:
-        await _dead_letter(w.raw_dlq, codec, msg, exc, "fetch")
-        return False
-    await send_all(codec, [(w.fetched, fetched_key(d), d) for d in docs])
-    return True
-
-
-def _normalize_fetched_agent(w: Worker, codec: Codec) -> None:
-    @w.app.agent(w.fetched, name="normalize-fetched")
-    async def normalize_fetched_docs(stream: Any) -> None:
-        async for event in stream.events():
-            await _normalize_fetched_one(w, codec, event.message)
-
-
-async def _normalize_fetched_one(w: Worker, codec: Codec, msg: Any) -> None:
-    """One webhooks.fetched record -> canonical events (replay runs only this)."""
-    try:
-        doc = codec.decode(msg.value, FetchedDocument, topic=msg.topic)
-        provider = thin(get_provider(doc.provider, w.providers))
-        if provider is None:
-            raise UnknownProvider(f"{doc.provider!r} is not a thin-webhook provider")
-        events = normalize_fetched(provider, doc, (msg.topic, msg.partition, msg.offset))
-    except (*POISON, ValidationError) as exc:
-        await _dead_letter(w.fetched_dlq, codec, msg, exc, "normalize")
-        return
-    await send_all(codec, [(w.events, event_key(ev), ev) for ev in events])

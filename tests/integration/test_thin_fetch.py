@@ -3,11 +3,16 @@
 Ingest answers Xero's contract (intent-to-receive, empty bodies); the worker (a real
 ``paywatch run worker`` process) fetches what each webhook names with the tenant's OAuth
 app, logs the exact documents to ``webhooks.fetched`` before normalizing them, stores
-rotated refresh tokens, and dead-letters what it cannot fetch with the reason.
+rotated refresh tokens, and dead-letters what it cannot fetch with the reason. Fetches run
+in the worker's fetch agent, a few at a time per tenant: a tenant whose API hangs delays
+only its own documents.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -231,3 +236,62 @@ async def test_worker_fetches_logs_normalizes_rotates_and_dead_letters(
     assert reasons[down].stage == "fetch"
     assert "unavailable for 3 s" in reasons[down].error
     assert reasons[down].payload and failure in reasons[down].payload
+
+
+@contextmanager
+def hanging_api() -> Iterator[str]:
+    """An API base that accepts connections and never answers (a hung provider API)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(128)  # connections complete in the backlog; nothing ever reads them
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/api.xro/2.0"
+
+
+async def test_a_hung_tenant_api_delays_only_that_tenants_documents(
+    test_settings: Settings, kafka_bootstrap: str, pg_dsn: str, unique: str, tmp_path: Path
+) -> None:
+    codec = make_codec(test_settings)
+    with serve_ledgers() as ledgers, hanging_api() as hung_base:
+        settings = test_settings.model_copy(
+            update={"xero_token_url": ledgers.token_url("xero"), "fetch_deadline_s": 600.0}
+        )
+        ledgers.fakes["xero"].resources[xero_path()] = (200, xs.xero_body(xs.xero_overdue()))
+        hung, ok = f"{unique}-hung", f"{unique}-ok"
+        await _tenant(
+            settings, pg_dsn, hung, "xero", **{**_xero_secrets(ledgers), "api_base": hung_base}
+        )
+        await _tenant(settings, pg_dsn, ok, "xero", **_xero_secrets(ledgers))
+        # More webhooks of the hung tenant than it may fetch at once, all before ok's one.
+        deliveries = [(hung, xs.xero_batch(xs.xero_event(), first_sequence=i)) for i in range(8)]
+        deliveries.append((ok, xs.xero_failure()))
+        app = create_ingest(settings, kafka_bootstrap, pg_dsn)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+            ) as client:
+                for tenant, doc in deliveries:
+                    body = xs.xero_body(doc)
+                    resp = await client.post(
+                        f"/webhooks/xero/{tenant}", content=body, headers=xs.xero_headers(body)
+                    )
+                    assert resp.status_code == 200, resp.text
+
+        log = tmp_path / "worker.log"
+        with paywatch_process(settings, "run", "worker", log=log) as worker:
+
+            async def events_of(tenant: str) -> list[PaymentEvent] | None:
+                assert worker.poll() is None, log_tail(log)
+                records = await topic_records(kafka_bootstrap, settings.topic("payments.events"))
+                found = [
+                    codec.decode(r.value, PaymentEvent, topic=r.topic)
+                    for r in records
+                    if r.key.startswith(f"{tenant}/".encode())
+                ]
+                return found or None
+
+            # The hung API holds its fetches for up to 600 s; ok's document flows meanwhile.
+            (event,) = await eventually(lambda: events_of(ok), timeout=90, what="ok's event")
+            assert event.type is EventType.INVOICE_OVERDUE
+            assert await events_of(hung) is None
+            letters = await topic_records(kafka_bootstrap, settings.topic("webhooks.raw.dlq"))
+            assert not [r for r in letters if r.key.startswith(f"{hung}/".encode())]

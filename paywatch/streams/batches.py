@@ -1,0 +1,254 @@
+"""A batch inside an agent: decide every record, send every output, wait for the acks once.
+
+A stage (normalize, normalize-fetched, fetch) takes records in offset order, decides each
+one into a ``Record`` (outputs, a table write to make once they are acked, or the error
+that makes it poison), and hands the batch to ``Stage.deliver``:
+
+1. every output of every record is queued to the producer, then all broker acks are
+   awaited together (one wait per batch, not one per record);
+2. a record whose send fails because of the record (over Kafka's size limit, refused by
+   the broker) or whose decision failed is dead-lettered *alone*, with its source
+   topic/partition/offset, the stage and the error; the other records go on. A send that
+   fails for the broker's sake (unreachable, timed out) is retried with backoff and never
+   dead-letters anything, unless one record keeps failing while the others succeed: that
+   record is the poison (the batch is narrowed down to it);
+3. only then the records' table writes are made (and flushed), and the records are
+   finished in the ``OffsetLedger``, which lets their offsets be committed.
+
+So nothing is committed before its effects are durable, and no single record can stop a
+stage: every exception of a record's decision or encoding is that record's dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+from faust import streams as faust_streams
+
+from paywatch.errors import PayloadError
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import Frozen
+from paywatch.streams.commits import OffsetLedger
+from paywatch.streams.normalize import dead_letter
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 1_000_000 - 8 * 1024
+"""Largest key + value sent: Faust's producer_max_request_size, less batch framing."""
+RECORD_FAULTS = (MessageSizeTooLargeError, RecordTooLargeError, CorruptRecordException)
+"""Send failures caused by the record itself (anything else from Kafka is the broker's)."""
+BACKOFF_S, BACKOFF_MAX_S = 0.5, 10.0
+
+
+@dataclass(frozen=True)
+class Output:
+    """One encoded record to send: (Faust topic, key, value)."""
+
+    topic: Any
+    key: bytes
+    value: bytes
+
+
+@dataclass(eq=False)
+class Record:
+    """One source record of a batch and what its stage decided for it."""
+
+    event: Any
+    tracked: bool = True
+    """Counted in the ledger (False for a record of an older consumer generation)."""
+    stage: str = "normalize"
+    outputs: list[Output] = field(default_factory=list)
+    after: Callable[[], None] | None = None
+    """Table writes, made once the outputs are acked."""
+    error: BaseException | None = None
+    """Set when the record is poison: it is dead-lettered instead of sent."""
+    handed_off: bool = False
+    """Another agent finishes it (a thin webhook goes to the fetch agent)."""
+    sent: bool = False
+
+    @property
+    def message(self) -> Any:
+        """The Kafka message (topic, partition, offset, key, value)."""
+        return self.event.message
+
+
+def encode(codec: Codec, topic: Any, key: bytes, model: Frozen) -> Output:
+    """Encode one output; PayloadError when it cannot fit in a Kafka record."""
+    value = codec.encode(model, topic=topic.get_topic_name())
+    if len(key) + len(value) > MAX_RECORD_BYTES:
+        raise PayloadError(
+            f"{type(model).__name__} of {len(value)} bytes exceeds the {MAX_RECORD_BYTES}-byte"
+            " Kafka record limit"
+        )
+    return Output(topic, key, value)
+
+
+@contextmanager
+def acting_as(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event: table reads and writes use its partition.
+
+    Faust finds a table's partition through a context variable its stream iterator sets;
+    a batch is processed after the iterator moved on, so the stage sets it per record.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+def broker_fault(exc: BaseException) -> bool:
+    """A Kafka failure that is the broker's, not the record's: retry, never dead-letter."""
+    return isinstance(exc, KafkaError) and not isinstance(exc, RECORD_FAULTS)
+
+
+class BrokerUnavailable(Exception):
+    """Every send of an attempt failed for the broker's sake (retried with backoff)."""
+
+
+@dataclass
+class Stage:
+    """The I/O every batching stage shares: sends, dead letters, table writes, the ledger."""
+
+    app: Any
+    codec: Codec
+    dlq: Any
+    ledger: OffsetLedger
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def start(self, event: Any, stage: str = "normalize") -> Record:
+        """Begin one source record (it now holds back its partition's commit)."""
+        msg = event.message
+        gen = getattr(msg, "generation_id", 0)
+        tracked = self.ledger.start((msg.topic, msg.partition), msg.offset, gen)
+        return Record(event, tracked=tracked, stage=stage)
+
+    async def deliver(self, records: list[Record]) -> None:
+        """Send, dead-letter, write tables, finish: the batch's effects, then its commit."""
+        backoff = BACKOFF_S
+        while True:
+            try:
+                await self._attempt(records)
+                break
+            except BrokerUnavailable as exc:
+                log.warning("broker unavailable, retrying a batch of %d: %s", len(records), exc)
+                await asyncio.sleep(backoff)  # backoff while the broker is away
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        for record in records:
+            if record.after is not None and record.error is None and not record.handed_off:
+                with acting_as(record.event):
+                    record.after()
+        if any(r.after is not None for r in records):
+            await self.app.producer.flush()  # the table changelog records are acked too
+        for record in records:
+            if not record.handed_off:
+                self.finish(record)
+
+    def finish(self, record: Record) -> None:
+        """Every effect of the record is durable: its offset may be committed."""
+        if record.tracked:
+            msg = record.message
+            gen = getattr(msg, "generation_id", 0)
+            self.ledger.finish((msg.topic, msg.partition), msg.offset, gen)
+
+    async def _attempt(self, records: list[Record]) -> None:
+        todo = [r for r in records if not r.sent and r.error is None and not r.handed_off]
+        failed = await _send(todo)
+        waiting = []
+        for record, exc in failed:
+            if broker_fault(exc):
+                waiting.append(exc)
+            else:
+                record.error = exc
+        await self._dead_letter_all(records)
+        if waiting:
+            raise BrokerUnavailable(f"{len(waiting)} records not acked: {waiting[0]!r}")
+
+    async def _dead_letter_all(self, records: list[Record]) -> None:
+        letters = [r for r in records if r.error is not None and not r.sent]
+        if not letters:
+            return
+        failed = await _send_each(letters, [[self._letter(r, lean=False)] for r in letters])
+        too_large = []
+        for record, exc in failed:
+            if broker_fault(exc):
+                raise BrokerUnavailable(f"dead letter not acked: {exc!r}")
+            too_large.append(record)
+        # A letter too large with its payload goes without it: the coordinates remain.
+        for _record, exc in await _send_each(
+            too_large, [[self._letter(r, lean=True)] for r in too_large]
+        ):
+            raise BrokerUnavailable(f"dead letter not acked: {exc!r}")
+        for record in letters:
+            record.sent = True
+
+    def _letter(self, record: Record, *, lean: bool) -> Output:
+        msg, exc = record.message, record.error
+        assert exc is not None
+        error = f"{type(exc).__name__}: {exc}" + (" (payload omitted: too large)" if lean else "")
+        log.warning(
+            "dead letter (%s) %s[%s]@%s: %s",
+            record.stage,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            error,
+        )
+        letter = dead_letter(
+            stage=record.stage,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=b"" if lean else msg.value,
+            error=error,
+            now=self.now(),
+        )
+        value = self.codec.encode(letter, topic=self.dlq.get_topic_name())
+        return Output(self.dlq, msg.key or b"", value)
+
+
+async def _send(records: list[Record]) -> list[tuple[Record, BaseException]]:
+    """Send every record's outputs, await all acks once; the records that failed."""
+    return await _send_each(records, [r.outputs for r in records], mark=True)
+
+
+async def _send_each(
+    records: list[Record], outputs: list[list[Output]], *, mark: bool = False
+) -> list[tuple[Record, BaseException]]:
+    """Send ``outputs[i]`` for ``records[i]``, all queued first, then every ack awaited."""
+    failed: dict[int, tuple[Record, BaseException]] = {}
+    pending: list[tuple[Record, Any]] = []
+    for record, outs in zip(records, outputs, strict=True):
+        for out in outs:
+            try:
+                fut = await out.topic.send(key=out.key, value=out.value, force=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a send refused at once (e.g. too large): this record
+                failed[id(record)] = (record, exc)
+                break
+            pending.append((record, fut))
+    results = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+    for (record, _), result in zip(pending, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException) and id(record) not in failed:
+            failed[id(record)] = (record, result)
+    if mark:
+        for record in records:
+            record.sent = id(record) not in failed
+    return list(failed.values())

@@ -1,0 +1,149 @@
+"""Source offsets the normalize and fetch stages commit themselves (engine issue, item 1).
+
+Faust's own commit rule is not safe for these stages (read in faust-streaming 0.15.3:
+``transport/consumer.py``, ``streams.py``), which is how a run of 6,000 webhooks under
+``kill -9`` left ranges of ``webhooks.raw`` committed with no ``payments.events`` record:
+
+* when a rebalance starts, Faust suspends flow control and its stream iterator *skips and
+  acks* every record still buffered (``not flow_control.is_active()`` or a stale
+  ``generation_id``): skipped records count as done;
+* the consumer forgot the partition's committed offset when it was revoked, and with no
+  committed offset ``_new_offset`` commits the first consecutive run of acked offsets
+  whatever lies below it (faust-streaming #606: committing across gaps in acks);
+* ``wait_empty`` commits those acks during the rebalance, so the next owner starts after
+  records nobody processed; a ``kill -9`` then makes the loss permanent.
+
+So the stages' source topics are declared with ``acks=False`` (Faust never tracks, acks or
+commits them) and the stages commit through this module instead. The rule:
+
+    offset ``c`` of a partition is committed only when every record below ``c`` has had its
+    effects acknowledged by the broker.
+
+``OffsetLedger`` keeps, per partition and consumer generation, the records a stage started
+and has not finished (a thin webhook stays started until the fetch agent finished it) and
+the offset after the last record delivered. Its committable offset is the lowest unfinished
+record, or the next offset when none is unfinished. Records are delivered in offset order
+within a generation, starting at the group's committed offset (Faust seeks there after
+every assignment), so everything below that offset was finished by someone. A record of an
+older generation is processed (effects are idempotent) but never counts, and a partition is
+only committed while its ledger belongs to the consumer's current generation: what Faust
+skipped in a rebalance comes again from the committed offset. ``Committer`` commits the
+ledger's offsets every ``COMMIT_INTERVAL_S`` through the consumer (which drops partitions
+no longer assigned). A crash between effects and commit replays records; their effects are
+idempotent (deterministic event ids, the dedupe table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.5
+"""How often finished offsets are committed: the most a crash replays, in time."""
+
+
+class TP(NamedTuple):
+    """A topic partition (Faust's ``TP`` has the same shape)."""
+
+    topic: str
+    partition: int
+
+
+@dataclass
+class _Partition:
+    generation: int
+    next: int | None = None
+    """The offset after the last record started in this generation."""
+    unfinished: dict[int, int] = field(default_factory=dict)
+    """Offset -> how many times it was started and not yet finished."""
+    committed: int | None = None
+
+    def committable(self) -> int | None:
+        if self.next is None:
+            return None
+        return min(self.unfinished) if self.unfinished else self.next
+
+
+class OffsetLedger:
+    """Started and finished records per partition; the offsets safe to commit."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, int], _Partition] = {}
+
+    def start(self, tp: tuple[str, int], offset: int, generation: int) -> bool:
+        """A record's processing starts; False when it belongs to an older generation."""
+        part = self._parts.get(tp)
+        if part is None or generation > part.generation:
+            part = self._parts[tp] = _Partition(generation)
+        elif generation < part.generation:
+            return False
+        part.unfinished[offset] = part.unfinished.get(offset, 0) + 1
+        part.next = offset + 1 if part.next is None else max(part.next, offset + 1)
+        return True
+
+    def finish(self, tp: tuple[str, int], offset: int, generation: int) -> None:
+        """Every effect of a started record is durable (ignored for an older generation)."""
+        part = self._parts.get(tp)
+        if part is None or part.generation != generation or offset not in part.unfinished:
+            return
+        left = part.unfinished[offset] - 1
+        if left:
+            part.unfinished[offset] = left
+        else:
+            del part.unfinished[offset]
+
+    def committable(self, generation: int) -> dict[TP, int]:
+        """Partitions of ``generation`` whose safe offset moved past their last commit."""
+        out: dict[TP, int] = {}
+        for (topic, partition), part in self._parts.items():
+            offset = part.committable()
+            if part.generation != generation or offset is None:
+                continue
+            if part.committed is None or offset > part.committed:
+                out[TP(topic, partition)] = offset
+        return out
+
+    def committed(self, offsets: dict[TP, int], generation: int) -> None:
+        """Remember what was committed (so it is not committed again)."""
+        for tp, offset in offsets.items():
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None and part.generation == generation:
+                part.committed = offset
+
+    def unfinished(self) -> int:
+        """Records started and not finished, all partitions (for health and tests)."""
+        return sum(sum(p.unfinished.values()) for p in self._parts.values())
+
+
+class Committer:
+    """Commits the ledger's offsets through the Faust app's consumer."""
+
+    def __init__(self, app: Any, ledger: OffsetLedger) -> None:
+        self.app = app
+        self.ledger = ledger
+        self._lock = asyncio.Lock()
+
+    async def commit(self) -> bool:
+        """Commit what is safe now; True when something was committed."""
+        async with self._lock:
+            generation = int(self.app.consumer_generation_id)
+            offsets = self.ledger.committable(generation)
+            if not offsets:
+                return False
+            # Faust's public commit() only commits its own acks; _commit is the driver's
+            # commit of explicit offsets, filtered to the current assignment.
+            done = bool(await self.app.consumer._commit(offsets))
+            if done:
+                self.ledger.committed(offsets, generation)
+            return done
+
+    def install(self, interval: float = COMMIT_INTERVAL_S) -> None:
+        """Commit every ``interval`` seconds while the worker runs."""
+
+        @self.app.timer(interval, name="stage-commits")  # type: ignore[untyped-decorator]
+        async def commit_finished() -> None:
+            await self.commit()
