@@ -38,6 +38,7 @@ def benches(full: bool) -> list[Bench]:
         Bench("providers", ("bench_providers.py",)),
         Bench("policy", ("bench_policy.py",)),
         Bench("projector", ("bench_projector.py",)),
+        Bench("executor", ("bench_executor.py",)),
         Bench("ingest", ("bench_ingest.py",), needs=("wrk",)),
         Bench("saga", ("bench_saga.py", "--sagas", sagas)),
     ]

@@ -8,6 +8,11 @@ Used by the property tests and the benchmark; never by the worker. Per input it:
    the commands and transitions;
 3. fires timers: ``fire_due(now)`` calls ``decide`` with a ``TimerFired`` for every pending
    timer due at ``now``, earliest first.
+
+With ``permits=True`` it is the worker's protocol instead (``paywatch.recovery.permits``):
+``decide`` sees the saga's own attempts only, every RETRY_PAYMENT is a request the card's
+ledger grants (the command goes out, its attempt is recorded) or refuses (the saga gets a
+``PermitDenied`` at once), and the sagas' other attempts are added to the ledger.
 """
 
 from __future__ import annotations
@@ -17,9 +22,17 @@ from datetime import datetime
 
 from paywatch.recovery.decide import decide, ledger_card
 from paywatch.recovery.ledger import CardAttempt, CardLedger
-from paywatch.recovery.state import Decision, PolicyChanged, Saga, SagaInput, TimerFired
+from paywatch.recovery.permits import grant
+from paywatch.recovery.state import (
+    Decision,
+    PermitDenied,
+    PolicyChanged,
+    Saga,
+    SagaInput,
+    TimerFired,
+)
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.schemas.models import CommandType, PaymentEvent, RecoveryCommand, SagaTransition
 
 Key = tuple[str, str]
 
@@ -33,6 +46,8 @@ class MemoryShell:
     cards: dict[str, dict[str, CardAttempt]] = field(default_factory=dict)
     commands: list[RecoveryCommand] = field(default_factory=list)
     transitions: list[SagaTransition] = field(default_factory=list)
+    permits: bool = False
+    """True: the worker's protocol (the saga asks its card's ledger for every retry)."""
 
     def ledger(self, card: str) -> CardLedger:
         """The card table's snapshot of one card."""
@@ -46,7 +61,8 @@ class MemoryShell:
         if card is None:
             return state
         blank = state or Saga(tenant=key[0], invoice_ref=key[1])
-        return blank.model_copy(update={"ledger": self.ledger(card)})
+        known = CardLedger(card=card) if self.permits else self.ledger(card)
+        return blank.model_copy(update={"ledger": known})
 
     def apply(self, event: SagaInput, now: datetime) -> Decision:
         """One decision, with its effects applied to the tables and topics."""
@@ -54,11 +70,56 @@ class MemoryShell:
         decision = decide(self.state_for(key, event), event, now, self.policy)
         if decision.new_state is not None:
             self.sagas[key] = decision.new_state
+        if self.permits:
+            return self._through_ledger(decision, now)
         for entry in decision.ledger_entries:
             self.cards.setdefault(entry.card, {}).setdefault(entry.id, entry)
         self.commands.extend(decision.commands)
         self.transitions.extend(decision.transitions)
         return decision
+
+    def _through_ledger(self, decision: Decision, now: datetime) -> Decision:
+        """The worker's protocol: retries are granted by the card's ledger, or refused."""
+        saga = decision.new_state
+        asked = {c.command_id for c in decision.commands if c.type is CommandType.RETRY_PAYMENT}
+        for entry in decision.ledger_entries:
+            if entry.id not in asked:
+                self.cards.setdefault(entry.card, {}).setdefault(entry.id, entry)
+        sent, refusals = [], []
+        for cmd in decision.commands:
+            if cmd.command_id not in asked or saga is None or saga.card is None:
+                sent.append(cmd)
+                continue
+            permit = grant(self.ledger(saga.card), saga, cmd, now, self.policy)
+            if permit.granted:
+                self.cards[saga.card] = {e.id: e for e in permit.ledger.entries}
+                sent.append(cmd)
+            else:
+                assert permit.rule is not None
+                refusals.append(
+                    PermitDenied(
+                        tenant=saga.tenant,
+                        invoice_ref=saga.invoice_ref,
+                        command_id=cmd.command_id,
+                        until=permit.until,
+                        rule=permit.rule,
+                        reason=permit.reason,
+                    )
+                )
+        self.commands.extend(sent)
+        self.transitions.extend(decision.transitions)
+        merged = decision.model_copy(update={"commands": tuple(sent)})
+        for refused in refusals:
+            answer = self.apply(refused, now)
+            merged = merged.model_copy(
+                update={
+                    "new_state": answer.new_state,
+                    "commands": merged.commands + answer.commands,
+                    "transitions": merged.transitions + answer.transitions,
+                    "ledger_entries": merged.ledger_entries + answer.ledger_entries,
+                }
+            )
+        return merged
 
     def receive(self, event: PaymentEvent, now: datetime) -> Decision:
         """An event read from payments.events at `now`."""

@@ -558,10 +558,14 @@ class Harness:
         return next(i.card.key() for i in self.world.invoices if i.ref == event.invoice_ref)
 
 
-def run(world: World) -> Harness:
-    """Deliver the world's timeline through the shell, then fire timers until all sagas end."""
+def run(world: World, permits: bool = False) -> Harness:
+    """Deliver the world's timeline through the shell, then fire timers until all sagas end.
+
+    ``permits``: the worker's protocol, every retry asked of the card's ledger.
+    """
     truth = Truth()
-    harness = Harness(world, MemoryShell(world.policy), truth, outcomes=list(world.outcomes))
+    shell = MemoryShell(world.policy, permits=permits)
+    harness = Harness(world, shell, truth, outcomes=list(world.outcomes))
     harness.queue = timeline(world, truth)
     heapq.heapify(harness.queue)
     delivered = 0
@@ -598,3 +602,25 @@ def test_a_busy_card_never_exceeds_the_network_counters(world: World) -> None:
     assert all(s.status in TERMINAL for s in harness.shell.sagas.values())
     retries = [c for c in harness.shell.commands if c.type is CommandType.RETRY_PAYMENT]
     assert len(retries) <= 4 * world.policy.retry.max_retries
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_through_card_ledgers_every_rule_holds_and_every_saga_ends(world: World) -> None:
+    """The same histories with the worker's protocol: sagas see their own attempts only and
+    every retry is granted or refused by its card's ledger (paywatch.recovery.permits)."""
+    harness = run(world, permits=True)
+    assert all(s.status in TERMINAL for s in harness.shell.sagas.values())
+    assert all(not s.pending for s in harness.shell.sagas.values())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_worlds())
+def test_through_card_ledgers_a_busy_card_never_exceeds_the_network_counters(
+    world: World,
+) -> None:
+    harness = run(world, permits=True)
+    assert all(s.status in TERMINAL for s in harness.shell.sagas.values())
+    retries = [c for c in harness.shell.commands if c.type is CommandType.RETRY_PAYMENT]
+    assert len(retries) <= 4 * world.policy.retry.max_retries
+
