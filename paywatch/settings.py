@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(10.0, gt=0)  # one provider API request
     fetch_deadline_s: float = Field(300.0, gt=0)  # retrying one webhook's fetches, then DLQ
 
+    # Health (GET /health, `paywatch status`: paywatch/db/health.py) and Prometheus metrics.
+    health_max_lag: int = Field(10_000, ge=1)  # records behind on one partition: degraded
+    health_window_s: float = Field(900.0, gt=0)  # an unclean restart or a dead letter this recent
+    instance: str | None = None  # this process instance in health reports (default: host name)
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)  # 0: no /metrics endpoint
+    projector_metrics_port: int = Field(9102, ge=0, le=65535)
+    executor_metrics_port: int = Field(9103, ge=0, le=65535)
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_prod(self) -> Settings:
         if self.env == "prod" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
