@@ -74,10 +74,10 @@ WHERE app_id = $1 AND process = $2 AND instance = $3
 
 _STOP = """
 UPDATE process_health SET
-    stopped_at = CASE WHEN $5::text IS NULL THEN $4 ELSE NULL END,
-    heartbeat_at = $4,
-    last_error = COALESCE($5, last_error),
-    last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE $4 END
+    stopped_at = CASE WHEN $5::text IS NULL THEN $4::timestamptz END,
+    heartbeat_at = $4::timestamptz,
+    last_error = COALESCE($5::text, last_error),
+    last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE $4::timestamptz END
 WHERE app_id = $1 AND process = $2 AND instance = $3
 """
 

@@ -39,6 +39,7 @@ from paywatch.executor.metrics import BATCH, COMMANDS, PENDING, RETRIES
 from paywatch.executor.schedule import Schedule, Slot
 from paywatch.executor.simulator import SimulatorConfig
 from paywatch.kafka.clients import group_consumer, reliable_producer
+from paywatch.kafka.health import tracker
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RecoveryCommand
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
@@ -125,6 +126,7 @@ class Executor:
         try:
             await self._consumer.start()
             self._consumer.subscribe([self._topic], listener=_CommitOnRevoke(self))
+            tracker.watch(self._consumer)
             log.info("executor consuming %s (simulator seed %s)", self._topic, self._config.seed)
             try:
                 while not self._stopping.is_set():
@@ -178,6 +180,7 @@ class Executor:
         if not live:
             return  # their partitions were revoked meanwhile: the new owners execute them
         BATCH.observe(len(live))
+        tracker.batch("execute", len(live))
         items = [(s, s.item.command, coords(s.item.record)) for s in live]
         anchors, refused = await self._durably(
             functools.partial(effects.anchors, self._pool, items)
@@ -254,6 +257,7 @@ class Executor:
 
     def _reject(self, tp: TopicPartition, rec: Any, stage: str, exc: BaseException) -> None:
         self._dead.add(tp, rec, stage, exc)  # its slot stays pending until the letter is acked
+        tracker.dead_letter(stage, exc)
 
     def _flow_control(self) -> None:
         """Pause partitions whose backlog of not-yet-due commands is full; resume drained ones."""

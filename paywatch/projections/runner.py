@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import group_consumer, reliable_producer
+from paywatch.kafka.health import tracker
 from paywatch.projections import registry
 from paywatch.projections.faults import describe
 from paywatch.projections.writer import BatchWriter, Entry, Stopped, durably
@@ -141,6 +142,7 @@ class Projector:
         await self._producer.start()
         await self._consumer.start()
         self._consumer.subscribe(list(self._sources), listener=self._listener)
+        tracker.watch(self._consumer)
         try:
             while not self._stopping.is_set():
                 await self.step()
@@ -165,6 +167,7 @@ class Projector:
             Entry(await self._decode(rec), at, rec.key, rec.value) for at, rec in fresh.items()
         ]
         written = await self.writer.write(entries)
+        tracker.batch("project", len(entries))
         if polled:
             await self._consumer.commit()
         return written
@@ -201,6 +204,7 @@ class Projector:
         """Send the record's DeadLetter (stage "project", the error) and wait for the ack."""
         at = entry.at
         log.warning("dead letter %s[%s]@%s: %s", at.topic, at.partition, at.offset, exc)
+        tracker.dead_letter("project", exc)
         letter = DeadLetter(
             source_topic=at.topic,
             source_partition=at.partition,

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from paywatch.api.ingest.health import health
 from paywatch.api.ingest.routes import IngestContext, router
 from paywatch.db import create_pool
 from paywatch.kafka.appender import KafkaAppender
@@ -53,6 +54,7 @@ def create_app(
         )
         appender = KafkaAppender(bootstrap, settings.ingest_ack_timeout_s)
         await appender.start()
+        app.state.health_pool = pool  # GET /health reads the processes' heartbeats
         app.state.ingest = IngestContext(
             settings=settings,
             appender=appender,
@@ -73,14 +75,6 @@ def create_app(
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     return app
-
-
-async def health(request: Request) -> JSONResponse:
-    """200 when Kafka answers, 503 otherwise."""
-    ctx: IngestContext = request.app.state.ingest
-    if await ctx.appender.healthy():
-        return JSONResponse({"status": "ok", "kafka": "reachable"})
-    return JSONResponse({"status": "unavailable", "kafka": "unreachable"}, status_code=503)
 
 
 async def metrics() -> Response:

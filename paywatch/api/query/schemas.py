@@ -187,11 +187,26 @@ class ErrorBody(Public):
     detail: str
 
 
-class Health(Public):
-    """Liveness of the API and its database."""
+class LastError(Public):
+    """The newest error a process reported (scrubbed text) and when."""
 
-    status: Literal["ok", "unavailable"]
+    error: str
+    at: datetime | None
+
+
+class Health(Public):
+    """Liveness of the API and its database, and the verdict on the stack's processes.
+
+    ``degraded`` (still 200): a worker, projector or executor restarted uncleanly or
+    dead-lettered within PAYWATCH_HEALTH_WINDOW_S, lags more than PAYWATCH_HEALTH_MAX_LAG
+    records on a partition, or went silent; ``reasons`` says which.
+    """
+
+    status: Literal["ok", "degraded", "unavailable"]
     detail: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    last_error: LastError | None = None
+    processes: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class PolicyInForce(Public):

@@ -1,8 +1,9 @@
-"""GET /health (database reachable) and GET /metrics (Prometheus text format)."""
+"""GET /health (database reachable, verdict on the processes) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
@@ -11,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paywatch.api.query.deps import Pool
 from paywatch.api.query.schemas import Health
+from paywatch.db.heartbeats import verdict
+from paywatch.kafka.health import thresholds
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
@@ -23,18 +26,20 @@ _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErr
     "/health",
     response_model=Health,
     responses={503: {"model": Health}},
-    summary="Liveness and database check",
+    summary="Liveness, database check and the processes' health",
 )
-async def health(pool: Pool) -> Health | JSONResponse:
-    """200 when Postgres answers ``SELECT 1``, else 503."""
+async def health(pool: Pool, request: Request) -> Health | JSONResponse:
+    """503 when Postgres does not answer; else 200, ``ok`` or ``degraded`` with the reasons."""
+    settings = request.app.state.settings
     try:
         async with pool.acquire(timeout=_PROBE_TIMEOUT_S) as conn:
             await conn.fetchval("SELECT 1", timeout=_PROBE_TIMEOUT_S)
+            found = await verdict(conn, settings.app_id, thresholds(settings), datetime.now(UTC))
     except _DB_ERRORS as exc:
         log.warning("health check failed: %s: %s", type(exc).__name__, exc)
         body = Health(status="unavailable", detail=f"database: {type(exc).__name__}")
         return JSONResponse(body.model_dump(), status_code=503)
-    return Health(status="ok")
+    return Health.model_validate(found.as_json())
 
 
 @router.get(
