@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
-from paywatch.ops.infra import infra_status, resolve_endpoints, stop_infra
+from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
 from paywatch.settings import Settings, load_settings
 
@@ -283,24 +283,10 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    """paywatch status: infrastructure and processes."""
-    from paywatch.ops import supervisor
+    """paywatch status: infrastructure, processes and their health (JSON)."""
+    from paywatch.ops.status import stack_status
 
-    status: dict[str, Any] = {"infra": infra_status(settings)}
-    procs = settings.state_path / "processes.json"
-    pid_file = supervisor.supervisor_pid_file(settings)
-    running = pid_file.exists() and pid_alive(int(pid_file.read_text() or 0))
-    if running and procs.exists():
-        status["processes"] = {
-            name: {"pid": pid, "running": pid_alive(pid)}
-            for name, pid in json.loads(procs.read_text()).items()
-        }
-    status["ingest_health"] = supervisor.http_ok(
-        f"{supervisor.local_url(settings, settings.ingest_port)}/health"
-    )
-    status["api_health"] = supervisor.http_ok(
-        f"{supervisor.local_url(settings, settings.api_port)}/health"
-    )
+    status, running = stack_status(settings)
     print(json.dumps(status, indent=2, default=str))
     return 0 if running else 3
 

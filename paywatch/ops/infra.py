@@ -10,9 +10,11 @@ never holds a secret: an external database URL is not written at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from paywatch.db import migrate_dsn
-from paywatch.errors import InfraError, StackNotRunning
+from paywatch.errors import ConfigError, InfraError, StackNotRunning
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.ops.pids import tcp_open
 from paywatch.ops.postgres import EmbeddedPostgres
@@ -109,6 +111,69 @@ def infra_status(settings: Settings) -> dict[str, Any]:
         "kafka": kafka_status,
         "postgres": pg_status,
     }
+
+
+class InfraWatch:
+    """Restarts this state dir's embedded Kafka/Postgres when they die (`paywatch up`).
+
+    External servers (from the environment) are never touched. A failed start is tried
+    again after RETRY_S; each restart is counted and stack.json rewritten (new pids).
+    """
+
+    RETRY_S = 2.0
+
+    def __init__(self, settings: Settings, ends: Endpoints) -> None:
+        self.settings, self.ends = settings, ends
+        self.kafka, self.pg = _embedded(settings)
+        self.servers: dict[str, EmbeddedKafka | EmbeddedPostgres] = {
+            name: s for name, s in (("kafka", self.kafka), ("postgres", self.pg)) if s
+        }
+        self.restarts = dict.fromkeys(self.servers, 0)
+        self.last_restart_at: dict[str, str] = {}
+        self.last_failure: dict[str, str] = {}
+        self._next_try: dict[str, float] = {}
+
+    def revive(self) -> list[str]:
+        """Start every embedded server found dead; the names restarted."""
+        revived = []
+        for name, server in self.servers.items():
+            now = time.monotonic()
+            if server.is_running() or now < self._next_try.get(name, 0.0):
+                continue
+            log.warning("embedded %s is not running: restarting it", name)
+            if isinstance(server, EmbeddedKafka):
+                _reap(server.pid_file)
+            try:
+                server.start()
+            except (InfraError, ConfigError, OSError) as exc:
+                log.error("restarting embedded %s failed (retry in %.0f s): %s", name,
+                          self.RETRY_S, exc)  # fmt: skip
+                self.last_failure[name] = str(exc).splitlines()[0][:300]
+                self._next_try[name] = now + self.RETRY_S
+                continue
+            self.restarts[name] += 1
+            self.last_restart_at[name] = datetime.now(UTC).isoformat(timespec="seconds")
+            revived.append(name)
+        if revived:
+            _write_stack(self.settings, self.ends, self.kafka, self.pg)
+        return revived
+
+    def report(self) -> dict[str, Any]:
+        """Restarts per server, for supervision.json."""
+        return {
+            name: {
+                "restarts": self.restarts[name],
+                "last_restart_at": self.last_restart_at.get(name),
+                "last_failure": self.last_failure.get(name),
+            }
+            for name in self.servers
+        }
+
+
+def _reap(pid_file: Path) -> None:
+    """Collect a dead broker we launched (else it stays a zombie of this process)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.waitpid(int(pid_file.read_text().strip()), os.WNOHANG)
 
 
 def read_stack(settings: Settings) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from fastapi import FastAPI
 
+from paywatch.kafka.heartbeat import Heartbeat, serve_metrics
 from paywatch.ops.infra import Endpoints
 from paywatch.settings import Settings
 
@@ -56,11 +57,14 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     from paywatch.kafka.admin import ensure_topics
     from paywatch.schemas.topics import topic_specs
     from paywatch.streams.app import create_worker
+    from paywatch.streams.health import install as install_health
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
     # Idempotent: topics and table changelogs exist before Faust's consumer joins.
     ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0)
     worker = create_worker(settings, ends.bootstrap, ends.dsn)
+    install_health(worker.app, settings, ends.dsn)
+    serve_metrics(settings, settings.worker_metrics_port, "worker")
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
 
 
@@ -83,8 +87,10 @@ async def _projector(settings: Settings, ends: Endpoints) -> None:
     pool = await create_pool(ends.dsn, min_size=1, max_size=3)
     projector = Projector(settings, ends.bootstrap, pool, make_codec(settings))
     _stop_on_signals(projector.stop)
+    serve_metrics(settings, settings.projector_metrics_port, "projector")
     try:
-        await projector.run()
+        async with Heartbeat(settings, ends.dsn, "projector"):
+            await projector.run()
     finally:
         await pool.close()
 
@@ -106,8 +112,10 @@ async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig
     pool = await create_pool(ends.dsn, min_size=1, max_size=2)
     executor = Executor(settings, ends.bootstrap, pool, make_codec(settings), config)
     _stop_on_signals(executor.stop)
+    serve_metrics(settings, settings.executor_metrics_port, "executor")
     try:
-        await executor.run()
+        async with Heartbeat(settings, ends.dsn, "executor"):
+            await executor.run()
     finally:
         await pool.close()
 

@@ -1,12 +1,15 @@
 """`paywatch up`: infrastructure + every process, supervised; Ctrl-C stops everything.
 
 Children run as `python -m paywatch run <name>` with their output in
-`<state>/logs/<name>.log`; a child that dies is restarted with backoff. `up -d`
-runs this same supervisor detached and returns once it reports ready.
+`<state>/logs/<name>.log`; a child that dies is restarted with backoff, and so is a dead
+embedded Kafka or Postgres (ops/infra.py InfraWatch). Every restart is counted in
+`<state>/supervision.json` (read by `paywatch status`). `up -d` runs this same supervisor
+detached and returns once it reports ready.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,11 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from paywatch.errors import InfraError
-from paywatch.ops.infra import Endpoints, start_infra, stop_infra
+from paywatch.ops.infra import Endpoints, InfraWatch, start_infra, stop_infra
 from paywatch.ops.pids import log_tail
 from paywatch.settings import Settings
 
@@ -39,6 +45,11 @@ def supervisor_pid_file(settings: Settings) -> Path:
     return settings.state_path / "supervisor.pid"
 
 
+def supervision_file(settings: Settings) -> Path:
+    """Restarts counted by the supervisor (children and embedded servers)."""
+    return settings.state_path / "supervision.json"
+
+
 def ready_file(settings: Settings) -> Path:
     """Written by the supervisor once every process is ready."""
     return settings.state_path / "ready.json"
@@ -53,6 +64,8 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     log: Path = field(default_factory=Path)
+    last_exit: str | None = None
+    last_restart_at: str | None = None
 
 
 class Supervisor:
@@ -101,14 +114,27 @@ class Supervisor:
                 continue
             if child.next_start == 0.0:
                 child.next_start = now + min(2.0**child.restarts, 30.0)
+                child.last_exit = exit_text(child.proc.returncode)
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
+                child.last_restart_at = datetime.now(UTC).isoformat(timespec="seconds")
                 self._spawn(child)
                 restarted.append(child.name)
         if restarted:
             self._write_pids()
         return restarted
+
+    def report(self) -> dict[str, Any]:
+        """Restarts per child, for supervision.json."""
+        return {
+            c.name: {
+                "restarts": c.restarts,
+                "last_exit": c.last_exit,
+                "last_restart_at": c.last_restart_at,
+            }
+            for c in self.children
+        }
 
     def dead_on_start(self) -> Child | None:
         """A child that exited before becoming ready, if any."""
@@ -129,6 +155,23 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def exit_text(code: int | None) -> str:
+    """How a child ended: its exit code, or the signal that killed it."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def write_supervision(settings: Settings, sup: Supervisor, infra: InfraWatch) -> None:
+    """supervision.json: what the supervisor restarted (atomically replaced)."""
+    data = {"processes": sup.report(), "infra": infra.report()}
+    path = supervision_file(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -195,13 +238,30 @@ def supervise(settings: Settings, on_ready: object = None) -> int:
         ready = True
         if callable(on_ready):
             on_ready(seeded)
-        while not stop_requested:
-            sup.poll()
-            time.sleep(0.2)
+        watch(settings, sup, InfraWatch(settings, ends), lambda: stop_requested)
         return 0
     finally:
         if sup is not None:
             sup.stop()
         stop_infra(settings)
         ready_file(settings).unlink(missing_ok=True)
+        supervision_file(settings).unlink(missing_ok=True)
         supervisor_pid_file(settings).unlink(missing_ok=True)
+
+
+INFRA_CHECK_S = 1.0
+
+
+def watch(settings: Settings, sup: Supervisor, infra: InfraWatch, stop: Callable[[], bool]) -> None:
+    """Until `stop()`: restart dead infrastructure and children; keep supervision.json."""
+    write_supervision(settings, sup, infra)
+    next_infra = 0.0
+    while not stop():
+        changed = False
+        if time.monotonic() >= next_infra:
+            changed = bool(infra.revive()) or bool(infra.last_failure)
+            next_infra = time.monotonic() + INFRA_CHECK_S
+        changed = bool(sup.poll()) or changed
+        if changed:
+            write_supervision(settings, sup, infra)
+        time.sleep(0.2)  # the supervision period
