@@ -110,6 +110,17 @@ def acting_as(event: Any) -> Iterator[None]:
         faust_streams._current_event.reset(token)
 
 
+def _write_tables(record: Record) -> None:
+    """The record's table writes; a failure costs only dedupe (a replay is idempotent)."""
+    assert record.after is not None
+    try:
+        with acting_as(record.event):
+            record.after()
+    except Exception:  # the outputs are acked: never let the table stop the stage
+        msg = record.message
+        log.exception("table write of %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
+
+
 def broker_fault(exc: BaseException) -> bool:
     """A Kafka failure that is the broker's, not the record's: retry, never dead-letter."""
     return isinstance(exc, KafkaError) and not isinstance(exc, RECORD_FAULTS)
@@ -149,8 +160,7 @@ class Stage:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         for record in records:
             if record.after is not None and record.error is None and not record.handed_off:
-                with acting_as(record.event):
-                    record.after()
+                _write_tables(record)
         if any(r.after is not None for r in records):
             await self.app.producer.flush()  # the table changelog records are acked too
         for record in records:

@@ -14,7 +14,7 @@ from pathlib import Path
 from paywatch.settings import Settings
 from tests.fault_worker import append_failures, run_with_kills
 
-EVENTS = 3000
+EVENTS = 20_000
 
 
 async def test_kill_9_of_the_worker_loses_no_webhook(
@@ -24,7 +24,8 @@ async def test_kill_9_of_the_worker_loses_no_webhook(
     expected = await append_failures(settings, kafka_bootstrap, unique, EVENTS)
     assert len(expected) == EVENTS
 
-    report = await run_with_kills(settings, kafka_bootstrap, expected, tmp_path / "worker.log")
+    log = tmp_path / "worker.log"
+    report = await run_with_kills(settings, kafka_bootstrap, expected, log, timeout=900)
 
     assert len(report.kills) == 4, report.kills  # worker, joiner, worker, restarted
     assert report.lost == [], f"{len(report.lost)} raw records lost: {report.lost[:20]}"
