@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shlex
@@ -58,6 +57,7 @@ from saga_worker import Worker, committed, dir_size, records
 from paywatch.kafka.admin import admin_client, ensure_topics
 from paywatch.kafka.codec import make_codec
 from paywatch.ops.kafka import EmbeddedKafka
+from paywatch.recovery.shell import saga_of
 from paywatch.schemas import topics
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
@@ -188,7 +188,8 @@ def open_in_changelog(bench: Bench, topic: str) -> int:
     last: dict[bytes, bytes] = {}
     for key, value, _ in records(bench.bootstrap, [topic]):
         last[key] = value
-    return sum(1 for v in last.values() if v and json.loads(v)["s"]["status"] in OPEN)
+    sagas = (saga_of(v) for v in last.values() if v)
+    return sum(1 for s in sagas if s is not None and s.status is not None and s.status in OPEN)
 
 
 def faust_round(bench: Bench, count: int) -> Round:

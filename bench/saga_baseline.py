@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from paywatch.recovery.clock import SagaClock
-from paywatch.recovery.shell import Entry, read_tick, step
+from paywatch.recovery.shell import Entry, read_tick, saga_of, step
 from paywatch.recovery.state import SagaInput
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.recovery.timer_index import TimerIndex
@@ -110,7 +110,12 @@ async def run(bootstrap: str, codec: Codec, topics: Topics, group: str, expected
     finally:
         await consumer.stop()
         await producer.stop()
-    return sum(1 for e in saga.sagas.values() if e["s"]["status"] in OPEN_STATES)
+    return sum(1 for e in saga.sagas.values() if _status(e) in OPEN_STATES)
+
+
+def _status(entry: Entry) -> str | None:
+    saga = saga_of(entry)
+    return None if saga is None or saga.status is None else saga.status.value
 
 
 OPEN_STATES = frozenset({"failed", "retrying", "awaiting_customer"})

@@ -94,7 +94,8 @@ def _phases(start: Start) -> str:
 
 
 def _message(line: str) -> str:
-    return line.split("] ")[-1].strip()
+    start = line.find("timer index rebuilt")
+    return line[start:].strip() if start >= 0 else line.split("] ")[-1].strip()
 
 
 def restart_lines(r: Restarts) -> list[str]:

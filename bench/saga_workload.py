@@ -7,10 +7,10 @@ Mastercard cards shared by several invoices (Mastercard advice codes included); 
 third end with a success. Events of different invoices interleave; each invoice's events
 keep their order and carry distinct ids, so every one of them is a real decision.
 
-``changelog``: records of the saga table's changelog as the Faust table writes them
-(key and value serialized by Faust's ``json`` codec) for ``count`` open sagas built from
-one ``shell.step`` entry, each with its own invoice, timer and event ids and the
-partition payments.events gives its key.
+``changelog``: records of the saga table's changelog as the Faust table writes them (key
+serialized by Faust's ``json`` codec, the entry's own bytes as the value) for ``count``
+open sagas built from one ``shell.step`` entry, each with its own invoice, card, timer and
+event ids and the partition payments.events gives its key.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 from faust.serializers import codecs
 
+from paywatch.recovery import entry_codec
 from paywatch.recovery.clock import SagaClock
 from paywatch.recovery.shell import step
 from paywatch.recovery.tenant_policy import TenantPolicy
@@ -186,7 +187,7 @@ def produce(bootstrap: str, topic: str, records: Iterator[Record] | list[Record]
     return size
 
 
-def template_entry(now: datetime) -> dict[str, Any]:
+def template_entry(now: datetime) -> bytes:
     """One realistic open-saga table entry: a soft Visa decline on the generic provider."""
     event = PaymentEvent(
         event_id=TEMPLATE_EVENT_ID,  # uuid-shaped: varied per saga like the timer ids
@@ -212,31 +213,46 @@ def template_entry(now: datetime) -> dict[str, Any]:
         policy=TenantPolicy(),
         cards=lambda _key: None,
     )
-    assert out.entry is not None and out.entry["t"], "the template saga must be open with timers"
+    assert out.entry is not None and out.timers, "the template saga must be open with timers"
     return out.entry
 
 
 def changelog(count: int, partitions: int, now: datetime) -> Iterator[Record]:
-    """``count`` saga-table changelog records (see the module docstring)."""
-    text = codecs.dumps("json", template_entry(now)).decode()
-    pattern = "|".join(
-        [UUID.pattern, TEMPLATE_INVOICE, TEMPLATE_CARD, f"\\b{TEMPLATE_PARTITION}\\b"]
-    )
-    parts = re.split(f"({pattern})", text)  # odd items are the values that vary
+    """``count`` saga-table changelog records (see the module docstring).
+
+    The template's varying strings are replaced by others of the same length in its
+    bytes (msgpack strings carry their length), the header gets each saga's partition.
+    """
+    template = template_entry(now)
+    head = entry_codec.read_head(template)
+    body = template[entry_codec.body_offset(template) :]
+    pattern = re.compile(f"{UUID.pattern}|{TEMPLATE_INVOICE}|{TEMPLATE_CARD}".encode())
     for i in range(count):
-        invoice = f"in_{i:08d}"
-        key = f"acme/{invoice}"
+        invoice = f"in_{i:08d}".encode()
+        card = f"fp_s{i % max(1, count * 3 // 4):07d}".encode()
+        assert len(invoice) == len(TEMPLATE_INVOICE) and len(card) == len(TEMPLATE_CARD)
+
+        def vary(
+            match: re.Match[bytes], i: int = i, invoice: bytes = invoice, card: bytes = card
+        ) -> bytes:
+            text = match.group(0)
+            if text == TEMPLATE_INVOICE.encode():
+                return invoice
+            if text == TEMPLATE_CARD.encode():
+                return card
+            return text[:24] + f"{i:012x}".encode()
+
+        key = f"acme/{invoice.decode()}"
         partition = partition_for(key.encode(), partitions)
-        values = {
-            TEMPLATE_INVOICE: invoice,
-            TEMPLATE_CARD: f"fp_synth_{i % max(1, count * 3 // 4)}",
-            str(TEMPLATE_PARTITION): str(partition),
-        }
-        value = "".join(
-            part if j % 2 == 0 else values.get(part) or f"{part[:24]}{i:012x}"
-            for j, part in enumerate(parts)
-        )
-        yield partition, codecs.dumps("json", key), value.encode()
+        first_id = vary(pattern.fullmatch(head.first_id.encode()) or _no_match(head.first_id))
+        value = entry_codec.pack_head(
+            partition, head.decided_us, head.timers, head.first_due_us, first_id
+        ) + pattern.sub(vary, body)
+        yield partition, codecs.dumps("json", key), value
+
+
+def _no_match(text: str) -> re.Match[bytes]:
+    raise AssertionError(f"the template's first timer id is not a uuid: {text}")
 
 
 def now() -> datetime:

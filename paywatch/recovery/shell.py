@@ -6,14 +6,18 @@ and attempts, to the card's ledger agent), waits for the acks, writes the entry 
 re-indexes the timers. Everything here is
 deterministic given its arguments (the wall time is one of them).
 
-Table entries are JSON (Faust's default value serializer)::
+Table entries are bytes, encoded once (the saga table's value serializer is ``raw``)::
 
-    sagas[tenant/invoice_ref] = {"v": 1, "p": partition, "d": last decision (saga time),
-                                 "t": [[timer id, due (wall time)], ...], "s": Saga}
+    sagas[tenant/invoice_ref] = version 2: header (partition, last decision in saga time,
+                                pending timer count, the first timer's id and wall due
+                                time) + the saga, compact (:mod:`paywatch.recovery.entry_codec`)
+                              | version 1 (read only, written before): JSON
+                                {"v": 1, "p", "d", "t": [[timer id, wall due], ...], "s": Saga}
     card ledger[card key]     = [CardAttempt, ...]   # the last CARD_HISTORY_DAYS only
 
-``p`` and ``t`` let the timer index be rebuilt after a restart without parsing every
+The header lets the timer index be rebuilt from the store's raw bytes without parsing any
 saga; ``d`` keeps transition times monotonic per saga even if the wall clock steps back.
+A decision that changes nothing (a replay, a stale tick) keeps the entry byte for byte.
 """
 
 from __future__ import annotations
@@ -22,21 +26,23 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+from paywatch.recovery import entry_codec
 from paywatch.recovery.card_messages import route
 from paywatch.recovery.clock import SagaClock
 from paywatch.recovery.decide import decide, ledger_card
 from paywatch.recovery.ledger import CardAttempt, CardLedger
-from paywatch.recovery.state import PermitDenied, Saga, SagaInput, TimerFired
+from paywatch.recovery.state import Decision, PermitDenied, Saga, SagaInput, TimerFired
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = entry_codec.VERSION
 CARD_HISTORY_DAYS = 31
 """Card attempts older than this (saga time) are dropped: every network window is ≤ 30 d."""
 
-Entry = dict[str, Any]
+Entry = bytes
+"""A saga table value (see the module docstring)."""
 CardsGet = Callable[[str], list[dict[str, Any]] | None]
 
 
@@ -50,28 +56,70 @@ class Step:
     transitions: list[SagaTransition] = field(default_factory=list)
     card_messages: list[tuple[str, bytes]] = field(default_factory=list)
     """(card key, record) for ``recovery.cards``: attempts seen and retry permit requests."""
+    timers: list[tuple[str, datetime]] = field(default_factory=list)
+    """The saga's pending timers after the decision, wall time (what the timer index holds)."""
 
-    @property
-    def timers(self) -> list[tuple[str, datetime]]:
-        """The saga's pending timers, wall time (what the timer index holds)."""
-        return entry_timers(self.entry)
+
+class Next(NamedTuple):
+    """What the timer index needs of an entry: its partition and its next timer."""
+
+    partition: int
+    pending: int  # how many timers are pending
+    timer_id: str  # the first one's (due order)
+    due: datetime  # wall time
+
+
+def _v1(entry: Entry) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(entry)
+    return value
 
 
 def saga_of(entry: Entry | None) -> Saga | None:
-    """The saga stored in a table entry."""
-    return None if entry is None else Saga.model_validate(entry["s"])
+    """The saga stored in a table entry (either version)."""
+    if entry is None:
+        return None
+    if entry_codec.is_v2(entry):
+        return entry_codec.decode(entry)
+    return Saga.model_validate(_v1(entry)["s"])
 
 
-def entry_timers(entry: Entry | None) -> list[tuple[str, datetime]]:
-    """(timer id, wall due time) of a table entry, without parsing the saga."""
-    if not entry:
-        return []
-    return [(timer_id, datetime.fromisoformat(due)) for timer_id, due in entry.get("t", [])]
+def entry_next(entry: Entry) -> Next | None:
+    """The partition and next timer of an entry without parsing the saga; None: no timer."""
+    if entry_codec.is_v2(entry):
+        head = entry_codec.read_head(entry)
+        if not head.timers:
+            return None
+        due = entry_codec.from_us(head.first_due_us)
+        return Next(head.partition, head.timers, head.first_id, due)
+    old = _v1(entry)
+    timers = sorted((datetime.fromisoformat(due), tid) for tid, due in old.get("t", []))
+    if not timers:
+        return None
+    return Next(int(old["p"]), len(timers), timers[0][1], timers[0][0])
+
+
+def entry_timers(entry: Entry | None, clock: SagaClock) -> list[tuple[str, datetime]]:
+    """(timer id, wall due time) of every pending timer of a table entry."""
+    saga = saga_of(entry)
+    return [] if saga is None else _wall_timers(saga, clock)
 
 
 def entry_partition(entry: Entry) -> int:
     """The partition the saga lives on."""
-    return int(entry["p"])
+    if entry_codec.is_v2(entry):
+        return entry_codec.read_head(entry).partition
+    return int(_v1(entry)["p"])
+
+
+def _decided(entry: Entry) -> datetime | None:
+    if entry_codec.is_v2(entry):
+        return entry_codec.from_us(entry_codec.read_head(entry).decided_us)
+    decided = _v1(entry).get("d")
+    return datetime.fromisoformat(decided) if decided else None
+
+
+def _wall_timers(saga: Saga, clock: SagaClock) -> list[tuple[str, datetime]]:
+    return [(tid, clock.to_wall(due)) for tid, due in saga.timers()]
 
 
 def tick(fired: TimerFired) -> bytes:
@@ -166,12 +214,14 @@ def step(
     state = saga_of(entry)
     event = _to_saga(event, clock)
     now = clock.to_saga(wall_now)
-    if entry and entry.get("d"):
-        now = max(now, datetime.fromisoformat(entry["d"]))  # never back in time per saga
+    decided = _decided(entry) if entry else None
+    if decided is not None:
+        now = max(now, decided)  # never back in time per saga
     decision = decide(_with_ledger(state, event, cards or _none), event, now, policy)
     out = Step(entry=entry)
-    if decision.new_state is not None:
-        out.entry = _entry(decision.new_state, partition, now, clock)
+    kept = decision.new_state
+    if kept is not None and not _no_op(state, decision):
+        out.entry = _entry(kept, partition, now, clock)
     commands = [_command_to_wall(c, clock) for c in decision.commands]
     if cards is None:
         routed = route(decision.new_state, commands, decision.ledger_entries)
@@ -180,7 +230,19 @@ def step(
         out.cards = _card_updates(decision.ledger_entries, cards, now)
         out.commands = commands
     out.transitions = [_transition_to_wall(t, clock) for t in decision.transitions]
+    final = kept if kept is not None else state
+    out.timers = [] if final is None else _wall_timers(final, clock)
     return out
+
+
+def _no_op(state: Saga | None, decision: Decision) -> bool:
+    """Did the decision leave the saga as it was and emit nothing (the entry is kept)?"""
+    if decision.commands or decision.transitions or decision.ledger_entries:
+        return False
+    new = decision.new_state
+    return (
+        state is not None and new is not None and new.model_copy(update={"ledger": None}) == state
+    )
 
 
 def _none(_card: str) -> None:
@@ -199,13 +261,8 @@ def _with_ledger(state: Saga | None, event: SagaInput, cards: CardsGet) -> Saga 
 
 def _entry(saga: Saga, partition: int, now: datetime, clock: SagaClock) -> Entry:
     """The table entry of a decided saga (its ledger lives in the card table, not here)."""
-    return {
-        "v": ENTRY_VERSION,
-        "p": partition,
-        "d": now.isoformat(),
-        "t": [[tid, clock.to_wall(due).isoformat()] for tid, due in saga.timers()],
-        "s": saga.model_dump(mode="json", exclude={"ledger"}),
-    }
+    stored = saga.model_copy(update={"ledger": None}) if saga.ledger is not None else saga
+    return entry_codec.encode(stored, partition, now, _wall_timers(saga, clock))
 
 
 def _card_updates(

@@ -10,6 +10,10 @@ Firing sends a tick to ``recovery.timers`` on the saga's partition; the saga age
 calls ``decide`` with ``TimerFired``, which emits the command once (a timer already fired
 or superseded does nothing). Until the tick's effect shows in the state, the timer is
 not sent again for ``resend_after`` seconds, so a lost tick is retried without flooding.
+
+Only each saga's next timer is held (with the count of its pending ones): its tick makes
+the saga fire every timer then due, and the decision re-indexes the saga's next one. With
+a million open sagas that is one small entry per saga, not one per timer.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Due:
     """A timer that came due: fire it by sending a tick for ``key`` on ``partition``."""
 
@@ -35,27 +39,44 @@ class TimerIndex:
     """Pending timers by saga key, with a heap ordered by due time (lazy deletion)."""
 
     resend_after: float = 30.0
-    _by_key: dict[str, tuple[int, dict[str, datetime]]] = field(default_factory=dict)
+    _by_key: dict[str, tuple[Due, int]] = field(default_factory=dict)
     _heap: list[Due] = field(default_factory=list)
     _sent: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    _count: int = 0
 
     def __len__(self) -> int:
-        return sum(len(timers) for _, timers in self._by_key.values())
+        """Pending timers of the indexed sagas."""
+        return self._count
 
-    def put(self, key: str, partition: int, timers: Iterable[tuple[str, datetime]]) -> None:
-        """Replace the pending timers of one saga (after a decision or on rebuild)."""
-        pending = dict(timers)
+    def put(
+        self,
+        key: str,
+        partition: int,
+        timers: Iterable[tuple[str, datetime]],
+        count: int | None = None,
+    ) -> None:
+        """Replace the pending timers of one saga (after a decision or on rebuild).
+
+        Only the earliest of ``timers`` is kept; ``count`` says how many the saga has when
+        ``timers`` holds just its first (a rebuild from entry headers).
+        """
+        pending = list(timers)
+        old = self._by_key.pop(key, None)
+        if old is not None:
+            self._count -= old[1]
         if not pending:
-            self._by_key.pop(key, None)
             return
-        self._by_key[key] = (partition, pending)
-        for timer_id, due_at in pending.items():
-            heapq.heappush(self._heap, Due(due_at, key, timer_id, partition))
+        timer_id, due_at = min(pending, key=lambda t: (t[1], t[0]))
+        item = Due(due_at, key, timer_id, partition)
+        total = len(pending) if count is None else count
+        self._by_key[key] = (item, total)
+        self._count += total
+        heapq.heappush(self._heap, item)
 
     def drop_partitions(self, keep: set[int]) -> None:
         """Forget the sagas of partitions no longer actively owned."""
-        for key in [k for k, (p, _) in self._by_key.items() if p not in keep]:
-            del self._by_key[key]
+        for key in [k for k, (d, _) in self._by_key.items() if d.partition not in keep]:
+            self._count -= self._by_key.pop(key)[1]
         self._heap = [d for d in self._heap if d.partition in keep]
         heapq.heapify(self._heap)
 
@@ -64,6 +85,7 @@ class TimerIndex:
         self._by_key.clear()
         self._heap.clear()
         self._sent.clear()
+        self._count = 0
 
     def next_due(self) -> datetime | None:
         """The earliest pending due time (stale heap entries skipped)."""
@@ -92,11 +114,7 @@ class TimerIndex:
 
     def _live(self, item: Due) -> bool:
         entry = self._by_key.get(item.key)
-        if entry is None:
-            self._sent.pop((item.key, item.timer_id), None)
-            return False
-        partition, timers = entry
-        live = timers.get(item.timer_id) == item.due_at and partition == item.partition
+        live = entry is not None and entry[0] == item
         if not live:
             self._sent.pop((item.key, item.timer_id), None)
         return live

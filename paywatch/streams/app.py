@@ -130,6 +130,15 @@ def create_worker(
     return replace(worker, saga=saga)
 
 
+SAGA_STORE_OPTIONS = {
+    "write_buffer_size": 16 * 2**20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 32 * 2**20,
+}
+"""rocksdb options of the saga table, per partition database (Faust's defaults, 64 MiB x 3
+write buffers and a 2 GiB block cache each, took 6.6 GiB restoring a million sagas)."""
+
+
 def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySource) -> SagaRuntime:
     events_dlq = _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS)))
 
@@ -145,11 +154,14 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         clock=clock,
         policies=policies,
         # Written from the saga agent's stream (payments.events and recovery.timers,
-        # co-partitioned), so its changelog follows its partitions.
+        # co-partitioned), so its changelog follows its partitions. Values are the shell's
+        # bytes (recovery/entry_codec.py), stored and changelogged as they are.
         sagas=app.Table(
             table_name(settings, "recovery-sagas"),
             default=None,
             partitions=settings.topic_partitions,
+            value_type=bytes,  # Faust's "raw" serializer
+            options=dict(SAGA_STORE_OPTIONS),
         ),
         cards=cards,
         commands=commands,

@@ -12,15 +12,18 @@ already saw the event id or fired the timer emits nothing again.
 
 The timer loop (every ``TICK_S``) fires due timers of the partitions this worker actively
 owns (never standbys) by sending a tick to ``recovery.timers`` on the saga's partition: a
-table can only change inside the agent. The index is rebuilt from the saga table after
-every rebalance or table recovery, so pending timers survive ``kill -9`` and move with
-their partition.
+table can only change inside the agent. The index is rebuilt after every rebalance or
+table recovery from the headers of the entries in the store of the active partitions
+(:mod:`paywatch.streams.saga_store`: raw bytes, no saga parsed), in slices that yield to the
+event loop, so pending timers survive ``kill -9`` and move with their partition. Decisions
+taken while it runs index their saga themselves (the rebuild skips those keys).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,19 +33,22 @@ from pydantic import ValidationError
 
 from paywatch.errors import CodecError, PaywatchError
 from paywatch.recovery.clock import SagaClock
-from paywatch.recovery.shell import entry_partition, entry_timers, fired_for, read_tick, step, tick
+from paywatch.recovery.shell import entry_next, fired_for, read_tick, step, tick
 from paywatch.recovery.state import SagaInput
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
 from paywatch.schemas.topics import invoice_key
+from paywatch.streams import saga_store
 from paywatch.streams.sends import send_all, send_raw
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 """How often due timers are looked for: a timer fires within about this of its due time."""
+SLICE_S = 0.05
+"""The longest the index rebuild holds the event loop before yielding."""
 
 
 class PolicySource(Protocol):
@@ -93,6 +99,9 @@ class SagaRuntime:
     dead_letter: DeadLetter
     index: TimerIndex = field(default_factory=TimerIndex)
     indexed: frozenset[int] | None = None
+    building: frozenset[int] | None = None
+    """Partitions whose index a rebuild is filling (decisions there index themselves)."""
+    touched: set[str] = field(default_factory=set)
     ready: bool = False
     _lock: asyncio.Lock | None = None
 
@@ -157,28 +166,53 @@ class SagaRuntime:
         await send_raw(self.cards, out.card_messages)
         if out.entry is not None and out.entry != entry:
             self.sagas[key] = out.entry
-        if self.indexed is not None and msg.partition in self.indexed:
+        if self.building is not None and msg.partition in self.building:
+            self.touched.add(key)  # newer than what the rebuild may still read
+            self.index.put(key, msg.partition, out.timers)
+        elif self.indexed is not None and msg.partition in self.indexed:
             self.index.put(key, msg.partition, out.timers)
 
-    def rebuild(self, actives: frozenset[int]) -> None:
-        """Index the pending timers of the actively owned partitions from the table."""
+    async def rebuild(self, actives: frozenset[int], current: Callable[[], bool]) -> bool:
+        """Index the next timer of every saga of the actively owned partitions.
+
+        Reads the entries' headers from the store (no saga parsed), yielding to the event
+        loop every ``SLICE_S``; gives up (False) once ``current()`` says the assignment moved.
+        """
+        begin = time.monotonic()
         self.index.clear()
+        self.indexed, self.building, self.touched = None, actives, set()
         count = 0
-        for key, entry in self.sagas.items():
-            if entry and entry_partition(entry) in actives:
-                timers = entry_timers(entry)
-                if timers:
-                    self.index.put(key, entry_partition(entry), timers)
-                    count += 1
+        try:
+            slice_end = begin + SLICE_S
+            for n, (key, entry) in enumerate(saga_store.entries(self.sagas, actives)):
+                if n % 256 == 0 and time.monotonic() > slice_end:
+                    await asyncio.sleep(0)
+                    if not current():
+                        log.info("timer index rebuild abandoned: the assignment changed")
+                        return False
+                    slice_end = time.monotonic() + SLICE_S
+                nxt = entry_next(entry) if entry else None
+                if nxt is None or nxt.partition not in actives or key in self.touched:
+                    continue
+                self.index.put(key, nxt.partition, [(nxt.timer_id, nxt.due)], nxt.pending)
+                count += 1
+        finally:
+            self.building = None
         self.indexed = actives
         log.info(
-            "timer index rebuilt: %d sagas with timers on partitions %s", count, sorted(actives)
+            "timer index rebuilt: %d sagas with timers on partitions %s in %.1f s",
+            count,
+            sorted(actives),
+            time.monotonic() - begin,
         )
+        return True
 
-    async def fire_due(self, actives: frozenset[int]) -> int:
+    async def fire_due(
+        self, actives: frozenset[int], current: Callable[[], bool] = lambda: True
+    ) -> int:
         """Send a tick for every due timer of the active partitions; returns how many."""
-        if actives != self.indexed:
-            self.rebuild(actives)
+        if actives != self.indexed and not await self.rebuild(actives, current):
+            return 0
         sent = 0
         for due in self.index.due(datetime.now(UTC)):
             fired = fired_for(due.key, due.timer_id, self.sagas.get(due.key))
@@ -220,8 +254,14 @@ def install(app: Any, runtime: SagaRuntime, source: Any) -> None:
             for tp in app.assignor.assigned_actives()
             if tp.topic == runtime.events_topic
         )
+        seen = restored["count"]
+
+        def current() -> bool:
+            settling = app.rebalancing or getattr(app, "in_recovery", False)
+            return not settling and restored["count"] == seen
+
         try:
-            await runtime.fire_due(actives)
+            await runtime.fire_due(actives, current)
         except asyncio.CancelledError:
             raise
         except Exception:  # the loop must survive one bad send; it retries next tick
