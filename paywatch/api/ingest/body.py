@@ -1,24 +1,36 @@
-"""Reading a request body with a hard size cap, before it is ever held whole."""
+"""Reading an ASGI request body with a hard size cap, before it is ever held whole."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 
 class BodyTooLarge(Exception):
     """The body exceeds the cap (HTTP 413)."""
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """Return the raw body, raising BodyTooLarge as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
+class ClientGone(Exception):
+    """The client disconnected before its body was read: nobody is left to answer."""
+
+
+async def read_capped(declared: str | None, receive: Receive, limit: int) -> bytes:
+    """The raw body, raising BodyTooLarge as soon as it passes ``limit`` bytes.
+
+    ``declared`` is the Content-Length header: a declared size over the cap is refused
+    before a byte is read.
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
@@ -18,3 +20,15 @@ LATENCY = Histogram(
     ["outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+
+@lru_cache(maxsize=1024)  # providers x outcomes: a handful; bounded all the same
+def _children(provider: str, outcome: str) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(provider, outcome), LATENCY.labels(outcome)
+
+
+def count(provider: str, outcome: str, seconds: float) -> None:
+    """One answered webhook request (label children looked up once per pair, not per call)."""
+    requests, latency = _children(provider, outcome)
+    requests.inc()
+    latency.observe(seconds)

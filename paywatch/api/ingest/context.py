@@ -1,0 +1,23 @@
+"""What the ingest routes need, built once in the app lifespan (``app.state.ingest``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paywatch.kafka.appender import KafkaAppender
+from paywatch.providers.base import Provider
+from paywatch.schemas.codec import Codec
+from paywatch.settings import Settings
+from paywatch.tenants.cache import SecretCache
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """The appender, secret cache, codec, raw topic and enabled providers."""
+
+    settings: Settings
+    appender: KafkaAppender
+    secrets: SecretCache
+    codec: Codec
+    raw_topic: str
+    providers: dict[str, Provider]

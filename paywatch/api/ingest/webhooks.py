@@ -1,0 +1,203 @@
+"""POST /webhooks/{provider}/{tenant}: verify, append to webhooks.raw, answer after the ack.
+
+Order of checks (ARCHITECTURE §6): size (413) -> provider/tenant (404) ->
+signature on the raw bytes (401) -> card number (422) -> parse (400) ->
+append with broker ack (503 when Kafka is unavailable) -> 200.
+
+This is the hot path of the ingest process, so it is a plain ASGI endpoint rather than a
+FastAPI route: no request object, dependency solving, path-parameter validation or
+response objects per webhook, and ``app.py``'s ``IngestApp`` hands it the POSTs that
+``webhook_target`` recognises before FastAPI's middleware and router (the endpoint is
+also a Starlette route of the same path, so routing gives the same answer). The ASGI headers are
+decoded once into the dict the provider verifies and the record keeps; answers are bytes
+with the same status, body and content type the FastAPI responses had (Starlette's
+``JSONResponse`` rendering, ``text/plain; charset=utf-8``, an empty 200/401).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from paywatch.api.ingest.body import BodyTooLarge, ClientGone, read_capped
+from paywatch.api.ingest.context import IngestContext
+from paywatch.api.ingest.metrics import PAN_REJECTED, count
+from paywatch.errors import (
+    CardDataError,
+    PayloadError,
+    Retryable,
+    UnknownProvider,
+    UnknownTenant,
+    VerificationError,
+)
+from paywatch.providers.base import Provider
+from paywatch.providers.registry import get_provider
+from paywatch.schemas.models import RawWebhook
+from paywatch.schemas.topics import raw_key
+from paywatch.settings import BODY_LIMIT_BYTES
+
+log = logging.getLogger(__name__)
+
+# Headers never written to the log: credentials some providers send next to the signature.
+_DROP_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "content-length",
+        "connection",
+        "accept-encoding",
+    }
+)
+_JSON = b"application/json"
+_TEXT = b"text/plain; charset=utf-8"
+
+Reply = tuple[int, bytes, bytes | None]
+"""Status, body and content type (None: no Content-Type header) of an answer."""
+
+
+def json_reply(status: int, content: dict[str, Any]) -> Reply:
+    """A JSON answer rendered as Starlette's JSONResponse renders it."""
+    body = json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    )
+    return status, body.encode("utf-8"), _JSON
+
+
+def _error(status: int, error: str, detail: str) -> Reply:
+    return json_reply(status, {"error": error, "detail": detail})
+
+
+_EMPTY_OK: Reply = (200, b"", None)
+_EMPTY_401: Reply = (401, b"", None)
+
+
+_PREFIX = "/webhooks/"
+
+
+def webhook_target(scope: Scope) -> tuple[str, str] | None:
+    """(provider, tenant) when ``scope`` is a POST the webhook route would match, else None.
+
+    Same match as the route ``/webhooks/{provider}/{tenant}`` (two non-empty segments
+    without ``/``); requests under a root path are left to the router.
+    """
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_PREFIX):
+        return None
+    provider, slash, tenant = path[len(_PREFIX) :].partition("/")
+    if not provider or not slash or not tenant or "/" in tenant:
+        return None
+    return provider, tenant
+
+
+class WebhookEndpoint:
+    """The ASGI app of the POST route (an instance, so Starlette calls it as ASGI)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Accept one webhook routed by Starlette (path parameters in the scope)."""
+        params = scope["path_params"]
+        await self.handle(scope, receive, send, params["provider"], params["tenant"])
+
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, provider: str, tenant: str
+    ) -> None:
+        """Accept one provider webhook: answer it, count it."""
+        started = time.perf_counter()
+        ctx: IngestContext = scope["app"].state.ingest
+        try:
+            outcome, reply = await _handle(ctx, provider, tenant, scope, receive)
+        except ClientGone:
+            return  # nobody left to answer; nothing was appended
+        label = provider if outcome != "unknown_provider" else "-"
+        count(label, outcome, time.perf_counter() - started)
+        status, body, content_type = reply
+        headers = [(b"content-length", str(len(body)).encode("latin-1"))]
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _handle(
+    ctx: IngestContext, provider_name: str, tenant: str, scope: Scope, receive: Receive
+) -> tuple[str, Reply]:
+    provider: Provider | None = None
+    try:
+        provider = get_provider(provider_name, ctx.providers)
+        return "accepted", await _accept(ctx, provider, tenant, scope, receive)
+    except BodyTooLarge:
+        return "too_large", _error(413, "too_large", f"body exceeds {BODY_LIMIT_BYTES} bytes")
+    except UnknownProvider as exc:
+        return "unknown_provider", _error(404, "unknown_provider", str(exc))
+    except UnknownTenant:
+        return "unknown_tenant", _error(404, "unknown_tenant", f"no tenant {tenant!r}")
+    except VerificationError as exc:
+        if provider is not None and provider.empty_ack:  # Xero: 401 with no body (§2.5)
+            return "bad_signature", _EMPTY_401
+        return "bad_signature", _error(401, "bad_signature", str(exc))
+    except CardDataError:
+        PAN_REJECTED.inc()
+        return "card_data", _error(
+            422,
+            "card_data_rejected",
+            "the body contains a card number (PAN); it was not stored. Send provider tokens only",
+        )
+    except PayloadError as exc:
+        return "malformed", _error(400, "malformed", str(exc))
+    except Retryable as exc:
+        log.warning("webhook for %s/%s not acknowledged: %s", tenant, provider_name, exc)
+        return "unavailable", _error(
+            503, "unavailable", "the webhook could not be verified or stored right now; retry"
+        )
+
+
+async def _accept(
+    ctx: IngestContext, provider: Provider, tenant: str, scope: Scope, receive: Receive
+) -> Reply:
+    # ASGI servers lowercase header names; lowered again so no transport can differ.
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    body = await read_capped(headers.get("content-length"), receive, BODY_LIMIT_BYTES)
+    secrets = await ctx.secrets.get(tenant, provider.name)
+    if secrets is None:
+        raise UnknownTenant(tenant)
+    now = datetime.now(UTC)
+    await provider.verify_async(body, headers, secrets, now)  # PayPal calls out
+    doc = provider.read(body)  # card numbers (422), then the one parse (400)
+    if provider.handshake(doc):  # Xero intent-to-receive
+        return _EMPTY_OK  # verified, nothing to store
+    subject = provider.subject(doc)
+    raw = RawWebhook(
+        ingest_id=str(uuid.uuid4()),
+        tenant=tenant,
+        provider=provider.name,
+        received_at=now,
+        headers={k: v for k, v in headers.items() if k not in _DROP_HEADERS},
+        body=body,
+        subject=subject,
+    )
+    key = raw_key(tenant, provider.name, subject)
+    value = ctx.codec.encode(raw, topic=ctx.raw_topic)
+    partition, offset = await ctx.appender.append(ctx.raw_topic, key.encode(), value)
+    if provider.success_body is not None:  # Adyen: "[accepted]"
+        return 200, provider.success_body.encode("utf-8"), _TEXT
+    if provider.empty_ack:  # Xero: 200 with no body
+        return _EMPTY_OK
+    return json_reply(
+        200,
+        {
+            "status": "accepted",
+            "ingest_id": raw.ingest_id,
+            "provider_event_id": provider.provider_event_id(doc),
+            "partition": partition,
+            "offset": offset,
+        },
+    )
