@@ -122,3 +122,20 @@ def test_every_paywatch_variable_is_a_setting(services: dict[str, Any]) -> None:
         used |= {k for k in _environment(service) if k.startswith("PAYWATCH_")}
     assert used - COMPOSE_ONLY_VARS, "compose sets no PAYWATCH_ variable at all"
     assert sorted(used - COMPOSE_ONLY_VARS - known) == []
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port(services: dict[str, Any]) -> None:
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {
+        target
+        for job in prometheus["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    env = _environment(services["worker"])  # the shared paywatch environment
+    metrics = {
+        name: env[f"PAYWATCH_{name.upper()}_METRICS_PORT"]
+        for name in ("worker", "projector", "executor")
+    }
+    assert targets == {"ingest:8080", "api:8081"} | {f"{n}:{p}" for n, p in metrics.items()}
+    assert set(services["prometheus"]["depends_on"]) == set(PROCESSES)
