@@ -43,6 +43,7 @@ class TimerIndex:
     _heap: list[Due] = field(default_factory=list)
     _sent: dict[tuple[str, str], datetime] = field(default_factory=dict)
     _count: int = 0
+    _heaped: bool = True
 
     def __len__(self) -> int:
         """Pending timers of the indexed sagas."""
@@ -71,7 +72,23 @@ class TimerIndex:
         total = len(pending) if count is None else count
         self._by_key[key] = (item, total)
         self._count += total
+        self._order()
         heapq.heappush(self._heap, item)
+
+    def add(self, key: str, partition: int, timer_id: str, due_at: datetime, count: int) -> None:
+        """Index a saga not indexed yet by its next timer (a rebuild: no heap order kept
+        until the next ``due``/``next_due``, so a million adds stay linear)."""
+        item = Due(due_at, key, timer_id, partition)
+        old = self._by_key.get(key)
+        self._by_key[key] = (item, count)
+        self._count += count - (old[1] if old else 0)
+        self._heap.append(item)
+        self._heaped = False
+
+    def _order(self) -> None:
+        if not self._heaped:
+            heapq.heapify(self._heap)
+            self._heaped = True
 
     def drop_partitions(self, keep: set[int]) -> None:
         """Forget the sagas of partitions no longer actively owned."""
@@ -79,6 +96,7 @@ class TimerIndex:
             self._count -= self._by_key.pop(key)[1]
         self._heap = [d for d in self._heap if d.partition in keep]
         heapq.heapify(self._heap)
+        self._heaped = True
 
     def clear(self) -> None:
         """Forget everything (before a rebuild)."""
@@ -86,15 +104,18 @@ class TimerIndex:
         self._heap.clear()
         self._sent.clear()
         self._count = 0
+        self._heaped = True
 
     def next_due(self) -> datetime | None:
         """The earliest pending due time (stale heap entries skipped)."""
+        self._order()
         while self._heap and not self._live(self._heap[0]):
             heapq.heappop(self._heap)
         return self._heap[0].due_at if self._heap else None
 
     def due(self, now: datetime) -> list[Due]:
         """Timers due at ``now`` that were not sent within ``resend_after`` seconds."""
+        self._order()
         out: list[Due] = []
         deferred: list[Due] = []
         while self._heap and self._heap[0].due_at <= now:

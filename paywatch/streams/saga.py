@@ -22,6 +22,7 @@ taken while it runs index their saga themselves (the rebuild skips those keys).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -182,6 +183,8 @@ class SagaRuntime:
         self.index.clear()
         self.indexed, self.building, self.touched = None, actives, set()
         count = 0
+        collecting = gc.isenabled()
+        gc.disable()  # a million new index entries would trigger collection after collection
         try:
             slice_end = begin + SLICE_S
             for n, (key, entry) in enumerate(saga_store.entries(self.sagas, actives)):
@@ -194,10 +197,13 @@ class SagaRuntime:
                 nxt = entry_next(entry) if entry else None
                 if nxt is None or nxt.partition not in actives or key in self.touched:
                     continue
-                self.index.put(key, nxt.partition, [(nxt.timer_id, nxt.due)], nxt.pending)
+                self.index.add(key, nxt.partition, nxt.timer_id, nxt.due, nxt.pending)
                 count += 1
         finally:
             self.building = None
+            if collecting:
+                gc.freeze()  # the index lives long: full collections never scan it again
+                gc.enable()
         self.indexed = actives
         log.info(
             "timer index rebuilt: %d sagas with timers on partitions %s in %.1f s",

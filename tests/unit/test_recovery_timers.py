@@ -57,3 +57,16 @@ def test_partitions_no_longer_owned_are_forgotten() -> None:
     assert [d.key for d in index.due(at(10))] == ["t/b"]
     index.clear()
     assert len(index) == 0 and index.due(at(100)) == []
+
+
+def test_a_rebuild_adds_each_sagas_next_timer_and_due_order_holds_after() -> None:
+    index = TimerIndex()
+    index.add("t/c", 2, "c1", at(30), 3)  # a rebuild: the header's first timer and count
+    index.add("t/a", 0, "a1", at(10), 1)
+    index.add("t/b", 1, "b1", at(20), 2)
+    index.add("t/b", 1, "b1", at(20), 2)  # the same saga twice counts once
+    assert len(index) == 6 and index.next_due() == at(10)
+    index.put("t/d", 0, [("d1", at(5))])  # a decision during or after the rebuild
+    assert [d.key for d in index.due(at(25))] == ["t/d", "t/a", "t/b"]
+    index.put("t/c", 2, [("c2", at(40))])  # the saga fired c1: its next one replaces it
+    assert index.due(at(35)) == [] and [d.timer_id for d in index.due(at(40))] == ["c2"]
