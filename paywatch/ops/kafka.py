@@ -251,7 +251,9 @@ class EmbeddedKafka:
         port = self.settings.embedded_kafka_port
         # The TCP probe first: librdkafka would log every refused connection.
         while not (tcp_open("127.0.0.1", port) and _has_brokers(self.bootstrap)):
-            if not self.is_running():
+            # Our child alive but not yet recognised (right after the fork, before the exec
+            # shows the broker's command line) is still starting, not dead.
+            if not self.is_running() and not (self._child and self._child.poll() is None):
                 code = self._child.poll() if self._child else None  # also reaps our child
                 self.pid_file.unlink(missing_ok=True)
                 raise InfraError(
