@@ -41,6 +41,7 @@ def benches(full: bool) -> list[Bench]:
         Bench("executor", ("bench_executor.py",)),
         Bench("ingest", ("bench_ingest.py",), needs=("wrk",)),
         Bench("saga", ("bench_saga.py", "--sagas", sagas)),
+        Bench("e2e", ("bench_e2e.py", "--minutes", "10" if full else "1")),
     ]
 
 
