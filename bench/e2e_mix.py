@@ -88,7 +88,7 @@ class Templates:
             event = stripe_event(kind, intent, event_id=f"evt_{EVT}", created=t,
                                  api_version=LEGACY_API_VERSION)
         assert event["api_version"] in (BASIL_API_VERSION, LEGACY_API_VERSION)
-        return stripe_body(event)
+        return bytes(stripe_body(event))
 
 
 @dataclass

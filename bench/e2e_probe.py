@@ -133,7 +133,7 @@ def record_times(bootstrap: str, topic: str, timeout: float = 120.0) -> RecordTi
             for msg in msgs:
                 if msg.error():
                     continue
-                p, o = msg.partition(), msg.offset()
+                p, o = int(msg.partition() or 0), int(msg.offset() or 0)
                 base, stamps = times.parts[p]
                 stamps[o - base] = msg.timestamp()[1]
                 if o + 1 >= ends[p][1]:

@@ -7,8 +7,10 @@ import os
 import platform
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LOADGEN, PROBE = "load generator", "bench (probe)"
 NOT_SYSTEM = (LOADGEN, PROBE)
@@ -128,10 +130,12 @@ def throughput_rows(results: dict[str, Result]) -> list[str]:
     p, b = results.get("paywatch"), results.get("baseline")
     out = ["| | paywatch | baseline | paywatch/baseline |", "|---|---:|---:|---:|"]
 
-    def line(label: str, get: object, fmt: str = "{:.0f}", with_ratio: bool = True) -> None:
-        vals = [get(r) if r else None for r in (p, b)]  # type: ignore[operator]
+    def line(label: str, get: Callable[[Result], Any], fmt: str = "{:.0f}",
+             with_ratio: bool = True) -> None:
+        vals = [get(r) if r else None for r in (p, b)]
         cells = [fmt.format(v) if v is not None else "-" for v in vals]
-        rat = ratio(vals[0], vals[1]) if with_ratio and None not in vals else ""
+        a, z = vals
+        rat = ratio(a, z) if with_ratio and a is not None and z is not None else ""
         out.append(f"| {label} | {cells[0]} | {cells[1]} | {rat} |")
 
     line("requests sent", lambda r: len(r.rows), with_ratio=False)

@@ -87,10 +87,18 @@ class Stack:
         found.update({proc.pid: name for name, proc in self.procs.items()})
         return found
 
+    def start(self) -> None:
+        """Start the system (each kind of stack its own way)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop everything `start` started."""
+        raise NotImplementedError
+
     def dsn(self) -> str:
         """The database URL."""
         assert self.ends is not None
-        return self.ends.dsn
+        return str(self.ends.dsn)
 
 
 class PaywatchStack(Stack):
