@@ -34,13 +34,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 import _repo  # noqa: F401  (puts tests.builders on sys.path)
 import asyncpg
+import psutil
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -127,6 +128,17 @@ class Run:
     socket_errors: int
     p50_ms: float
     p99_ms: float
+    cpu_s: float = 0.0  # CPU seconds of the server process (all threads) during the run
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU microseconds per completed request."""
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def core_share(self) -> float:
+        """Share of one core the server used (1.0: its pinned core was saturated)."""
+        return self.cpu_s / self.duration_s if self.duration_s else 0.0
 
     @property
     def rps(self) -> float:
@@ -147,6 +159,7 @@ class Target:
     url: str
     provider: str = "stripe"  # whose signed deliveries wrk sends (see `deliveries`)
     ingest: bool = False  # the paywatch ingest process (counted in /metrics and Kafka)
+    pid: int = 0  # the server process, for its CPU time
     runs: list[Run] = field(default_factory=list)
     warmups: list[Run] = field(default_factory=list)
 
@@ -422,12 +435,22 @@ def run_wrk(bench: Bench, target: Target, seconds: int, connections: int) -> Run
     )
 
 
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of a server process, all its threads (0 without a pid)."""
+    if not pid:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def load_rounds(bench: Bench, targets: list[Target], args: argparse.Namespace) -> None:
     """Alternate the targets: warmup then a measured run each, `rounds` times."""
     for rnd in range(1, args.rounds + 1):
         for target in targets:
             target.warmups.append(run_wrk(bench, target, WARMUP_S, args.connections))
+            cpu = server_cpu(target.pid)
             run = run_wrk(bench, target, args.seconds, args.connections)
+            run = replace(run, cpu_s=server_cpu(target.pid) - cpu)
             target.runs.append(run)
             progress(f"round {rnd}/{args.rounds} {target.name}: {run.rps:.0f} req/s, "
                      f"p50 {run.p50_ms:.1f} ms, >=400: {run.status_errors}")
@@ -528,7 +551,9 @@ def target_row(target: Target) -> str:
             f"{statistics.median(r.p50_ms for r in runs):.2f} | "
             f"{statistics.median(r.p99_ms for r in runs):.2f} | "
             f"{sum(r.status_errors for r in runs + target.warmups)} | "
-            f"{sum(r.socket_errors for r in runs + target.warmups)} |")
+            f"{sum(r.socket_errors for r in runs + target.warmups)} | "
+            f"{statistics.median(r.cpu_us for r in runs):.0f} | "
+            f"{statistics.median(r.core_share for r in runs):.2f} |")
 
 
 def kafka_lines(ingest: Target, outcomes: dict[str, int], records: int, conns: int) -> list[str]:
@@ -569,6 +594,15 @@ def ratio_line(label: str, num: Target, den: Target) -> str:
             f"{per_round}, median {statistics.median(rounds):.3f}.")
 
 
+def cpu_line(label: str, num: Target, den: Target) -> str:
+    """Server CPU per request of a target vs the baseline (steadier than req/s on a busy box)."""
+    mine = statistics.median(r.cpu_us for r in num.runs)
+    base = statistics.median(r.cpu_us for r in den.runs)
+    return (f"Server CPU per request: {label} {mine:.0f} us, baseline {base:.0f} us "
+            f"(**CPU ratio baseline/{label}: {base / mine:.3f}**, what the req/s ratio would be "
+            "if both saturated their core and nothing else ran on it).")
+
+
 def setup_lines(args: argparse.Namespace, argv: list[str], facts: dict[str, str]) -> list[str]:
     """Command, machine and load: the same in both reports."""
     return [
@@ -584,8 +618,8 @@ def setup_lines(args: argparse.Namespace, argv: list[str], facts: dict[str, str]
 
 TABLE_HEAD = [
     "| target | req/s (median) | req/s per round | p50 ms | p99 ms | status >= 400 "
-    "| socket errors |",
-    "|---|---:|---|---:|---:|---:|---:|",
+    "| socket errors | server CPU us/req | server core share |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -606,6 +640,7 @@ def report(args: argparse.Namespace, argv: list[str], targets: list[Target],
         *TABLE_HEAD,
         target_row(base), target_row(ingest), "",
         ratio_line("ingest/baseline", ingest, base), "",
+        cpu_line("ingest", ingest, base), "",
         validity(ingest, outcomes), "", *checks,
     ])
 
@@ -669,7 +704,9 @@ def compare_report(args: argparse.Namespace, argv: list[str], targets: list[Targ
         target_row(base), target_row(stripe), target_row(other), "",
         "- " + ratio_line(f"{name}/stripe", other, stripe),
         "- " + ratio_line("stripe/baseline", stripe, base),
-        "- " + ratio_line(f"{name}/baseline", other, base), "",
+        "- " + ratio_line(f"{name}/baseline", other, base),
+        "- " + cpu_line("stripe", stripe, base),
+        "- " + cpu_line(name, other, base), "",
         compare_validity([stripe, other], outcomes), "", *checks,
     ])
 
@@ -698,17 +735,18 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
     ingest_url = f"http://127.0.0.1:{ingest_port}"
     wait_ready(bench.procs[0], ingest_log, f"{ingest_url}/health", None)
     wait_ready(bench.procs[1], base_log, f"http://127.0.0.1:{base_port}/plain", b"")
-    base = Target("baseline", f"http://127.0.0.1:{base_port}/plain")
+    base = Target("baseline", f"http://127.0.0.1:{base_port}/plain", pid=bench.procs[1].pid)
+    ingest_pid = bench.procs[0].pid
     if args.compare_provider:
         other = args.compare_provider
         targets = [base,
                    Target("ingest stripe", f"{ingest_url}/webhooks/stripe/{TENANT}",
-                          ingest=True),
+                          ingest=True, pid=ingest_pid),
                    Target(f"ingest {other}", f"{ingest_url}/webhooks/{other}/{TENANT}",
-                          provider=other, ingest=True)]
+                          provider=other, ingest=True, pid=ingest_pid)]
     else:
         targets = [base, Target("ingest", f"{ingest_url}/webhooks/stripe/{TENANT}",
-                                ingest=True)]
+                                ingest=True, pid=ingest_pid)]
     progress("servers ready; loading")
     load_rounds(bench, targets, args)
     outcomes = settled_outcomes(ingest_url)

@@ -37,8 +37,9 @@ class IngestApp(FastAPI):
 
     Every webhook would otherwise pass FastAPI's middleware (error page, telemetry, body
     limit, exception handlers, exit stack) and router before reaching an endpoint that
-    uses none of them: ~20% of a request's CPU. Everything else (the GET handshake,
-    /health, /metrics, unknown paths) is served by FastAPI as usual.
+    uses none of them: ~40 of ~155 us CPU per webhook when measured (bench_ingest.py).
+    Everything else (the GET handshake, /health, /metrics, unknown paths) is served by
+    FastAPI as usual.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
