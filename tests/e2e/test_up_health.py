@@ -110,7 +110,16 @@ async def test_up_restarts_a_killed_postgres_and_reports_health(
                 status if again and status["supervisor"]["infra"]["postgres"]["restarts"] else None
             )
 
-        status = await eventually(revived, timeout=120, every=1, what="postgres restarted")
+        try:
+            status = await eventually(revived, timeout=120, every=1, what="postgres restarted")
+        except AssertionError as exc:  # say why: what the supervisor and Postgres logged
+            logs = Path(env["PAYWATCH_STATE_DIR"])
+            tails = {
+                str(f.relative_to(logs)): f.read_text(errors="replace")[-3000:]
+                for f in sorted(logs.rglob("*.log"))
+                if "supervisor" in f.name or "postgres" in f.name or f.parent.name == "pg"
+            }
+            raise AssertionError(f"{exc}\nstatus: {_status(env)}\nlogs: {tails}") from exc
         assert status["supervisor"]["infra"]["postgres"]["restarts"] == 1
         assert status["health"]["status"] == "degraded"
         assert any(
