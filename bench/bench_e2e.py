@@ -32,7 +32,7 @@ from types import FrameType
 import asyncpg
 from bench_ingest import BENCH_ROOT, progress, sweep_stale
 from e2e_probe import CheckpointPoller, record_times
-from e2e_report import Result, read_rows, report
+from e2e_report import Result, Row, read_rows, report
 from e2e_sampler import Sampler
 from e2e_stack import BASELINE_TOPIC, PaywatchStack, Stack, make_stack
 
@@ -138,11 +138,18 @@ async def stages(stack: Stack, result: Result, poller: CheckpointPoller) -> None
     events_t = record_times(stack.ends.bootstrap, PAYMENTS_EVENTS)
     trans_t = record_times(stack.ends.bootstrap, RECOVERY_TRANSITIONS)
     events, decisions = await _paywatch_rows(stack.dsn())
+    with_event = {r.event_id for r in ok if (r.partition, r.offset) in events}
+    first: dict[str, Row] = {}
+    for r in ok:
+        first.setdefault(r.event_id, r)
+    result.duplicates = len(ok) - len(first)
+    for r in first.values():
+        if r.event_id not in with_event:  # no delivery of this Stripe event became an event
+            result.missing[r.kind] = result.missing.get(r.kind, 0) + 1
     for r in ok:
         result.add("webhook -> Kafka record", r, raw.at(r.partition, r.offset))
         event = events.get((r.partition, r.offset))
         if event is None:
-            result.missing[r.kind] = result.missing.get(r.kind, 0) + 1
             continue
         p, o, event_id = event
         result.add("webhook -> canonical event", r, events_t.at(p, o))

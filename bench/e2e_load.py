@@ -8,7 +8,7 @@ queue for one of ``--connections`` keep-alive HTTP/1.1 connections (a minimal cl
 asyncio streams: building, signing and parsing cost a few µs, so the generator takes little
 of the machine it measures). Each body is built and signed (Stripe's HMAC, timestamp now)
 when its connection takes it. Requests still queued when the duration ends are not sent and
-are counted as such. Output CSV columns: ``i,kind,due,sent,done,status,partition,offset``
+are counted as such. CSV columns: ``i,kind,due,sent,done,status,partition,offset,event_id``
 (times in epoch seconds, ``partition``/``offset`` from the JSON answer, -1 when absent).
 """
 
@@ -109,7 +109,8 @@ async def connection(load: Load) -> None:
             part, off = (coords.group(1).decode(), coords.group(2).decode()) if coords else (
                 "-1", "-1")
             load.rows.append(
-                f"{i},{webhook.kind},{due:.6f},{sent:.6f},{done:.6f},{status},{part},{off}")
+                f"{i},{webhook.kind},{due:.6f},{sent:.6f},{done:.6f},{status},{part},{off},"
+                f"{webhook.event_id}")
             load.queue.task_done()
     finally:
         if streams is not None:

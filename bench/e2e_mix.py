@@ -45,9 +45,10 @@ MAX_ATTEMPTS = 4
 
 @dataclass(frozen=True)
 class Webhook:
-    """One delivery: its kind (for the report) and its body."""
+    """One delivery: its kind (for the report), Stripe event id and body."""
 
     kind: str
+    event_id: str
     body: bytes
 
 
@@ -124,7 +125,7 @@ class Mix:
         roll = self.rng.random()
         if roll < 0.04 and self.recent:
             again = self.rng.choice(self.recent)  # a redelivery: same event id, same body
-            self.pending.append(Webhook("redelivery", again.body))
+            self.pending.append(Webhook("redelivery", again.event_id, again.body))
         elif roll < 0.62 or len(self.open) < 50:
             self.invoices += 1
             invoice = Invoice(self.invoices)
@@ -152,12 +153,13 @@ class Mix:
     def _send(self, kind: str, invoice: Invoice, *variant: str) -> None:
         self.events += 1
         card = invoice.n // 3
+        event_id = f"e2e{self.tag}{self.events:08d}"
         body = (
             self.templates.get(kind, *variant)
             .replace(INV.encode(), f"e2e{self.tag}{invoice.n:07d}".encode())
             .replace(CUS.encode(), f"e2e{self.tag}{invoice.n:07d}".encode())
-            .replace(EVT.encode(), f"e2e{self.tag}{self.events:08d}".encode())
+            .replace(EVT.encode(), event_id.encode())
             .replace(LAST4.encode(), f"{card % 10_000:04d}".encode())
             .replace(FINGERPRINT.encode(), f"fpe2e{self.tag}{card:07d}"[:16].encode())
         )
-        self.pending.append(Webhook(kind, body))
+        self.pending.append(Webhook(kind, f"evt_{event_id}", body))
