@@ -13,6 +13,8 @@ from paywatch.errors import Retryable
 from paywatch.kafka.clients import reliable_producer
 
 log = logging.getLogger(__name__)
+STOP_GRACE_S = 5.0
+"""How long stop() waits past the ack timeout for the last records to be taken."""
 
 
 class KafkaAppender:
@@ -64,7 +66,14 @@ class KafkaAppender:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         if self._producer is not None:
-            await self._producer.stop()
+            try:
+                # aiokafka's stop() flushes and waits for a broker that may be gone for good;
+                # what it still holds was never acknowledged to anyone (no 200 went out).
+                async with asyncio.timeout(self._ack_timeout + STOP_GRACE_S):
+                    await self._producer.stop()
+            except TimeoutError:
+                log.warning("Kafka at %s did not take the last records: closed without them",
+                            self._bootstrap)  # fmt: skip
 
     async def append(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
         """Write one record and wait for the broker ack; (partition, offset) or Retryable."""

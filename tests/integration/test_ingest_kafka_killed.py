@@ -15,6 +15,7 @@ provider would, must be accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +27,13 @@ import httpx
 import pytest
 
 from paywatch.api.ingest.app import create_app
+from paywatch.errors import Retryable
 from paywatch.kafka.admin import ensure_topics
+from paywatch.kafka.appender import STOP_GRACE_S, KafkaAppender
 from paywatch.kafka.codec import make_codec
 from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.schemas.models import RawWebhook
-from paywatch.schemas.topics import WEBHOOKS_RAW, topic_specs
+from paywatch.schemas.topics import WEBHOOKS_RAW, TopicSpec, topic_specs
 from paywatch.settings import Settings
 from tests.integration.test_ingest import SECRET, _tenant, failure_body, signed
 from tests.kafka_helpers import eventually, topic_records
@@ -185,3 +188,18 @@ async def _assert_log_holds_every_accepted_delivery(settings: Settings, posts: D
     # Every delivery, including those refused while the broker was down, is accepted now.
     assert set(posts.accepted.values()) == set(posts.bodies)
     assert len(posts.accepted) >= BEFORE + DURING + AFTER
+
+
+async def test_the_appender_stops_while_kafka_is_dead(own_kafka: EmbeddedKafka) -> None:
+    """A producer holding records for a dead broker must not hang the process's shutdown."""
+    ensure_topics(own_kafka.bootstrap, [TopicSpec("stop-test", 1)], timeout=60.0)
+    appender = KafkaAppender(own_kafka.bootstrap, ACK_TIMEOUT_S, client_id="stop-test")
+    await appender.start()
+    await appender.append("stop-test", b"k", b"before")
+    pid = own_kafka.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Retryable):
+        await appender.append("stop-test", b"k", b"during")  # queued, never acked
+    await asyncio.wait_for(appender.stop(), ACK_TIMEOUT_S + STOP_GRACE_S + 10)
+
