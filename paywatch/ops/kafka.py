@@ -144,6 +144,13 @@ class EmbeddedKafka:
         """True when our broker process is alive (it may still be starting)."""
         return self.pid() is not None
 
+    def _pid_file_alive(self) -> bool:
+        """The pid file names a live process (ours or not: only for a start in progress)."""
+        try:
+            return pid_alive(int(self.pid_file.read_text().strip()))
+        except (FileNotFoundError, ValueError):
+            return False
+
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker unless it runs already; return once it serves metadata."""
         deadline = time.monotonic() + timeout
@@ -252,8 +259,11 @@ class EmbeddedKafka:
         # The TCP probe first: librdkafka would log every refused connection.
         while not (tcp_open("127.0.0.1", port) and _has_brokers(self.bootstrap)):
             # Our child alive but not yet recognised (right after the fork, before the exec
-            # shows the broker's command line) is still starting, not dead.
-            if not self.is_running() and not (self._child and self._child.poll() is None):
+            # shows the broker's command line) is still starting, not dead; so is a broker
+            # whose pid file names a live process whose command line could not be read
+            # (under load /proc may show it empty): declaring it dead would orphan it.
+            child_alive = self._child is not None and self._child.poll() is None
+            if not self.is_running() and not child_alive and not self._pid_file_alive():
                 code = self._child.poll() if self._child else None  # also reaps our child
                 self.pid_file.unlink(missing_ok=True)
                 raise InfraError(
