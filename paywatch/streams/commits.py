@@ -61,6 +61,8 @@ class _Partition:
     unfinished: dict[int, int] = field(default_factory=dict)
     """Offset -> how many times it was started and not yet finished."""
     committed: int | None = None
+    low: int | None = None
+    """The lowest offset started in this generation."""
 
     def committable(self) -> int | None:
         if self.next is None:
@@ -83,6 +85,7 @@ class OffsetLedger:
             return False
         part.unfinished[offset] = part.unfinished.get(offset, 0) + 1
         part.next = offset + 1 if part.next is None else max(part.next, offset + 1)
+        part.low = offset if part.low is None else min(part.low, offset)
         return True
 
     def finish(self, tp: tuple[str, int], offset: int, generation: int) -> None:
@@ -114,24 +117,44 @@ class OffsetLedger:
             if part is not None and part.generation == generation:
                 part.committed = offset
 
+    def low(self, tp: tuple[str, int], generation: int) -> int | None:
+        """The lowest offset started for ``tp`` in ``generation`` (None: none or another)."""
+        part = self._parts.get(tp)
+        return part.low if part is not None and part.generation == generation else None
+
     def unfinished(self) -> int:
         """Records started and not finished, all partitions (for health and tests)."""
         return sum(sum(p.unfinished.values()) for p in self._parts.values())
 
 
 class Committer:
-    """Commits the ledger's offsets through the Faust app's consumer."""
+    """Commits the ledger's offsets through the Faust app's consumer.
+
+    Guard against a gap at the start of a generation: a partition kept across a rebalance is
+    not always rewound to its committed offset (faust rewinds only once table recovery
+    completes, and skips that when recovery is cut short by another rebalance), so the first
+    records of a new generation may start past records the old one fetched and never
+    finished. A partition whose lowest record in this generation lies above the offset last
+    known committed is not committed; it is sought back there (its records come again; their
+    effects are idempotent) and committed once that run is contiguous.
+    """
 
     def __init__(self, app: Any, ledger: OffsetLedger) -> None:
         self.app = app
         self.ledger = ledger
         self._lock = asyncio.Lock()
+        self._known: dict[TP, int] = {}
+        """Offsets this worker committed or saw committed, per partition (all generations)."""
 
     async def commit(self) -> bool:
         """Commit what is safe now; True when something was committed."""
         async with self._lock:
             generation = int(self.app.consumer_generation_id)
-            offsets = self.ledger.committable(generation)
+            offsets = {
+                tp: offset
+                for tp, offset in self.ledger.committable(generation).items()
+                if await self._contiguous(tp, generation)
+            }
             if not offsets:
                 return False
             # Faust's public commit() only commits its own acks; _commit is the driver's
@@ -139,7 +162,26 @@ class Committer:
             done = bool(await self.app.consumer._commit(offsets))
             if done:
                 self.ledger.committed(offsets, generation)
+                self._known.update(offsets)
             return done
+
+    async def _contiguous(self, tp: TP, generation: int) -> bool:
+        """False (and a seek back) when this generation's records start past the committed
+        offset: committing would skip what lies between."""
+        known = [self._known.get(tp), self.app.consumer._committed_offset.get(tp)]
+        base = max((k for k in known if k is not None), default=None)
+        low = self.ledger.low((tp.topic, tp.partition), generation)
+        if base is None or low is None or low <= base:
+            return True
+        log.warning(
+            "%s[%s]: generation %s starts at %s past the committed offset %s: seeking back",
+            tp.topic, tp.partition, generation, low, base,
+        )  # fmt: skip
+        try:
+            await self.app.consumer.seek(tp, base)
+        except Exception:  # e.g. no longer assigned: the next owner starts from `base` anyway
+            log.warning("%s[%s]: seek back failed", tp.topic, tp.partition, exc_info=True)
+        return False
 
     def install(self, interval: float = COMMIT_INTERVAL_S) -> None:
         """Commit every ``interval`` seconds while the worker runs."""

@@ -3,7 +3,7 @@ below it has its effects acked (paywatch.streams.commits.OffsetLedger)."""
 
 from __future__ import annotations
 
-from paywatch.streams.commits import TP, OffsetLedger
+from paywatch.streams.commits import TP, Committer, OffsetLedger
 
 RAW = ("webhooks.raw", 0)
 
@@ -66,3 +66,58 @@ def test_partitions_are_independent() -> None:
     ledger.start(other, 8, 1)
     ledger.finish(other, 8, 1)
     assert ledger.committable(1) == {TP(*RAW): 3, TP(*other): 9}
+
+
+class _Consumer:
+    """The three things the Committer uses of Faust's consumer, recorded."""
+
+    def __init__(self, committed: dict[TP, int]) -> None:
+        self._committed_offset = dict(committed)
+        self.commits: list[dict[TP, int]] = []
+        self.seeks: list[tuple[TP, int]] = []
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        self._committed_offset.update(offsets)
+        return True
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+class _App:
+    def __init__(self, consumer: _Consumer, generation: int) -> None:
+        self.consumer = consumer
+        self.consumer_generation_id = generation
+
+
+async def test_a_generation_starting_past_the_committed_offset_seeks_back_not_commits() -> None:
+    """A partition kept across a rebalance but not rewound: generation 2's first record is
+    60 while 40 is committed, so 40..59 (fetched by generation 1, maybe never finished) must
+    not be skipped: no commit, a seek back to 40, and commits again once 40 onwards ran."""
+
+    consumer = _Consumer({TP(*RAW): 40})
+    ledger = OffsetLedger()
+    committer = Committer(_App(consumer, generation=2), ledger)
+    for offset in (60, 61):
+        ledger.start(RAW, offset, 2)
+        ledger.finish(RAW, offset, 2)
+    assert not await committer.commit()
+    assert consumer.commits == [] and consumer.seeks == [(TP(*RAW), 40)]
+    for offset in range(40, 62):  # delivered again from the committed offset
+        ledger.start(RAW, offset, 2)
+        ledger.finish(RAW, offset, 2)
+    assert await committer.commit()
+    assert consumer.commits == [{TP(*RAW): 62}]
+
+
+async def test_a_generation_starting_at_the_committed_offset_commits() -> None:
+
+    consumer = _Consumer({TP(*RAW): 40})
+    ledger = OffsetLedger()
+    committer = Committer(_App(consumer, generation=3), ledger)
+    for offset in range(40, 45):
+        ledger.start(RAW, offset, 3)
+        ledger.finish(RAW, offset, 3)
+    assert await committer.commit()
+    assert consumer.commits == [{TP(*RAW): 45}] and consumer.seeks == []
