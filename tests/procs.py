@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -51,9 +51,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def paywatch_process(
-    settings: Settings, *args: str, log: Path
+    settings: Settings, *args: str, log: Path, env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m paywatch <args>`; SIGTERM (then SIGKILL) it by pid on exit."""
+    """Run `python -m paywatch <args>`; SIGTERM (then SIGKILL) it by pid on exit.
+
+    `env`: the whole environment when given (else the settings' own)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -61,7 +63,7 @@ def paywatch_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=settings_env(settings),
+            env=dict(env) if env is not None else settings_env(settings),
         )
     try:
         yield proc

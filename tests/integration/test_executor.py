@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from paywatch.schemas.models import (
 )
 from paywatch.settings import Settings
 from tests.kafka_helpers import eventually, topic_records
-from tests.procs import log_tail, settings_env, stop
+from tests.procs import log_tail, paywatch_process, settings_env
 
 # Soft declines always recover, hard ones never: outcomes are known in advance.
 SUCCESS = '{"SOFT": 1, "HARD": 0}'
@@ -122,18 +121,8 @@ def executor_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen
     """`paywatch run executor` as a user runs it, with the test's simulator table."""
     env = settings_env(settings)
     env.update(PAYWATCH_SIMULATOR_SEED="5", PAYWATCH_SIMULATOR_SUCCESS=SUCCESS)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch", "run", "executor"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    try:
+    with paywatch_process(settings, "run", "executor", log=log, env=env) as proc:
         yield proc
-    finally:
-        stop(proc)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from paywatch.api.query.app import create_app as create_api
 from paywatch.schemas.topics import RECOVERY_COMMANDS
 from paywatch.settings import Settings
 from tests.kafka_helpers import eventually
-from tests.procs import settings_env, stop
+from tests.procs import paywatch_process, settings_env
 
 
 def _env(settings: Settings, metrics_port: int) -> dict[str, str]:
@@ -34,22 +34,6 @@ def _env(settings: Settings, metrics_port: int) -> dict[str, str]:
     env["PAYWATCH_EXECUTOR_METRICS_PORT"] = str(metrics_port)
     env["PAYWATCH_INSTANCE"] = "it"
     return env
-
-
-@contextmanager
-def _executor(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "paywatch", "run", "executor"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    try:
-        yield proc
-    finally:
-        stop(proc)
 
 
 @asynccontextmanager
@@ -84,7 +68,7 @@ async def test_dead_letter_and_unclean_restart_degrade_health_and_status(
     api_app = create_api(test_settings, pg_dsn)
     ingest_app = create_ingest(test_settings, kafka_bootstrap, pg_dsn)
     async with _client(api_app, "http://api") as api, _client(ingest_app, "http://in") as ingest:
-        with _executor(env, log) as proc:
+        with paywatch_process(test_settings, "run", "executor", log=log, env=env) as proc:
 
             async def running() -> dict[str, Any] | None:
                 assert proc.poll() is None, log.read_text()
@@ -117,7 +101,7 @@ async def test_dead_letter_and_unclean_restart_degrade_health_and_status(
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
 
-        with _executor(env, log) as proc:
+        with paywatch_process(test_settings, "run", "executor", log=log, env=env) as proc:
 
             async def restarted() -> dict[str, Any] | None:
                 assert proc.poll() is None, log.read_text()
