@@ -28,7 +28,7 @@ from aiokafka.errors import (
 )
 
 from paywatch.executor.decide import Coords
-from paywatch.schemas.models import MAX_BODY, MAX_HEADER, MAX_TEXT, DeadLetter
+from paywatch.schemas.models import MAX_BODY, MAX_HEADER, MAX_TEXT, DeadLetter, dead_letter_reason
 
 PERMANENT_SQLSTATE = ("22", "23", "54", "P0")
 PERMANENT_KAFKA = (
@@ -68,20 +68,13 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
-def describe(exc: BaseException) -> str:
-    """`Type: message`, safe for a DeadLetter and a log line."""
-    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text[:MAX_TEXT]
-
-
 def dead_letter(
     coords: Coords, key: bytes | None, value: bytes | None, stage: str, exc: BaseException,
     at: datetime,
 ) -> DeadLetter:  # fmt: skip
     """The DeadLetter of a record that failed at `stage`, cut to fit a Kafka record."""
     payload = value or b""
-    error = describe(exc)
+    error = dead_letter_reason(exc)
     if len(payload) > MAX_BODY:
         note = f" [payload cut from {len(payload)} to {MAX_BODY} bytes]"
         error, payload = error[: MAX_TEXT - len(note)] + note, payload[:MAX_BODY]

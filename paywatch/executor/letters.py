@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from paywatch.executor import effects
 from paywatch.executor.decide import Coords, Output
-from paywatch.executor.failures import Failed, dead_letter, describe
+from paywatch.executor.failures import Failed, dead_letter
 from paywatch.executor.metrics import DEAD_LETTERS
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import DeadLetter
+from paywatch.schemas.models import DeadLetter, dead_letter_reason
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class DeadLetters:
     def add(self, tp: TopicPartition, rec: Any, stage: str, exc: BaseException) -> None:
         """Queue the letter of `rec`, which failed at `stage`."""
         log.warning("dead letter %s[%s]@%s (%s): %s", rec.topic, rec.partition, rec.offset,
-                    stage, describe(exc))  # fmt: skip
+                    stage, dead_letter_reason(exc))  # fmt: skip
         where = Coords(rec.topic, rec.partition, rec.offset)
         self._queued.append((tp, dead_letter(where, rec.key, rec.value, stage, exc, self._clock())))
 

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from paywatch.errors import CodecError
 from paywatch.executor import effects
 from paywatch.executor.decide import Context, Coords, Decision, decide_batch
-from paywatch.executor.failures import RETRIED, describe, transient
+from paywatch.executor.failures import RETRIED, transient
 from paywatch.executor.letters import DeadLetters
 from paywatch.executor.metrics import BATCH, COMMANDS, PENDING, RETRIES
 from paywatch.executor.schedule import Schedule, Slot
@@ -41,7 +41,7 @@ from paywatch.executor.simulator import SimulatorConfig
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.kafka.health import tracker
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import RecoveryCommand
+from paywatch.schemas.models import RecoveryCommand, dead_letter_reason
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
 from paywatch.settings import Settings
 
@@ -227,7 +227,11 @@ class Executor:
             except RETRIED as exc:
                 if not transient(exc):
                     raise
-                log.warning("Kafka/Postgres unavailable, retry in %.1f s: %s", delay, describe(exc))
+                log.warning(
+                    "Kafka/Postgres unavailable, retry in %.1f s: %s",
+                    delay,
+                    dead_letter_reason(exc),
+                )
             RETRIES.inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

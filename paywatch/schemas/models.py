@@ -307,6 +307,14 @@ class DeadLetter(Frozen):
     failed_at: Instant
 
 
+def dead_letter_reason(error: BaseException | str) -> str:
+    """``Type: message`` of an error (or a reason as given) as a DeadLetter can hold it:
+    NUL and lone surrogates escaped, at most MAX_TEXT characters."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:MAX_TEXT]
+
+
 class FetchedRef(Frozen):
     """The provider resource a thin webhook named (``ResourceRef`` in the log)."""
 

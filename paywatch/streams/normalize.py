@@ -10,7 +10,7 @@ from paywatch.errors import CodecError, PayloadError, UnknownProvider
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import MAX_TEXT, DeadLetter, PaymentEvent, RawWebhook
+from paywatch.schemas.models import DeadLetter, PaymentEvent, RawWebhook, dead_letter_reason
 from paywatch.schemas.topics import invoice_key
 
 
@@ -61,22 +61,16 @@ def dead_letter(
     now: datetime,
 ) -> DeadLetter:
     """A DeadLetter for a record a stage could not handle (``error``: exception or reason)."""
-    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return DeadLetter(
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
         stage=stage,
-        error=_clean(reason)[:MAX_TEXT],
+        error=dead_letter_reason(error),
         key=key,
         payload=value,
         failed_at=now,
     )
-
-
-def _clean(text: str) -> str:
-    """The reason as the DeadLetter's bounded text can hold it (no NUL, no lone surrogate)."""
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 POISON = (CodecError, PayloadError, UnknownProvider)
