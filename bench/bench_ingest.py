@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,6 +227,38 @@ def sweep_stale() -> None:
         if pid.isdigit() and not pid_alive(int(pid)):
             stop_infra(Settings(state_dir=run_dir, kafka_bootstrap=None, database_url=None))
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextmanager
+def own_kafka() -> Iterator[tuple[Path, EmbeddedKafka]]:
+    """A bench's own embedded Kafka on free ports under ``.paywatch/bench-<pid>`` (no
+    Postgres): PAYWATCH_* variables dropped, stale benches swept, SIGTERM turned into an
+    exit so the broker is always stopped and the state deleted. Yields (state dir, broker)."""
+    signal.signal(signal.SIGTERM, _raise_exit)
+    for name in [k for k in os.environ if k.startswith("PAYWATCH_")]:
+        del os.environ[name]  # the bench runs its own stack, whatever the shell says
+    sweep_stale()
+    state = BENCH_ROOT / f"bench-{os.getpid()}"
+    state.mkdir(parents=True, exist_ok=True)
+    taken: set[int] = set()
+    infra = Settings(
+        env="dev",
+        state_dir=state,
+        kafka_bootstrap=None,
+        database_url=None,
+        embedded_kafka_port=free_port(taken),
+        embedded_kafka_controller_port=free_port(taken),
+        kafka_heap="512m",
+    )
+    try:
+        seed_jars(infra)
+        kafka = EmbeddedKafka(infra)
+        kafka.start()
+        yield state, kafka
+    finally:
+        progress("stopping")
+        EmbeddedKafka(infra).stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def seed_jars(settings: Settings) -> Path:

@@ -1,4 +1,4 @@
-"""kill -9 of the worker through a full-size backlog: does the normalize stage lose anything?
+"""kill -9 of the worker through a full-size backlog: do its stages lose anything?
 
 Run: ``.venv/bin/python bench/fault_worker.py [--events 100000] [--partitions 6]``.
 Starts its own Kafka (``.paywatch/bench-<pid>``, free ports; no Postgres: Stripe webhooks
@@ -6,8 +6,9 @@ need none), appends ``--events`` Stripe failures to ``webhooks.raw`` as ingest d
 runs ``paywatch run worker`` (rocksdb tables) through the kills of ``tests/fault_worker.py``:
 SIGKILL at 20 %, a second worker killed as it joins at 40 % (the running worker rebalances
 with records buffered), SIGKILL at 60 % plus a kill of the restarted worker before it
-joined. Prints a Markdown report: lost raw records, duplicated effects, records re-sent
-after a kill (expected: at-least-once), partitions whose commit stayed behind. Exit
+joined. Prints a Markdown report: lost raw records and saga decisions, duplicated effects,
+records re-sent after a kill (expected: at-least-once), partitions whose commit stayed
+behind. Exit
 status 1 when anything was lost or left behind. PAYWATCH_* variables are ignored.
 """
 
@@ -15,20 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 
 import _repo  # noqa: F401  (puts the repository root on sys.path)
-from bench_ingest import BENCH_ROOT, free_port, progress, seed_jars, sweep_stale
+from bench_ingest import own_kafka, progress
 from pydantic import SecretStr
 
 from paywatch.kafka.admin import ensure_topics
-from paywatch.ops.kafka import EmbeddedKafka
 from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
 from tests.fault_worker import DEFAULT_KILLS, FaultReport, append_failures, run_with_kills
@@ -51,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def report(args: argparse.Namespace, result: FaultReport, appended_s: float) -> str:
     """The Markdown report."""
     lines = [
-        "# Worker kill -9 fault run (normalize stage)",
+        "# Worker kill -9 fault run (normalize, saga and card-ledger stages)",
         "",
         f"{result.events} Stripe failures in webhooks.raw ({args.partitions} partitions,"
         f" appended in {appended_s:.0f} s); worker run with kills in {result.seconds:.0f} s.",
@@ -64,14 +59,20 @@ def report(args: argparse.Namespace, result: FaultReport, appended_s: float) -> 
         f"| raw records with two different event ids | {len(result.split_effects)} |",
         f"| event ids on two raw records | {result.shared_ids} |",
         f"| records re-sent after a kill (same event id; idempotent) | {result.resent} |",
-        f"| webhooks.raw partitions not committed to their end | {len(result.behind)} |",
+        f"| invoices without their saga transition (lost decision) | {len(result.undecided)} |",
+        f"| events that caused two different transitions | {len(result.split_decisions)} |",
+        f"| transitions re-sent after a kill (identical; idempotent) | "
+        f"{result.transitions_resent} |",
+        f"| partitions the worker reads not committed to their end | {len(result.behind)} |",
         "",
         f"**{'PASS' if result.ok else 'FAIL'}**",
     ]
     if result.lost:
         lines.append(f"\nFirst lost (partition, offset): {result.lost[:20]}")
+    if result.undecided:
+        lines.append(f"\nFirst undecided invoices: {result.undecided[:20]}")
     if result.behind:
-        lines.append(f"\nBehind (partition: committed, end): {result.behind}")
+        lines.append(f"\nBehind (topic[partition]: committed, end): {result.behind}")
     return "\n".join(lines)
 
 
@@ -90,36 +91,13 @@ async def measure(
     return result, appended_s
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
     """Run the fault run; print the report; always stop what it started."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
-    for name in [k for k in os.environ if k.startswith("PAYWATCH_")]:
-        del os.environ[name]  # the bench runs its own stack, whatever the shell says
-    sweep_stale()
-    state = BENCH_ROOT / f"bench-{os.getpid()}"
-    state.mkdir(parents=True, exist_ok=True)
-    taken: set[int] = set()
-    infra = Settings(
-        env="dev",
-        state_dir=state,
-        kafka_bootstrap=None,
-        database_url=None,
-        embedded_kafka_port=free_port(taken),
-        embedded_kafka_controller_port=free_port(taken),
-        kafka_heap="512m",
-    )
-    try:
-        seed_jars(infra)
-        kafka = EmbeddedKafka(infra)
-        kafka.start()
+    with own_kafka() as (state, kafka):
         settings = Settings(
             env="dev",
-            state_dir=Path(state) / "run",
+            state_dir=state / "run",
             kafka_bootstrap=kafka.bootstrap,
             database_url=SecretStr(UNUSED_DSN),
             topic_prefix="fault.",
@@ -129,10 +107,6 @@ def main(argv: list[str]) -> int:
         result, appended_s = asyncio.run(measure(args, settings, kafka.bootstrap))
         print(report(args, result, appended_s))
         return 0 if result.ok else 1
-    finally:
-        progress("stopping")
-        EmbeddedKafka(infra).stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

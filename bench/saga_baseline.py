@@ -2,16 +2,18 @@
 
 One consumer (group of its own, both source topics, offsets committed every
 ``COMMIT_S`` like Faust's ``broker_commit_interval``) and one acks=all idempotent
-producer. Per record, as ``SagaRuntime.handle`` does: decode with the codec, ``shell.step``
-over dict-backed saga and card stores, encode and send the commands and transitions,
-await their acks (each record's sends first, then their acks), store the entries, update
-the timer index. What it leaves out is what Faust adds: table changelogs and local
+producer. In batches of up to ``BATCH_MAX`` records, as the saga agent takes them: per
+record decode with the codec, ``shell.step`` over dict-backed saga and card stores, encode
+and send the commands and transitions; then every ack of the batch awaited once, then the
+timer index updated. What it leaves out is what Faust adds: table changelogs and local
 stores, the stream machinery, acking and its commit bookkeeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,7 @@ from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
 
 COMMIT_S = 2.8  # Faust's default broker_commit_interval
+BATCH_MAX = 500  # the saga agent's batch (streams/saga.py BATCH_MAX)
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class PlainSaga:
         event: PaymentEvent = self.codec.decode(msg.value, PaymentEvent, topic=msg.topic)
         return event
 
-    async def handle(self, msg: Any) -> None:
-        """One decision for one record, as the agent makes it."""
+    async def decide(self, msg: Any, futures: list[Any]) -> Callable[[], None]:
+        """One decision for one record, its sends queued to ``futures``; what to store once
+        they are acked (a batch's later records of a saga see its earlier entries)."""
         event = self.decode(msg)
         key = f"{event.tenant}/{event.invoice_ref}"
         entry = self.sagas.get(key)
@@ -75,20 +79,17 @@ class PlainSaga:
         )
         record_key, send = key.encode(), self.producer.send
         commands, transitions = self.topics.commands, self.topics.transitions
-        futures = [
-            await send(commands, self.codec.encode(c, topic=commands), key=record_key)
-            for c in out.commands
-        ]
-        futures += [
-            await send(transitions, self.codec.encode(t, topic=transitions), key=record_key)
-            for t in out.transitions
-        ]
-        for fut in futures:
-            await fut
+        for c in out.commands:
+            value = self.codec.encode(c, topic=commands)
+            futures.append(await send(commands, value, key=record_key))
+        for t in out.transitions:
+            value = self.codec.encode(t, topic=transitions)
+            futures.append(await send(transitions, value, key=record_key))
         if out.entry is not None and out.entry != entry:
             self.sagas[key] = out.entry
         self.cards.update(out.cards)
-        self.index.put(key, msg.partition, out.timers)
+        partition, timers = msg.partition, out.timers
+        return lambda: self.index.put(key, partition, timers)
 
 
 async def run(bootstrap: str, codec: Codec, topics: Topics, group: str, expected: int) -> int:
@@ -122,15 +123,21 @@ OPEN_STATES = frozenset({"failed", "retrying", "awaiting_customer"})
 
 
 async def _loop(consumer: AIOKafkaConsumer, saga: PlainSaga, expected: int) -> None:
+    """Batches as the agent takes them: decide all, send all, await the acks once, commit."""
     processed, offsets = 0, dict[TopicPartition, int]()
     next_commit = time.monotonic() + COMMIT_S
     while processed < expected:
-        batch = await consumer.getmany(timeout_ms=500)
+        batch = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX)
+        futures: list[Any] = []
+        after = []
         for tp, messages in batch.items():
             for msg in messages:
-                await saga.handle(msg)
+                after.append(await saga.decide(msg, futures))
                 offsets[tp] = msg.offset + 1
                 processed += 1
+        await asyncio.gather(*futures)
+        for done in after:
+            done()
         if time.monotonic() >= next_commit and offsets:
             await consumer.commit(offsets)
             next_commit = time.monotonic() + COMMIT_S

@@ -53,7 +53,7 @@ def mib(n: int | None) -> str:
 
 
 NAMES = {
-    "plain": "plain aiokafka loop (same per-record work, dict stores)",
+    "plain": "plain aiokafka loop (same decisions, batches of 500, dict stores)",
     "faust": "saga agent: `paywatch run worker`, rocksdb tables",
 }
 

@@ -1,4 +1,4 @@
-"""Kill -9 harness for the worker's normalize stage (engine issue, item 11, worker part).
+"""Kill -9 harness for the worker's stages (engine issue, item 11, worker part).
 
 Shared by ``tests/integration/test_fault_worker.py`` (a few thousand events, in ``make
 test``) and ``bench/fault_worker.py`` (100k events, prints a report):
@@ -9,11 +9,14 @@ test``) and ``bench/fault_worker.py`` (100k events, prints a report):
    cover given fractions of the input (``Kill``), restarting it each time, including
    workers killed as they ask to join the consumer group, before they joined;
 3. after the last restart it waits until every raw record has its ``payments.events``
-   record and the group's committed offsets reached the end of every ``webhooks.raw``
-   partition, and returns a ``FaultReport``: lost raw records, duplicated effects (two
-   different event ids for one raw record, or an event id on two raw records), re-sent
-   records (the same event sent again after a kill: expected, at-least-once), and the
-   partitions whose committed offset stayed behind.
+   record, every invoice its saga's first transition on ``recovery.transitions`` (the
+   saga stage), and the group's committed offsets reached the end of every partition of
+   the topics the worker reads (``webhooks.raw``, ``payments.events``, ``recovery.timers``,
+   ``recovery.cards``), and returns a ``FaultReport``: lost raw records and lost saga
+   decisions, duplicated effects (two different event ids for one raw record, an event id
+   on two raw records, two different transitions caused by one event), re-sent records
+   (the same record sent again after a kill: expected, at-least-once), and the partitions
+   whose committed offset stayed behind.
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from paywatch.kafka.codec import make_codec
-from paywatch.schemas.models import PaymentEvent, RawWebhook
-from paywatch.schemas.topics import PAYMENTS_EVENTS, WEBHOOKS_RAW, raw_key
+from paywatch.schemas.models import PaymentEvent, RawWebhook, SagaTransition
+from paywatch.schemas.topics import (
+    PAYMENTS_EVENTS,
+    RECOVERY_CARDS,
+    RECOVERY_TIMERS,
+    RECOVERY_TRANSITIONS,
+    WEBHOOKS_RAW,
+    raw_key,
+)
 from paywatch.settings import Settings
 from tests.builders import stripe as samples
 from tests.procs import log_tail, paywatch_process
@@ -74,21 +84,51 @@ class FaultReport:
     """Event ids carried by more than one raw record (a duplicated effect)."""
     resent: int = 0
     """Records of payments.events that repeat an event id already in the topic."""
-    behind: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """webhooks.raw partition -> (committed offset, end offset) where they differ."""
+    undecided: list[str] = field(default_factory=list)
+    """Invoices whose failure never got its saga transition (a lost saga decision)."""
+    split_decisions: list[str] = field(default_factory=list)
+    """Events that caused two different transitions (a duplicated saga effect)."""
+    transitions_resent: int = 0
+    """Transition records repeating one already in the topic (at-least-once)."""
+    behind: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """``topic[partition]`` -> (committed offset, end offset) where they differ."""
+    event_log_holes: dict[int, list[int]] = field(default_factory=dict)
+    """payments.events partition -> offsets holding no data record (diagnostic only)."""
     kills: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         """Nothing lost, no duplicated effect, no partition left behind."""
-        return not (self.lost or self.split_effects or self.shared_ids or self.behind)
+        return not (
+            self.lost
+            or self.split_effects
+            or self.shared_ids
+            or self.undecided
+            or self.split_decisions
+            or self.behind
+        )
+
+
+def invoice_of(i: int) -> str:
+    """The invoice id of failure number ``i``."""
+    return f"in_fault_{i:07d}"
 
 
 async def append_failures(
-    settings: Settings, bootstrap: str, tenant: str, n: int, *, first: int = 0
+    settings: Settings,
+    bootstrap: str,
+    tenant: str,
+    n: int,
+    *,
+    first: int = 0,
+    retry_in_s: int | None = None,
 ) -> set[Coord]:
-    """Append ``n`` verified Stripe failures (numbered from ``first``); their coordinates."""
+    """Append ``n`` verified Stripe failures (numbered from ``first``); their coordinates.
+
+    ``retry_in_s``: Stripe's next automatic attempt that many seconds after each failure
+    (None: the builder's fixed date in 2025, which a scaled saga clock cannot convert).
+    """
     codec = make_codec(settings)
     topic = settings.topic(WEBHOOKS_RAW)
     producer = AIOKafkaProducer(
@@ -99,10 +139,13 @@ async def append_failures(
         now = int(time.time())
         futures = []
         for i in range(first, first + n):
-            invoice = f"in_fault_{i:07d}"
+            invoice = invoice_of(i)
+            invoice_doc = samples.stripe_invoice(basil=True, invoice_id=invoice, created=now)
+            if retry_in_s is not None:
+                invoice_doc["next_payment_attempt"] = now + retry_in_s
             doc = samples.stripe_event(
                 "invoice.payment_failed",
-                samples.stripe_invoice(basil=True, invoice_id=invoice, created=now),
+                invoice_doc,
                 event_id=f"evt_fault_{i:07d}",
                 created=now,
             )
@@ -122,19 +165,19 @@ async def append_failures(
         await producer.stop()
 
 
-class EventsTail:
-    """Reads payments.events incrementally: raw coordinate -> event ids seen for it."""
+class _Tail:
+    """Reads one topic's partitions incrementally from the start (no group)."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
         self.settings, self.bootstrap = settings, bootstrap
-        self.topic = settings.topic(PAYMENTS_EVENTS)
+        self.topic = settings.topic(topic)
         self.codec = make_codec(settings)
-        self.by_raw: dict[Coord, set[str]] = {}
-        self.raws_of: dict[str, set[Coord]] = {}
         self.records = 0
+        self.offsets: dict[int, list[int]] = {}
+        """Partition -> offsets of the data records read (to find offsets the log lacks)."""
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def __aenter__(self) -> EventsTail:
+    async def __aenter__(self) -> Self:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -151,43 +194,122 @@ class EventsTail:
         if self._consumer is not None:
             await self._consumer.stop()
 
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        batch = await self._consumer.getmany(timeout_ms=250, max_records=20_000)
+        for tp, records in batch.items():
+            seen = self.offsets.setdefault(tp.partition, [])
+            for record in records:
+                self.records += 1
+                seen.append(record.offset)
+                self.add(record.value)
+
+    def log_holes(self) -> dict[int, list[int]]:
+        """Partition -> offsets below the last one read that hold no data record."""
+        out = {}
+        for partition, offsets in self.offsets.items():
+            present = set(offsets)
+            missing = [o for o in range(min(present), max(present)) if o not in present]
+            if missing:
+                out[partition] = missing
+        return out
+
+    def add(self, value: bytes) -> None:
+        """Take in one record."""
+        raise NotImplementedError
+
+
+class EventsTail(_Tail):
+    """payments.events: raw coordinate -> event ids seen for it."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        super().__init__(settings, bootstrap, PAYMENTS_EVENTS)
+        self.by_raw: dict[Coord, set[str]] = {}
+        self.raws_of: dict[str, set[Coord]] = {}
+
+    def add(self, value: bytes) -> None:
+        """Take in one canonical event."""
+        event = self.codec.decode(value, PaymentEvent, topic=self.topic)
+        assert event.raw is not None  # every event normalize emits names its raw record
+        coord = (event.raw.partition, event.raw.offset)
+        self.by_raw.setdefault(coord, set()).add(event.event_id)
+        self.raws_of.setdefault(event.event_id, set()).add(coord)
+
     async def poll(self) -> int:
         """Read what arrived since the last poll; the number of raw records covered."""
-        assert self._consumer is not None
-        batch = await self._consumer.getmany(timeout_ms=500, max_records=20_000)
-        for records in batch.values():
-            for record in records:
-                event = self.codec.decode(record.value, PaymentEvent, topic=self.topic)
-                coord = (event.raw.partition, event.raw.offset)
-                self.records += 1
-                self.by_raw.setdefault(coord, set()).add(event.event_id)
-                self.raws_of.setdefault(event.event_id, set()).add(coord)
+        await self._read()
         return len(self.by_raw)
 
 
-async def committed_offsets(settings: Settings, bootstrap: str) -> dict[int, tuple[int, int]]:
-    """webhooks.raw partition -> (the worker group's committed offset, end offset)."""
-    topic = settings.topic(WEBHOOKS_RAW)
+class TransitionsTail(_Tail):
+    """recovery.transitions: causing event id -> from state -> the target states seen.
+
+    One event may move a saga several times (opened, then retrying); a replay re-sends the
+    same moves. Two different targets from one state for one event is a decision taken
+    twice on different state: a duplicated effect.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        super().__init__(settings, bootstrap, RECOVERY_TRANSITIONS)
+        self.by_cause: dict[str, dict[str | None, set[str]]] = {}
+        self.invoices: set[str] = set()
+        self.moves: set[tuple[str, str | None, str]] = set()
+
+    def add(self, value: bytes) -> None:
+        """Take in one transition."""
+        t = self.codec.decode(value, SagaTransition, topic=self.topic)
+        start = None if t.from_state is None else str(t.from_state)
+        targets = self.by_cause.setdefault(t.cause_event_id, {}).setdefault(start, set())
+        targets.add(str(t.to_state))
+        self.moves.add((t.cause_event_id, start, str(t.to_state)))
+        self.invoices.add(t.invoice_ref)
+
+    async def poll(self) -> int:
+        """Read what arrived since the last poll; the number of invoices with a transition."""
+        await self._read()
+        return len(self.invoices)
+
+    def split(self) -> list[str]:
+        """Events that moved one saga from one state to two different states."""
+        return sorted(
+            cause
+            for cause, starts in self.by_cause.items()
+            if any(len(targets) > 1 for targets in starts.values())
+        )
+
+
+WORKER_SOURCES = (WEBHOOKS_RAW, PAYMENTS_EVENTS, RECOVERY_TIMERS, RECOVERY_CARDS)
+"""The topics the worker's consumer group reads (and must commit to their end)."""
+
+
+async def committed_offsets(
+    settings: Settings, bootstrap: str, topics: Sequence[str] = (WEBHOOKS_RAW,)
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (the worker group's committed offset, end offset)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=settings.app_id, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        tps = [
+            TopicPartition(settings.topic(topic), p)
+            for topic in topics
+            for p in range(settings.topic_partitions)
+        ]
         ends = await consumer.end_offsets(tps)
         out = {}
         for tp in tps:
             committed = await consumer.committed(tp)
-            out[tp.partition] = (committed if committed is not None else -1, ends[tp])
+            out[(tp.topic, tp.partition)] = (committed if committed is not None else 0, ends[tp])
         return out
     finally:
         await consumer.stop()
 
 
-async def behind(settings: Settings, bootstrap: str) -> dict[int, tuple[int, int]]:
-    """webhooks.raw partitions whose committed offset is not their end offset."""
-    offsets = await committed_offsets(settings, bootstrap)
-    return {p: co for p, co in offsets.items() if co[0] != co[1]}
+async def behind(settings: Settings, bootstrap: str) -> dict[str, tuple[int, int]]:
+    """Partitions the worker reads whose committed offset is not their end offset."""
+    offsets = await committed_offsets(settings, bootstrap, WORKER_SOURCES)
+    return {f"{t}[{p}]": co for (t, p), co in offsets.items() if co[0] != co[1]}
 
 
 QUIET_S = 15.0
@@ -195,16 +317,22 @@ QUIET_S = 15.0
 
 
 async def settle(
-    settings: Settings, bootstrap: str, tail: EventsTail, total: int, deadline: float
-) -> dict[int, tuple[int, int]]:
+    settings: Settings,
+    bootstrap: str,
+    tails: tuple[EventsTail, TransitionsTail],
+    total: int,
+    deadline: float,
+) -> dict[str, tuple[int, int]]:
     """Wait for full coverage and commits, or commits and quiet (what is missing is lost)."""
-    seen, quiet_since = -1, time.monotonic()
+    events, transitions = tails
+    seen, quiet_since = (-1, -1), time.monotonic()
     while time.monotonic() < deadline:
-        covered = await tail.poll()
+        covered = (await events.poll(), await transitions.poll())
         if covered != seen:
             seen, quiet_since = covered, time.monotonic()
         left = await behind(settings, bootstrap)
-        if not left and (covered >= total or time.monotonic() - quiet_since > QUIET_S):
+        done = min(covered) >= total
+        if not left and (done or time.monotonic() - quiet_since > QUIET_S):
             return left
     return await behind(settings, bootstrap)
 
@@ -225,11 +353,18 @@ async def run_with_kills(
     kills: Sequence[Kill] = DEFAULT_KILLS,
     timeout: float = 600.0,  # noqa: ASYNC109 (a deadline for the whole run)
 ) -> FaultReport:
-    """Run the worker through ``kills``; then report what the normalize stage lost."""
+    """Run the worker through ``kills``; then report what its stages lost.
+
+    ``expected``: the coordinates ``append_failures`` returned (failures numbered from 0).
+    """
+    invoices = {invoice_of(i) for i in range(len(expected))}
     started = time.monotonic()
     deadline = started + timeout
     report = FaultReport(events=len(expected))
-    async with EventsTail(settings, bootstrap) as tail:
+    async with (
+        EventsTail(settings, bootstrap) as tail,
+        TransitionsTail(settings, bootstrap) as decisions,
+    ):
         with ExitStack() as running:
             worker = running.enter_context(paywatch_process(settings, "run", "worker", log=log))
             for kill in kills:
@@ -251,13 +386,19 @@ async def run_with_kills(
                     await _kill_joining(settings, log, deadline)
                     report.kills.append("kill -9 of the restarted worker before it joined")
                 worker = running.enter_context(paywatch_process(settings, "run", "worker", log=log))
-            report.behind = await settle(settings, bootstrap, tail, len(expected), deadline)
+            tails = (tail, decisions)
+            report.behind = await settle(settings, bootstrap, tails, len(expected), deadline)
             assert worker.poll() is None, log_tail(log)
             await tail.poll()
+            await decisions.poll()
     report.lost = sorted(expected - set(tail.by_raw))
     report.split_effects = sorted(c for c, ids in tail.by_raw.items() if len(ids) > 1)
     report.shared_ids = sum(1 for raws in tail.raws_of.values() if len(raws) > 1)
     report.resent = tail.records - sum(len(ids) for ids in tail.by_raw.values())
+    report.undecided = sorted(set(invoices) - decisions.invoices)
+    report.split_decisions = decisions.split()
+    report.event_log_holes = tail.log_holes()
+    report.transitions_resent = decisions.records - len(decisions.moves)
     report.seconds = time.monotonic() - started
     return report
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -32,7 +31,6 @@ from paywatch.streams.card_ledger import install as install_card_ledger
 from paywatch.streams.commits import Committer, OffsetLedger
 from paywatch.streams.fetch import Fetcher
 from paywatch.streams.fetch_agent import FetchAgent, FetchStage
-from paywatch.streams.normalize import dead_letter
 from paywatch.streams.normalize_agent import FetchedStage, NormalizeStage
 from paywatch.streams.normalize_agent import install as install_normalize
 from paywatch.streams.policy_view import PolicyView
@@ -125,8 +123,11 @@ def create_worker(
         fetcher=None if dsn is None else _fetcher(settings, dsn, http_transport),
     )
     codec = make_codec(settings)
-    _normalize_agents(worker, codec)
-    saga = _saga(app, settings, codec, policies or PolicyView.from_settings(settings, bootstrap))
+    ledger = OffsetLedger()  # every stage commits its own offsets (streams/commits.py)
+    Committer(app, ledger).install()
+    _normalize_agents(worker, codec, ledger)
+    policy_source = policies or PolicyView.from_settings(settings, bootstrap)
+    saga = _saga(app, settings, codec, policy_source, ledger)
     return replace(worker, saga=saga)
 
 
@@ -139,12 +140,11 @@ SAGA_STORE_OPTIONS = {
 write buffers and a 2 GiB block cache each, took 6.6 GiB restoring a million sagas)."""
 
 
-def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySource) -> SagaRuntime:
-    events_dlq = _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS)))
-
-    async def dead_letter(msg: Any, exc: Exception, stage: str) -> None:
-        await _dead_letter(events_dlq, codec, msg, exc, stage)
-
+def _saga(
+    app: faust.App, settings: Settings, codec: Codec, policies: PolicySource, ledger: OffsetLedger
+) -> SagaRuntime:
+    # Both agents dead-letter to payments.events.dlq (a tick or card record names its topic).
+    stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
     clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
     cards = _raw_topic(app, settings.topic(RECOVERY_CARDS))
     commands = _raw_topic(app, settings.topic(RECOVERY_COMMANDS))
@@ -169,7 +169,6 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         timers=timers,
         events_topic=settings.topic(PAYMENTS_EVENTS),
         timers_topic=settings.topic(RECOVERY_TIMERS),
-        dead_letter=dead_letter,
     )
     source = app.topic(
         settings.topic(PAYMENTS_EVENTS),
@@ -178,9 +177,10 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
+        acks=False,  # the saga stage commits its offsets itself (streams/commits.py)
     )
-    install_saga(app, runtime, source)
-    ledger = CardLedgerRuntime(
+    install_saga(app, runtime, source, stage)
+    card_ledger = CardLedgerRuntime(
         codec=codec,
         clock=clock,
         policies=policies,
@@ -193,9 +193,9 @@ def _saga(app: faust.App, settings: Settings, codec: Codec, policies: PolicySour
         ),
         commands=commands,
         timers=timers,
-        dead_letter=dead_letter,
     )
-    install_card_ledger(app, ledger, cards)
+    card_source = _raw_topic(app, settings.topic(RECOVERY_CARDS), acks=False)
+    install_card_ledger(app, card_ledger, card_source, stage)
     return runtime
 
 
@@ -214,10 +214,8 @@ def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport |
     )
 
 
-def _normalize_agents(w: Worker, codec: Codec) -> None:
+def _normalize_agents(w: Worker, codec: Codec, ledger: OffsetLedger) -> None:
     """The normalize, fetch and normalize-fetched agents, committing their own offsets."""
-    ledger = OffsetLedger()
-    Committer(w.app, ledger).install()
     raw_stage = Stage(w.app, codec, w.raw_dlq, ledger)
     fetch = FetchAgent(FetchStage(raw_stage, w.fetcher, w.fetched, w.seen))
     normalize = NormalizeStage(raw_stage, w.providers, w.seen, w.events, fetch)
@@ -225,19 +223,3 @@ def _normalize_agents(w: Worker, codec: Codec) -> None:
     fetched_stage = Stage(w.app, codec, w.fetched_dlq, ledger)
     fetched = FetchedStage(fetched_stage, w.providers, w.events)
     install_normalize(w.app, w.fetched, "normalize-fetched", fetched)
-
-
-async def _dead_letter(dlq: Any, codec: Codec, msg: Any, exc: Exception, stage: str) -> None:
-    log.warning("dead letter (%s) %s[%s]@%s: %s", stage, msg.topic, msg.partition, msg.offset, exc)
-    letter = dead_letter(
-        stage=stage,
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=msg.key,
-        value=msg.value,
-        error=exc,
-        now=datetime.now(UTC),
-    )
-    fut = await dlq.send(key=msg.key, value=codec.encode(letter, topic=dlq.get_topic_name()))
-    await fut

@@ -13,7 +13,10 @@ that makes it poison), and hands the batch to ``Stage.deliver``:
    dead-letters anything, unless one record keeps failing while the others succeed: that
    record is the poison (the batch is narrowed down to it);
 3. only then the records' table writes are made (and flushed), and the records are
-   finished in the ``OffsetLedger``, which lets their offsets be committed.
+   finished in the ``OffsetLedger``, which lets their offsets be committed. A record whose
+   consumer generation ended meanwhile (a rebalance) gets no table write: it comes again
+   from the committed offset, and a late write could overwrite what its partition's new
+   owner wrote.
 
 So nothing is committed before its effects are durable, and no single record can stop a
 stage: every exception of a record's decision or encoding is that record's dead letter.
@@ -39,6 +42,7 @@ from aiokafka.errors import (
 from faust import streams as faust_streams
 
 from paywatch.errors import PayloadError
+from paywatch.kafka.health import tracker
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import Frozen
 from paywatch.streams.commits import OffsetLedger
@@ -88,10 +92,14 @@ class Record:
 def encode(codec: Codec, topic: Any, key: bytes, model: Frozen) -> Output:
     """Encode one output; PayloadError when it cannot fit in a Kafka record."""
     value = codec.encode(model, topic=topic.get_topic_name())
+    return bounded(topic, key, value, type(model).__name__)
+
+
+def bounded(topic: Any, key: bytes, value: bytes, what: str = "record") -> Output:
+    """An output already encoded; PayloadError when it cannot fit in a Kafka record."""
     if len(key) + len(value) > MAX_RECORD_BYTES:
         raise PayloadError(
-            f"{type(model).__name__} of {len(value)} bytes exceeds the {MAX_RECORD_BYTES}-byte"
-            " Kafka record limit"
+            f"{what} of {len(value)} bytes exceeds the {MAX_RECORD_BYTES}-byte Kafka record limit"
         )
     return Output(topic, key, value)
 
@@ -121,6 +129,15 @@ def _write_tables(record: Record) -> None:
         log.exception("table write of %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
 
 
+def _generation_of(msg: Any) -> int:
+    """The consumer generation that fetched ``msg`` (Faust stamps every message)."""
+    return int(getattr(msg, "generation_id", 0) or 0)
+
+
+def _generation(record: Record) -> int:
+    return _generation_of(record.message)
+
+
 def broker_fault(exc: BaseException) -> bool:
     """A Kafka failure that is the broker's, not the record's: retry, never dead-letter."""
     return isinstance(exc, KafkaError) and not isinstance(exc, RECORD_FAULTS)
@@ -143,7 +160,7 @@ class Stage:
     def start(self, event: Any, stage: str = "normalize") -> Record:
         """Begin one source record (it now holds back its partition's commit)."""
         msg = event.message
-        gen = getattr(msg, "generation_id", 0)
+        gen = _generation_of(msg)
         tracked = self.ledger.start((msg.topic, msg.partition), msg.offset, gen)
         return Record(event, tracked=tracked, stage=stage)
 
@@ -158,21 +175,28 @@ class Stage:
                 log.warning("broker unavailable, retrying a batch of %d: %s", len(records), exc)
                 await asyncio.sleep(backoff)  # backoff while the broker is away
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+        current = getattr(self.app, "consumer_generation_id", None)
         for record in records:
-            if record.after is not None and record.error is None and not record.handed_off:
-                _write_tables(record)
+            if record.after is None or record.error is not None or record.handed_off:
+                continue
+            if record.tracked and current is not None and _generation(record) != current:
+                # Its partition moved on in a rebalance: the record comes again from the
+                # committed offset; a late write could overwrite the new owner's entry.
+                continue
+            _write_tables(record)
         if any(r.after is not None for r in records):
             await self.app.producer.flush()  # the table changelog records are acked too
         for record in records:
             if not record.handed_off:
                 self.finish(record)
+        if records:
+            tracker.batch(records[0].stage, len(records))
 
     def finish(self, record: Record) -> None:
         """Every effect of the record is durable: its offset may be committed."""
         if record.tracked:
             msg = record.message
-            gen = getattr(msg, "generation_id", 0)
-            self.ledger.finish((msg.topic, msg.partition), msg.offset, gen)
+            self.ledger.finish((msg.topic, msg.partition), msg.offset, _generation_of(msg))
 
     async def _attempt(self, records: list[Record]) -> None:
         todo = [r for r in records if not r.sent and r.error is None and not r.handed_off]

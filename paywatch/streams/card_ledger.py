@@ -7,22 +7,23 @@ send it the attempts they see and, for every retry they want, a permit request
 (:mod:`paywatch.recovery.card_messages`); ``permits.grant`` checks the request against
 every attempt on the card — all invoices, partitions, providers and worker processes — and
 the agent forwards a granted RETRY_PAYMENT to ``recovery.commands`` or answers a refusal
-with ``PermitDenied`` on ``recovery.timers`` (the saga's partition). At-least-once: the
-output is acked before the table moves; a replayed request that was granted is not sent
-again (the ledger records a grant only after its command's ack).
+with ``PermitDenied`` on ``recovery.timers`` (the saga's partition). In batches
+(``CardLedgerStage``), committing its own offsets like the other stages. At-least-once: the
+outputs are acked before the table moves; a replayed request that was granted is not sent
+again (the ledger records a grant only after its command's ack); a record that cannot be
+read or decided is dead-lettered to ``payments.events.dlq`` and the agent goes on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
-from paywatch.errors import PaywatchError
+from paywatch.errors import PayloadError
 from paywatch.recovery.card_messages import CardMessage, denial, read_card_message
 from paywatch.recovery.clock import SagaClock
 from paywatch.recovery.ledger import CardAttempt, CardLedger
@@ -31,12 +32,18 @@ from paywatch.recovery.shell import CARD_HISTORY_DAYS
 from paywatch.recovery.state import PermitDenied
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import invoice_key
-from paywatch.streams.saga import PolicySource
-from paywatch.streams.sends import send_all
+from paywatch.streams.batches import (
+    MAX_RECORD_BYTES,
+    Output,
+    Record,
+    Stage,
+    acting_as,
+    bounded,
+    encode,
+)
+from paywatch.streams.saga import BATCH_MAX, BATCH_WITHIN_S, PolicySource
 
 log = logging.getLogger(__name__)
-
-DeadLetter = Callable[[Any, Exception, str], Awaitable[None]]
 
 
 def ledger_of(card: str, value: list[dict[str, Any]] | None) -> CardLedger:
@@ -51,6 +58,11 @@ def table_value(ledger: CardLedger, now: datetime) -> list[dict[str, Any]]:
     return [e.model_dump(mode="json") for e in ledger.entries if e.at >= horizon]
 
 
+SURELY_FITS = 700
+"""Attempts a ledger value may hold without measuring it: a bounded attempt encodes in under
+1.3 kB (ids, card and invoice refs at most 255 characters each), so 700 fit in a record."""
+
+
 @dataclass
 class CardLedgerRuntime:
     """What the card-ledger agent needs inside one worker."""
@@ -63,38 +75,71 @@ class CardLedgerRuntime:
     ledgers: Any  # Faust table: card key -> [CardAttempt as JSON]
     commands: Any  # recovery.commands topic
     timers: Any  # recovery.timers topic (refusals go back to the saga's partition)
-    dead_letter: DeadLetter
 
-    async def handle(self, msg: Any) -> None:
-        """Fold one record into its card's ledger (see the module docstring)."""
-        try:
-            record = read_card_message(msg.value)
-        except (ValueError, ValidationError) as exc:
-            await self.dead_letter(msg, exc, "card-ledger")
-            return
-        now = self.clock.to_saga(datetime.now(UTC))
-        ledger = ledger_of(record.card, self.ledgers.get(record.card))
-        try:
-            updated = await self._apply(record, ledger, now)
-        except (PaywatchError, ValidationError, ValueError) as exc:  # a bug, not bad luck
-            log.exception("card ledger %s: decision failed", record.card)
-            await self.dead_letter(msg, exc, "card-ledger")
-            return
-        if updated is not ledger:
-            self.ledgers[record.card] = table_value(updated, now)
 
-    async def _apply(self, record: CardMessage, ledger: CardLedger, now: datetime) -> CardLedger:
+@dataclass
+class CardLedgerStage:
+    """The card-ledger agent's batch step.
+
+    Records are folded in offset order into each card's ledger (a card's later records in
+    the batch see its earlier grants); granted commands and refusals are sent, the acks
+    awaited once (``batches.Stage.deliver``), and only then the ledgers written and the
+    offsets finished. A request whose output the broker refuses as a record (dead-lettered)
+    may leave its grant in the ledger a later record of the same card writes: one retry
+    fewer for that card, never one more.
+    """
+
+    stage: Stage
+    runtime: CardLedgerRuntime
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        """Fold every record of the batch, then deliver them together."""
+        await self.runtime.policies_ready()
+        now = self.runtime.clock.to_saga(datetime.now(UTC))
+        ledgers: dict[str, CardLedger] = {}
+        records = []
+        for event in batch:
+            record = self.stage.start(event, "card-ledger")
+            records.append(record)
+            self._fold(record, ledgers, now)
+        await self.stage.deliver(records)
+
+    def _fold(self, record: Record, ledgers: dict[str, CardLedger], now: datetime) -> None:
+        runtime = self.runtime
+        try:
+            message = read_card_message(record.message.value)
+            card = message.card
+            ledger = ledgers.get(card)
+            if ledger is None:
+                with acting_as(record.event):  # rocksdb: read the record's partition
+                    ledger = ledger_of(card, runtime.ledgers.get(card))
+            updated, record.outputs = self._apply(message, ledger, now)
+            value = table_value(updated, now) if updated is not ledger else None
+            if value is not None and len(value) > SURELY_FITS:
+                size = len(json.dumps(value))
+                if size > MAX_RECORD_BYTES:
+                    raise PayloadError(f"card ledger of {size} bytes exceeds a Kafka record")
+        except Exception as exc:  # any failure of one record is that record's dead letter
+            record.outputs = []
+            record.error = exc
+            return
+        if value is not None:
+            ledgers[card] = updated
+            record.after = lambda: runtime.ledgers.__setitem__(card, value)
+
+    def _apply(
+        self, record: CardMessage, ledger: CardLedger, now: datetime
+    ) -> tuple[CardLedger, list[Output]]:
         if record.command is None or record.saga is None:
-            return ledger.add(record.entries)
+            return ledger.add(record.entries), []
+        runtime = self.runtime
         saga, command = record.saga, record.command
-        await self.policies_ready()
-        permit = grant(ledger, saga, command, now, self.policies.get(saga.tenant))
+        permit = grant(ledger, saga, command, now, runtime.policies.get(saga.tenant))
         key = invoice_key(saga.tenant, saga.invoice_ref).encode()
         if permit.replayed:
-            return ledger
+            return ledger, []
         if permit.granted:
-            await send_all(self.codec, [(self.commands, key, command)])
-            return permit.ledger
+            return permit.ledger, [encode(self.stage.codec, runtime.commands, key, command)]
         assert permit.rule is not None  # a refusal always names its rule
         refused = PermitDenied(
             tenant=saga.tenant,
@@ -105,15 +150,14 @@ class CardLedgerRuntime:
             reason=permit.reason,
         )
         log.info("card %s: retry %s refused (%s)", record.card, command.command_id, permit.reason)
-        fut = await self.timers.send(key=key, value=denial(refused))
-        await fut
-        return ledger
+        return ledger, [bounded(runtime.timers, key, denial(refused), "PermitDenied")]
 
 
-def install(app: Any, runtime: CardLedgerRuntime, source: Any) -> None:
+def install(app: Any, runtime: CardLedgerRuntime, source: Any, stage: Stage) -> None:
     """Register the card-ledger agent on ``source`` (recovery.cards)."""
+    step = CardLedgerStage(stage, runtime)
 
     @app.agent(source, name="card-ledger")  # type: ignore[untyped-decorator]
     async def card_ledger(stream: Any) -> None:
-        async for event in stream.events():
-            await runtime.handle(event.message)
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await step.run(batch)

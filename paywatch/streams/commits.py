@@ -29,8 +29,11 @@ older generation is processed (effects are idempotent) but never counts, and a p
 only committed while its ledger belongs to the consumer's current generation: what Faust
 skipped in a rebalance comes again from the committed offset. ``Committer`` commits the
 ledger's offsets every ``COMMIT_INTERVAL_S`` through the consumer (which drops partitions
-no longer assigned). A crash between effects and commit replays records; their effects are
-idempotent (deterministic event ids, the dedupe table).
+no longer assigned). Two guards keep "in offset order" honest: a generation whose first
+record lies past the committed offset, and a hole inside a generation (a record started
+past one that never reached the stage), are both never committed over but sought back
+to. A crash between effects and commit replays records; their effects are idempotent
+(deterministic event ids, the dedupe table).
 """
 
 from __future__ import annotations
@@ -40,10 +43,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from faust.types import TP as FaustTP
+
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
 """How often finished offsets are committed: the most a crash replays, in time."""
+MAX_REFILLS = 10
+"""Seeks back to one hole (one per commit interval) before its offsets count as absent."""
 
 
 class TP(NamedTuple):
@@ -63,11 +70,40 @@ class _Partition:
     committed: int | None = None
     low: int | None = None
     """The lowest offset started in this generation."""
+    frontier: int | None = None
+    """Every offset from ``low`` up to (excluding) this one was started in this generation."""
+    ahead: set[int] = field(default_factory=set)
+    """Offsets started past a hole at ``frontier`` (records that never reached the stage)."""
 
     def committable(self) -> int | None:
         if self.next is None:
             return None
-        return min(self.unfinished) if self.unfinished else self.next
+        safe = min(self.unfinished) if self.unfinished else self.next
+        if self.ahead and self.frontier is not None:
+            safe = min(safe, self.frontier)  # never commit over a hole
+        return safe
+
+    def started(self, offset: int) -> None:
+        if self.frontier is None or offset == self.frontier:
+            self.frontier = offset + 1
+            self._absorb()
+        elif offset > self.frontier:
+            self.ahead.add(offset)
+
+    def skip_hole(self) -> tuple[int, int] | None:
+        """Give up on the hole at ``frontier`` (its offsets are not in the log); its range."""
+        if not self.ahead or self.frontier is None:
+            return None
+        hole = (self.frontier, min(self.ahead))
+        self.frontier = hole[1]
+        self._absorb()
+        return hole
+
+    def _absorb(self) -> None:
+        assert self.frontier is not None
+        while self.frontier in self.ahead:
+            self.ahead.discard(self.frontier)
+            self.frontier += 1
 
 
 class OffsetLedger:
@@ -86,6 +122,7 @@ class OffsetLedger:
         part.unfinished[offset] = part.unfinished.get(offset, 0) + 1
         part.next = offset + 1 if part.next is None else max(part.next, offset + 1)
         part.low = offset if part.low is None else min(part.low, offset)
+        part.started(offset)
         return True
 
     def finish(self, tp: tuple[str, int], offset: int, generation: int) -> None:
@@ -117,6 +154,21 @@ class OffsetLedger:
             if part is not None and part.generation == generation:
                 part.committed = offset
 
+    def holes(self, generation: int) -> dict[TP, int]:
+        """Partitions of ``generation`` where records were skipped: the first missing offset."""
+        return {
+            TP(topic, partition): part.frontier
+            for (topic, partition), part in self._parts.items()
+            if part.generation == generation and part.ahead and part.frontier is not None
+        }
+
+    def skip_hole(self, tp: tuple[str, int], generation: int) -> tuple[int, int] | None:
+        """Accept the first hole of ``tp`` as offsets the log does not hold; its range."""
+        part = self._parts.get(tp)
+        if part is None or part.generation != generation:
+            return None
+        return part.skip_hole()
+
     def low(self, tp: tuple[str, int], generation: int) -> int | None:
         """The lowest offset started for ``tp`` in ``generation`` (None: none or another)."""
         part = self._parts.get(tp)
@@ -145,11 +197,14 @@ class Committer:
         self._lock = asyncio.Lock()
         self._known: dict[TP, int] = {}
         """Offsets this worker committed or saw committed, per partition (all generations)."""
+        self._sought: dict[TP, tuple[int, int, int]] = {}
+        """Partition -> (generation, hole offset, seeks back to it so far)."""
 
     async def commit(self) -> bool:
         """Commit what is safe now; True when something was committed."""
         async with self._lock:
             generation = int(self.app.consumer_generation_id)
+            await self._refill(generation)
             offsets = {
                 tp: offset
                 for tp, offset in self.ledger.committable(generation).items()
@@ -165,6 +220,36 @@ class Committer:
                 self._known.update(offsets)
             return done
 
+    async def _refill(self, generation: int) -> None:
+        """Seek back to every hole inside this generation's records.
+
+        Within a generation a partition's records reach the stages in offset order, so a
+        record started past an offset never started means records were dropped on the way
+        (Faust's stream skips records while its flow control is suspended, and the stage
+        never sees them). The partition is not committed past the hole and is sought back
+        to it; the records come again (their effects are idempotent). A hole still there
+        after ``MAX_REFILLS`` seeks is offsets the log does not hold (deleted by retention,
+        or markers of a transactional producer): it is skipped, loudly.
+        """
+        for tp, hole in self.ledger.holes(generation).items():
+            gen, at, tries = self._sought.get(tp, (generation, hole, 0))
+            if gen != generation or at != hole:
+                tries = 0
+            if tries >= MAX_REFILLS:
+                skipped = self.ledger.skip_hole((tp.topic, tp.partition), generation)
+                log.error(
+                    "%s[%s]: offsets %s never arrived after %d seeks: skipped as not in the log",
+                    tp.topic, tp.partition, skipped, tries,
+                )  # fmt: skip
+                self._sought.pop(tp, None)
+                continue
+            log.warning(
+                "%s[%s]: records from %s never reached the stage (generation %s): seeking back",
+                tp.topic, tp.partition, hole, generation,
+            )  # fmt: skip
+            self._sought[tp] = (generation, hole, tries + 1)
+            await self._seek_back(tp, hole)
+
     async def _contiguous(self, tp: TP, generation: int) -> bool:
         """False (and a seek back) when this generation's records start past the committed
         offset: committing would skip what lies between."""
@@ -177,11 +262,28 @@ class Committer:
             "%s[%s]: generation %s starts at %s past the committed offset %s: seeking back",
             tp.topic, tp.partition, generation, low, base,
         )  # fmt: skip
-        try:
-            await self.app.consumer.seek(tp, base)
-        except Exception:  # e.g. no longer assigned: the next owner starts from `base` anyway
-            log.warning("%s[%s]: seek back failed", tp.topic, tp.partition, exc_info=True)
+        await self._seek_back(tp, base)
         return False
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        """Make ``tp``'s records come again from ``offset``.
+
+        Faust's fetch loop drops every record below the last offset it delivered, and keeps
+        delivering a batch it fetched before a seek: a bare seek during a backlog is undone
+        by the rest of that batch. Pausing the partition first stops that batch (the loop
+        checks the active partitions per record); the seek then holds. A record stuck in
+        delivery at that moment can still undo it: the hole stays and the next commit
+        interval seeks again.
+        """
+        consumer = self.app.consumer
+        ftp = FaustTP(tp.topic, tp.partition)  # Faust asserts its own type in its sets
+        consumer.pause_partitions([ftp])
+        try:
+            await consumer.seek(ftp, offset)
+        except Exception:  # e.g. no longer assigned: the next owner starts from the commit
+            log.warning("%s[%s]: seek back failed", tp.topic, tp.partition, exc_info=True)
+        finally:
+            consumer.resume_partitions([ftp])
 
     def install(self, interval: float = COMMIT_INTERVAL_S) -> None:
         """Commit every ``interval`` seconds while the worker runs."""

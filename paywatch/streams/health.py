@@ -1,8 +1,9 @@
 """The worker's health: a Faust sensor feeding the process tracker, and its heartbeat task.
 
-No agent is touched. The sensor sees every event a stream takes (records per source topic,
-the last offset read per partition, whose distance to the high watermark is the lag) and
-every send to a dead-letter topic (the letter is decoded for its stage and error). The
+The sensor sees every event a stream takes (the last offset read per partition, whose
+distance to the high watermark is the lag) and every send to a dead-letter topic (the
+letter is decoded for its stage and error); the stages count their records and batch
+sizes themselves (``batches.Stage.deliver``). The
 heartbeat (:class:`paywatch.kafka.heartbeat.Heartbeat`) runs as a Faust task; a worker
 that crashed records its crash reason as an unclean stop.
 """
@@ -44,7 +45,6 @@ class WorkerSensor(Sensor):
         if _changelog(tp.topic):
             return
         self.read[(tp.topic, tp.partition)] = offset
-        self._target.records(tp.topic, 1)
 
     def on_send_initiated(
         self, producer: Any, topic: str, message: Any, keysize: int, valsize: int

@@ -1,13 +1,18 @@
 """The saga agent and its timer loop: the I/O around ``shell.step`` (ARCHITECTURE §8).
 
 Agent ``recovery-saga`` reads ``payments.events`` and ``recovery.timers`` (co-partitioned,
-keyed ``tenant/invoice_ref``), runs one decision per record, sends the commands to
-``recovery.commands`` and the transitions to ``recovery.transitions``, waits for the broker
-acks, then writes the saga table (changelogged by Faust). Retries and the attempts a saga
-sees go to the card's ledger (``recovery.cards``, agent ``card-ledger`` in
+keyed ``tenant/invoice_ref``) in batches (``SagaStage``): one decision per record in offset
+order (a saga's later records in a batch see the entry its earlier ones decided), every
+command to ``recovery.commands``, transition to ``recovery.transitions`` and card record
+sent, the broker acks awaited once for the batch (``batches.Stage.deliver``), then the saga
+table written (changelogged by Faust) and the offsets finished for ``commits.Committer``:
+the stage commits its own offsets, as normalize does, never Faust. Any failure of one
+record (decode, decision, an output or entry too large for Kafka) dead-letters that record
+to ``payments.events.dlq`` with its coordinates and the stage goes on. Retries and the
+attempts a saga sees go to the card's ledger (``recovery.cards``, agent ``card-ledger`` in
 :mod:`paywatch.streams.card_ledger`), which forwards a granted retry to
 ``recovery.commands`` or refuses it back to the saga (``PermitDenied``). At-least-once: a crash
-before the offset commit replays the record; decisions are deterministic and a saga that
+before the offset commit replays the records; decisions are deterministic and a saga that
 already saw the event id or fired the timer emits nothing again.
 
 The timer loop (every ``TICK_S``) fires due timers of the partitions this worker actively
@@ -25,16 +30,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from paywatch.errors import CodecError, PaywatchError
+from paywatch.errors import PayloadError
 from paywatch.recovery.clock import SagaClock
-from paywatch.recovery.shell import entry_next, fired_for, read_tick, step, tick
+from paywatch.recovery.shell import Entry, entry_next, fired_for, read_tick, step, tick
 from paywatch.recovery.state import SagaInput
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.recovery.timer_index import TimerIndex
@@ -42,12 +45,23 @@ from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent
 from paywatch.schemas.topics import invoice_key
 from paywatch.streams import saga_store
-from paywatch.streams.sends import send_all, send_raw
+from paywatch.streams.batches import (
+    MAX_RECORD_BYTES,
+    Record,
+    Stage,
+    acting_as,
+    bounded,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 """How often due timers are looked for: a timer fires within about this of its due time."""
+BATCH_MAX = 500
+"""Records per batch: one wait for the broker's acks per this many decisions."""
+BATCH_WITHIN_S = 0.05
+"""How long a batch waits to fill: the latency a quiet stream adds, at most."""
 SLICE_S = 0.05
 """The longest the index rebuild holds the event loop before yielding."""
 
@@ -79,10 +93,6 @@ class DefaultPolicies:
         return None
 
 
-DeadLetter = Callable[[Any, Exception, str], Awaitable[None]]
-Send = Callable[..., Awaitable[Any]]
-
-
 @dataclass
 class SagaRuntime:
     """What the agent and the timer loop share inside one worker."""
@@ -97,7 +107,6 @@ class SagaRuntime:
     timers: Any  # recovery.timers topic
     events_topic: str
     timers_topic: str
-    dead_letter: DeadLetter
     index: TimerIndex = field(default_factory=TimerIndex)
     indexed: frozenset[int] | None = None
     building: frozenset[int] | None = None
@@ -131,47 +140,17 @@ class SagaRuntime:
                     log.warning("recovery policies not loaded after 60 s; still waiting")
             self.ready = True
 
-    async def handle(self, msg: Any) -> None:
-        """One decision for one record (see the module docstring)."""
-        if not self.ready:
-            await self.policies_ready()
-        try:
-            event = self.decode(msg)
-        except (CodecError, ValueError, ValidationError) as exc:
-            await self.dead_letter(msg, exc, "saga")
-            return
-        key = invoice_key(event.tenant, event.invoice_ref)
-        entry = self.sagas.get(key)
-        try:
-            out = step(
-                entry,
-                event,
-                partition=msg.partition,
-                wall_now=datetime.now(UTC),
-                clock=self.clock,
-                policy=self.policies.get(event.tenant),
-            )
-        except (PaywatchError, ValidationError, ValueError) as exc:  # a bug, not bad luck
-            log.exception("saga %s: decision failed", key)
-            await self.dead_letter(msg, exc, "saga")
-            return
-        record_key = key.encode()
-        # Acked before the tables move on: a crash replays the decision.
-        await send_all(
-            self.codec,
-            [
-                *((self.commands, record_key, c) for c in out.commands),
-                *((self.transitions, record_key, t) for t in out.transitions),
-            ],
-        )
-        await send_raw(self.cards, out.card_messages)
-        if out.entry is not None and out.entry != entry:
-            self.sagas[key] = out.entry
-        if self.building is not None and msg.partition in self.building:
+    def store(
+        self, key: str, entry: Entry | None, partition: int, timers: list[tuple[str, datetime]]
+    ) -> None:
+        """A decision's acked effects reach the table (when the entry changed) and the index."""
+        if entry is not None:
+            self.sagas[key] = entry
+        if self.building is not None and partition in self.building:
             self.touched.add(key)  # newer than what the rebuild may still read
-            self.index.put(key, msg.partition, out.timers)
-        elif self.indexed is not None and msg.partition in self.indexed:
-            self.index.put(key, msg.partition, out.timers)
+            self.index.put(key, partition, timers)
+        elif self.indexed is not None and partition in self.indexed:
+            self.index.put(key, partition, timers)
 
     async def rebuild(self, actives: frozenset[int], current: Callable[[], bool]) -> bool:
         """Index the next timer of every saga of the actively owned partitions.
@@ -229,13 +208,73 @@ class SagaRuntime:
         return sent
 
 
-def install(app: Any, runtime: SagaRuntime, source: Any) -> None:
+@dataclass
+class SagaStage:
+    """The saga agent's batch step (payments.events and recovery.timers -> decisions)."""
+
+    stage: Stage
+    runtime: SagaRuntime
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        """Decide every record in order (a saga's later records see its earlier entries),
+        then deliver the batch: outputs acked once, then entries written, then finished."""
+        runtime = self.runtime
+        if not runtime.ready:
+            await runtime.policies_ready()
+        decided: dict[str, Entry | None] = {}
+        records = []
+        wall_now = datetime.now(UTC)
+        for event in batch:
+            record = self.stage.start(event, "saga")
+            records.append(record)
+            self._decide(record, decided, wall_now)
+        await self.stage.deliver(records)
+
+    def _decide(self, record: Record, decided: dict[str, Entry | None], now: datetime) -> None:
+        runtime, msg = self.runtime, record.message
+        codec = self.stage.codec
+        try:
+            event = runtime.decode(msg)
+            key = invoice_key(event.tenant, event.invoice_ref)
+            if key in decided:
+                entry = decided[key]
+            else:
+                with acting_as(record.event):  # rocksdb: read the record's partition
+                    entry = runtime.sagas.get(key)
+            out = step(
+                entry,
+                event,
+                partition=msg.partition,
+                wall_now=now,
+                clock=runtime.clock,
+                policy=runtime.policies.get(event.tenant),
+            )
+            rkey = key.encode()
+            record.outputs = [
+                *(encode(codec, runtime.commands, rkey, c) for c in out.commands),
+                *(encode(codec, runtime.transitions, rkey, t) for t in out.transitions),
+                *(bounded(runtime.cards, card.encode(), v) for card, v in out.card_messages),
+            ]
+            changed = out.entry if out.entry is not None and out.entry != entry else None
+            if changed is not None and len(rkey) + len(changed) > MAX_RECORD_BYTES:
+                raise PayloadError(f"saga entry of {len(changed)} bytes exceeds a Kafka record")
+        except Exception as exc:  # any failure of one record is that record's dead letter
+            record.error = exc
+            return
+        if changed is not None:
+            decided[key] = changed
+        partition, timers = msg.partition, out.timers
+        record.after = lambda: runtime.store(key, changed, partition, timers)
+
+
+def install(app: Any, runtime: SagaRuntime, source: Any, stage: Stage) -> None:
     """Register the saga agent on ``source`` (both topics) and the timer loop on ``app``."""
+    step_ = SagaStage(stage, runtime)
 
     @app.agent(source, name="recovery-saga")  # type: ignore[untyped-decorator]
     async def recovery_saga(stream: Any) -> None:
-        async for event in stream.events():
-            await runtime.handle(event.message)
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await step_.run(batch)
 
     restored = {"count": 0, "seen": 0}
 

@@ -91,6 +91,8 @@ async def test_up_restarts_a_killed_postgres_and_reports_health(
 
         status = await eventually(counted, timeout=90, every=1, what="records counted")
         assert status["health"]["status"] == "ok", status["health"]
+        # The worker's stages report their batches (normalize, then the saga's decision).
+        assert "normalize" in status["health"]["processes"]["worker"]["batches"], status
         assert status["supervisor"]["infra"] == {
             "postgres": {"restarts": 0, "last_restart_at": None, "last_failure": None}
         }

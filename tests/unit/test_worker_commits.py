@@ -3,7 +3,9 @@ below it has its effects acked (paywatch.streams.commits.OffsetLedger)."""
 
 from __future__ import annotations
 
-from paywatch.streams.commits import TP, Committer, OffsetLedger
+from faust.types import TP as FaustTP
+
+from paywatch.streams.commits import MAX_REFILLS, TP, Committer, OffsetLedger
 
 RAW = ("webhooks.raw", 0)
 
@@ -75,14 +77,24 @@ class _Consumer:
         self._committed_offset = dict(committed)
         self.commits: list[dict[TP, int]] = []
         self.seeks: list[tuple[TP, int]] = []
+        self.paused: set[FaustTP] = set()
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
         self.commits.append(dict(offsets))
         self._committed_offset.update(offsets)
         return True
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek(self, tp: FaustTP, offset: int) -> None:
+        assert tp in self.paused, "a seek of a partition still delivering can be undone"
+        self.seeks.append((TP(tp.topic, tp.partition), offset))
+
+    def pause_partitions(self, tps: list[FaustTP]) -> None:
+        assert all(isinstance(tp, FaustTP) for tp in tps), "Faust asserts its TP type"
+        self.paused.update(tps)
+
+    def resume_partitions(self, tps: list[FaustTP]) -> None:
+        assert all(isinstance(tp, FaustTP) for tp in tps), "Faust asserts its TP type"
+        self.paused.difference_update(tps)
 
 
 class _App:
@@ -121,3 +133,51 @@ async def test_a_generation_starting_at_the_committed_offset_commits() -> None:
         ledger.finish(RAW, offset, 3)
     assert await committer.commit()
     assert consumer.commits == [{TP(*RAW): 45}] and consumer.seeks == []
+
+
+def test_a_hole_inside_a_generation_is_never_committed_over() -> None:
+    """Records 13 and 14 never reached the stage (Faust skipped them) while 15.. did: the
+    commit stops at 13 however far the finished records go, and moves on once they came."""
+    ledger = OffsetLedger()
+    for offset in (10, 11, 12, 15, 16):
+        ledger.start(RAW, offset, 1)
+        ledger.finish(RAW, offset, 1)
+    assert ledger.committable(1) == {TP(*RAW): 13}
+    assert ledger.holes(1) == {TP(*RAW): 13}
+    for offset in (13, 14, 15, 16):  # after the seek back: from 13 again
+        ledger.start(RAW, offset, 1)
+        ledger.finish(RAW, offset, 1)
+    assert ledger.holes(1) == {}
+    assert ledger.committable(1) == {TP(*RAW): 17}
+
+
+async def test_the_committer_seeks_back_to_a_hole_then_commits_past_it() -> None:
+    consumer = _Consumer({TP(*RAW): 10})
+    ledger = OffsetLedger()
+    committer = Committer(_App(consumer, generation=1), ledger)
+    for offset in (10, 11, 14):
+        ledger.start(RAW, offset, 1)
+        ledger.finish(RAW, offset, 1)
+    assert await committer.commit()
+    assert consumer.commits == [{TP(*RAW): 12}] and consumer.seeks == [(TP(*RAW), 12)]
+    for offset in (12, 13, 14):
+        ledger.start(RAW, offset, 1)
+        ledger.finish(RAW, offset, 1)
+    assert await committer.commit()
+    assert consumer.commits[-1] == {TP(*RAW): 15} and len(consumer.seeks) == 1
+
+
+async def test_a_hole_that_never_fills_is_skipped_after_bounded_seeks() -> None:
+    """Offsets the log does not hold (retention, transaction markers) cannot stop a stage."""
+    consumer = _Consumer({TP(*RAW): 10})
+    ledger = OffsetLedger()
+    committer = Committer(_App(consumer, generation=1), ledger)
+    for offset in (10, 12):
+        ledger.start(RAW, offset, 1)
+        ledger.finish(RAW, offset, 1)
+    for _ in range(MAX_REFILLS):
+        await committer.commit()
+    assert consumer.seeks == [(TP(*RAW), 11)] * MAX_REFILLS
+    assert consumer.commits == [{TP(*RAW): 11}]
+    assert await committer.commit()
+    assert consumer.commits[-1] == {TP(*RAW): 13} and ledger.holes(1) == {}
