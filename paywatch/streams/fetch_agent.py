@@ -7,6 +7,10 @@ with its batch: a thin webhook's fetch takes one provider API round trip at best
 * **Per-tenant bounded concurrency.** Each tenant has a queue and at most ``per_tenant``
   fetches in flight; a slow or dead Xero/QuickBooks API fills only its tenant's slots, and
   the other tenants' documents keep flowing.
+* **Bounded per tenant.** At most ``tenant_max`` webhooks of one tenant wait or run; past
+  that (its provider API has been slow or down for a while) a new thin webhook of that
+  tenant is dead-lettered at once with the reason and its raw webhook (``FetchBacklogFull``,
+  replayable), so one dead API can never fill the agent and stall the other tenants.
 * **Bounded memory.** At most ``max_waiting`` webhooks wait or run in all; past that,
   ``submit`` waits (the normalize agent, hence the consumer, slows down) rather than
   holding an unbounded backlog.
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 
 PER_TENANT = 4
 """Fetches in flight for one tenant."""
+TENANT_MAX = 1_000
+"""Thin webhooks of one tenant waiting or being fetched (then its new ones are refused)."""
 MAX_WAITING = 10_000
 """Thin webhooks waiting or being fetched, all tenants (then the normalize agent waits)."""
 
@@ -53,11 +59,18 @@ class FetchJob:
     result: Normalized
     mark_seen: bool
     """Write the dedupe table once the documents are acked (first delivery)."""
+    refused: str | None = None
+    """Why the job is dead-lettered without a fetch (its tenant's backlog is full)."""
 
     @property
     def tenant(self) -> str:
         """The tenant whose API is called."""
         return self.result.raw.tenant if self.result.raw is not None else ""
+
+
+@dataclass
+class FetchBacklogFull(Exception):
+    """A tenant's thin webhooks waiting for its provider API reached ``tenant_max``."""
 
 
 @dataclass
@@ -67,6 +80,7 @@ class FetchAgent:
     run: Callable[[FetchJob], Awaitable[None]]
     per_tenant: int = PER_TENANT
     max_waiting: int = MAX_WAITING
+    tenant_max: int = TENANT_MAX
     claimed: dict[str, int] = field(default_factory=dict)
     """Dedupe key -> raw offset of a fetch not finished yet (normalize's dedupe reads it)."""
 
@@ -82,8 +96,18 @@ class FetchAgent:
         await self._room.acquire()
         self._jobs += 1
         self.claimed[job.result.dedupe_key] = job.record.message.offset
-        self._queues.setdefault(job.tenant, deque()).append(job)
-        self._pump(job.tenant)
+        tenant = job.tenant
+        held = len(self._queues.get(tenant, ())) + self._running.get(tenant, 0)
+        if held >= self.tenant_max:
+            job.refused = (
+                f"tenant {tenant!r} has {held} thin webhooks waiting for its provider API"
+                " (slow or down): this one is dead-lettered with its raw webhook; replay it"
+                " once the API answers"
+            )
+            self._start(job, counted=False)
+            return
+        self._queues.setdefault(tenant, deque()).append(job)
+        self._pump(tenant)
 
     def in_flight(self, tenant: str) -> int:
         """Jobs of ``tenant`` running now."""
@@ -96,15 +120,19 @@ class FetchAgent:
     def _pump(self, tenant: str) -> None:
         queue = self._queues.get(tenant)
         while queue and self._running.get(tenant, 0) < self.per_tenant:
-            job = queue.popleft()
-            self._running[tenant] = self._running.get(tenant, 0) + 1
-            task = asyncio.create_task(self._run(job), name=f"fetch:{tenant}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(queue.popleft(), counted=True)
         if queue is not None and not queue:
             del self._queues[tenant]
 
-    async def _run(self, job: FetchJob) -> None:
+    def _start(self, job: FetchJob, *, counted: bool) -> None:
+        """Run ``job`` now; ``counted``: it takes one of its tenant's ``per_tenant`` slots."""
+        if counted:
+            self._running[job.tenant] = self._running.get(job.tenant, 0) + 1
+        task = asyncio.create_task(self._run(job, counted), name=f"fetch:{job.tenant}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: FetchJob, counted: bool) -> None:
         try:
             await self.run(job)
         except Exception:  # a bug: the record stays unfinished, so it replays on restart
@@ -112,9 +140,10 @@ class FetchAgent:
             log.exception("fetch of %s[%s]@%s failed", msg.topic, msg.partition, msg.offset)
         finally:
             tenant = job.tenant
-            self._running[tenant] -= 1
-            if not self._running[tenant]:
-                del self._running[tenant]
+            if counted:
+                self._running[tenant] -= 1
+                if not self._running[tenant]:
+                    del self._running[tenant]
             if self.claimed.get(job.result.dedupe_key) == job.record.message.offset:
                 del self.claimed[job.result.dedupe_key]
             self._jobs -= 1
@@ -138,6 +167,10 @@ class FetchStage:
         """Fetch one thin webhook's documents and deliver them like a one-record batch."""
         record, msg = job.record, job.record.message
         record.stage, record.handed_off = "fetch", False
+        if job.refused is not None:  # no fetch, no dedupe entry: a replay must get through
+            record.error = FetchBacklogFull(job.refused)
+            await self.stage.deliver([record])
+            return
         try:
             if self.fetcher is None:
                 raise VerificationError("the worker has no database: it cannot read OAuth secrets")

@@ -44,7 +44,7 @@ class Api:
         self.running[tenant] = self.running.get(tenant, 0) + 1
         self.most[tenant] = max(self.most.get(tenant, 0), self.running[tenant])
         try:
-            if tenant == "hung":
+            if tenant == "hung" and job.refused is None:  # a refused job fetches nothing
                 await self.release.wait()
             else:
                 await asyncio.sleep(0)
@@ -87,3 +87,21 @@ async def test_submit_waits_when_the_agent_holds_its_maximum() -> None:
     assert not blocked.done() and agent.waiting() == 3
     api.release.set()
     await until(lambda: blocked.done() and ("ok", 3) in api.done)
+
+
+async def test_a_tenant_past_its_backlog_is_refused_not_waited_for() -> None:
+    """A dead API fills only its tenant's share: past ``tenant_max`` its new webhooks are
+    refused at once (dead-lettered by the worker), and other tenants' webhooks still go."""
+    api = Api()
+    agent = FetchAgent(api, per_tenant=1, max_waiting=100, tenant_max=3)
+    hung = [job("hung", offset) for offset in range(5)]
+    for j in hung:
+        await agent.submit(j)  # never blocks: the fourth and fifth are refused
+    assert [j.refused is not None for j in hung] == [False] * 3 + [True] * 2
+    assert "3 thin webhooks waiting" in (hung[3].refused or "")
+    await agent.submit(job("ok", 9))
+    await until(lambda: ("ok", 9) in api.done and ("hung", 4) in api.done)
+    assert ("hung", 3) in api.done  # run() got the refused ones: the worker dead-letters them
+    assert agent.in_flight("hung") == 1  # refused jobs took no slot of the hung tenant
+    api.release.set()
+    await until(lambda: agent.waiting() == 0)
