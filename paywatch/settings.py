@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     app_id: str = "paywatch"
     table_store: str = "rocksdb://"
     table_standby_replicas: int = Field(1, ge=0)
+    table_prerestore: bool = True
+    """Bulk-restore the worker's rocksdb tables from their changelogs before it joins
+    (streams/table_restore.py); false leaves restoring to Faust alone."""
     schema_registry_url: str | None = None
 
     # Embedded infrastructure (only used when the two URLs above are unset).

@@ -22,6 +22,7 @@ _FIELDS = (
     "app_id",
     "table_store",
     "table_standby_replicas",
+    "table_prerestore",
     "time_scale",
     "time_anchor",
     "xero_token_url",

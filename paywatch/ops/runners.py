@@ -58,11 +58,14 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     from paywatch.schemas.topics import topic_specs
     from paywatch.streams.app import create_worker
     from paywatch.streams.health import install as install_health
+    from paywatch.streams.table_restore import prerestore
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
     # Idempotent: topics and table changelogs exist before Faust's consumer joins.
     ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0)
     worker = create_worker(settings, ends.bootstrap, ends.dsn)
+    if settings.table_prerestore:  # a cold start reads the changelogs in bulk, not via Faust
+        prerestore(list(worker.app.tables.values()), ends.bootstrap, settings.topic_partitions)
     install_health(worker.app, settings, ends.dsn)
     serve_metrics(settings, settings.worker_metrics_port, "worker")
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
