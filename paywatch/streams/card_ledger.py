@@ -149,7 +149,7 @@ class CardLedgerStage:
             rule=permit.rule,
             reason=permit.reason,
         )
-        log.info("card %s: retry %s refused (%s)", record.card, command.command_id, permit.reason)
+        log.debug("card %s: retry %s refused (%s)", record.card, command.command_id, permit.reason)
         return ledger, [bounded(runtime.timers, key, denial(refused), "PermitDenied")]
 
 
