@@ -242,9 +242,7 @@ class Executor:
     def _done(self, slot: Slot_, outcome: str) -> None:
         command = slot.item.command
         COMMANDS.labels(command.type.value, outcome).inc()
-        # Per command: the journal (executed_commands) and recovery_log are the record;
-        # at INFO this line cost CPU and log volume at a thousand commands a second.
-        log.debug(
+        log.info(
             "%s %s command %s (invoice %s/%s, attempt %s, due %s)",
             outcome,
             command.type.value,
