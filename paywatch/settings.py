@@ -7,7 +7,6 @@ never show up in a repr or a log line. Dev secrets are refused outside
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -100,9 +99,12 @@ class Settings(BaseSettings):
             raise ValueError("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
         return self
 
-    @cached_property
+    @property
     def state_path(self) -> Path:
-        """Absolute state directory for embedded Kafka/Postgres."""
+        """Absolute state directory for embedded Kafka/Postgres.
+
+        Not cached: ``model_copy(update={"state_dir": ...})`` copies a cached value, and a
+        second worker meant to have its own tables then shared the first one's."""
         return self.state_dir.expanduser().resolve()
 
     def topic(self, name: str) -> str:

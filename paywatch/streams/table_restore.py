@@ -85,7 +85,13 @@ def _restore(consumer: Consumer, table: Any, partitions: int) -> Restored:
     begin = time.monotonic()
     store.path.mkdir(parents=True, exist_ok=True)
     for partition in range(partitions):
-        count = _restore_partition(consumer, store, topic, partition)
+        try:
+            count = _restore_partition(consumer, store, topic, partition)
+        except Exception as exc:  # e.g. another process holds the database's lock
+            if "lock" not in str(exc).lower():
+                raise
+            log.warning("table %s[%s]: not restored in bulk: %s", table.name, partition, exc)
+            continue
         done.records += count
         done.partitions += 1 if count else 0
     done.seconds = time.monotonic() - begin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -19,3 +21,11 @@ def test_prod_refuses_the_dev_secret_key() -> None:
     with pytest.raises(ValidationError, match="PAYWATCH_SECRET_KEY"):
         Settings(env="prod")
     assert Settings(env="prod", secret_key="x" * 40).env == "prod"  # type: ignore[arg-type]
+
+
+def test_a_copy_with_another_state_dir_has_its_own_state_path(tmp_path: Path) -> None:
+    """A second worker's settings (model_copy) must not keep the first one's cached path."""
+    first = Settings(state_dir=tmp_path / "a", kafka_bootstrap="k:9", database_url=None)
+    assert first.state_path == (tmp_path / "a").resolve()
+    second = first.model_copy(update={"state_dir": tmp_path / "b"})
+    assert second.state_path == (tmp_path / "b").resolve()
