@@ -35,6 +35,7 @@ from paywatch.schemas.topics import invoice_key
 from paywatch.streams.batches import (
     MAX_RECORD_BYTES,
     Output,
+    Pacer,
     Record,
     Stage,
     acting_as,
@@ -98,7 +99,9 @@ class CardLedgerStage:
         now = self.runtime.clock.to_saga(datetime.now(UTC))
         ledgers: dict[str, CardLedger] = {}
         records = []
+        pace = Pacer()
         for event in batch:
+            await pace()
             record = self.stage.start(event, "card-ledger")
             records.append(record)
             self._fold(record, ledgers, now)

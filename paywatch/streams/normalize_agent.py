@@ -24,7 +24,7 @@ from paywatch.errors import UnknownProvider
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.models import FetchedDocument
-from paywatch.streams.batches import Record, Stage, acting_as, encode
+from paywatch.streams.batches import Pacer, Record, Stage, acting_as, encode
 from paywatch.streams.fetch import normalize_fetched, thin
 from paywatch.streams.fetch_agent import FetchAgent, FetchJob
 from paywatch.streams.normalize import Normalized, event_key, normalize_record
@@ -51,7 +51,9 @@ class NormalizeStage:
         """Decide every record of the batch in order, then deliver them together."""
         firsts: dict[str, int] = {}
         records = []
+        pace = Pacer()
         for event in batch:
+            await pace()
             record = self.stage.start(event)
             records.append(record)
             await self._decide(record, firsts)
@@ -107,7 +109,9 @@ class FetchedStage:
     async def run(self, batch: Sequence[Any]) -> None:
         """Normalize every fetched document of the batch, then deliver them together."""
         records = [self.stage.start(event) for event in batch]
+        pace = Pacer()
         for record in records:
+            await pace()
             self._decide(record)
         await self.stage.deliver(records)
 

@@ -47,6 +47,7 @@ from paywatch.schemas.topics import invoice_key
 from paywatch.streams import saga_store
 from paywatch.streams.batches import (
     MAX_RECORD_BYTES,
+    Pacer,
     Record,
     Stage,
     acting_as,
@@ -224,7 +225,9 @@ class SagaStage:
         decided: dict[str, Entry | None] = {}
         records = []
         wall_now = datetime.now(UTC)
+        pace = Pacer()
         for event in batch:
+            await pace()
             record = self.stage.start(event, "saga")
             records.append(record)
             self._decide(record, decided, wall_now)
