@@ -409,8 +409,13 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _joiner(settings: Settings, log: Path) -> Settings:
-    """A second worker of the same group, with its own table state."""
-    return settings.model_copy(update={"state_dir": log.parent / "joiner-state"})
+    """A second worker of the same group, with its own table state.
+
+    No bulk restore: it must ask to join at once (while the running worker still has
+    records buffered), not after reading every changelog."""
+    return settings.model_copy(
+        update={"state_dir": log.parent / "joiner-state", "table_prerestore": False}
+    )
 
 
 async def _kill_joining(settings: Settings, log: Path, deadline: float) -> None:
