@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 
 from faust.types import TP as FaustTP
 
+from paywatch.kafka.health import tracker
+
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
@@ -237,10 +239,12 @@ class Committer:
                 tries = 0
             if tries >= MAX_REFILLS:
                 skipped = self.ledger.skip_hole((tp.topic, tp.partition), generation)
-                log.error(
-                    "%s[%s]: offsets %s never arrived after %d seeks: skipped as not in the log",
-                    tp.topic, tp.partition, skipped, tries,
-                )  # fmt: skip
+                text = (
+                    f"{tp.topic}[{tp.partition}]: offsets {skipped} never arrived after"
+                    f" {tries} seeks: skipped as not in the log"
+                )
+                log.error("%s", text)
+                tracker.dead_letter("commit", text)  # health says degraded, with this reason
                 self._sought.pop(tp, None)
                 continue
             log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from faust.types import TP as FaustTP
 
+from paywatch.kafka.health import tracker
 from paywatch.streams.commits import MAX_REFILLS, TP, Committer, OffsetLedger
 
 RAW = ("webhooks.raw", 0)
@@ -179,5 +180,8 @@ async def test_a_hole_that_never_fills_is_skipped_after_bounded_seeks() -> None:
         await committer.commit()
     assert consumer.seeks == [(TP(*RAW), 11)] * MAX_REFILLS
     assert consumer.commits == [{TP(*RAW): 11}]
+    letters = tracker.dead_letters
     assert await committer.commit()
     assert consumer.commits[-1] == {TP(*RAW): 13} and ledger.holes(1) == {}
+    assert tracker.dead_letters == letters + 1  # health: degraded, naming the offsets
+    assert "offsets (11, 12) never arrived" in (tracker.last_error or "")
