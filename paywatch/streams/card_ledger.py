@@ -41,6 +41,7 @@ from paywatch.streams.batches import (
     acting_as,
     bounded,
     encode,
+    record_time,
 )
 from paywatch.streams.saga import BATCH_MAX, BATCH_WITHIN_S, PolicySource
 
@@ -96,7 +97,7 @@ class CardLedgerStage:
     async def run(self, batch: Sequence[Any]) -> None:
         """Fold every record of the batch, then deliver them together."""
         await self.runtime.policies_ready()
-        now = self.runtime.clock.to_saga(datetime.now(UTC))
+        wall_now = datetime.now(UTC)
         ledgers: dict[str, CardLedger] = {}
         records = []
         pace = Pacer()
@@ -104,6 +105,8 @@ class CardLedgerStage:
             await pace()
             record = self.stage.start(event, "card-ledger")
             records.append(record)
+            # As of the record (batches.record_time): a replayed request gets the same answer.
+            now = self.runtime.clock.to_saga(record_time(record.message, wall_now))
             self._fold(record, ledgers, now)
         await self.stage.deliver(records)
 

@@ -53,6 +53,7 @@ from paywatch.streams.batches import (
     acting_as,
     bounded,
     encode,
+    record_time,
 )
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class SagaStage:
                 entry,
                 event,
                 partition=msg.partition,
-                wall_now=now,
+                wall_now=record_time(msg, now),
                 clock=runtime.clock,
                 policy=runtime.policies.get(event.tenant),
             )
