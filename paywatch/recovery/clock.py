@@ -11,14 +11,20 @@ carry wall times that the executor and the read models can use as they are, and 
 The anchor must not move while sagas are open (their timers are stored in saga time), so
 the worker keeps it in its state directory (``time-anchor``, see
 :mod:`paywatch.streams.saga_clock`), written on first start.
-Saga time overflows ``datetime`` after (year 9999 - now) / s of wall time: about a month
-at 86400, which is plenty for a demo; at scale 1 it never matters.
+Saga time would overflow ``datetime`` (years 1-9999) for wall times more than about a
+month from the anchor at 86400, and provider times are often that old (an invoice created
+weeks before, a retry date a provider announced); so a scaled saga time is kept within
+``SPAN`` of the anchor, saturating: a time that far before (after) the anchor is simply
+"long before" ("long after") for the policy. At scale 1 nothing is converted or bounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+SPAN = timedelta(days=365 * 1000)
+"""How far from the anchor a scaled saga time may go (stays inside datetime's years)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,10 @@ class SagaClock:
         """The saga instant of a wall instant."""
         if self.identity:
             return wall
-        return self.anchor + (wall - self.anchor) * self.scale
+        delta = wall - self.anchor
+        if abs(delta.total_seconds()) * self.scale > SPAN.total_seconds():
+            return self.anchor + (SPAN if delta > timedelta(0) else -SPAN)  # saturated
+        return self.anchor + delta * self.scale  # exact to the microsecond
 
     def to_wall(self, saga: datetime) -> datetime:
         """The wall instant of a saga instant."""
