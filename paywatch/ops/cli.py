@@ -215,10 +215,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from paywatch.ops import supervisor
     from paywatch.ops.banner import render
 
-    pid_file = supervisor.supervisor_pid_file(settings)
-    if pid_file.exists() and pid_alive(int(pid_file.read_text() or 0)):
+    running = supervisor.running_supervisor(settings)
+    if running is not None:
         print(
-            f"paywatch is already running (supervisor pid {pid_file.read_text()}); "
+            f"paywatch is already running (supervisor pid {running}); "
             "`paywatch status` shows it, `paywatch down` stops it"
         )
         return 1
@@ -266,9 +266,8 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch down: stop a detached `paywatch up` (and its embedded infrastructure)."""
     from paywatch.ops import supervisor
 
-    pid_file = supervisor.supervisor_pid_file(settings)
-    pid = int(pid_file.read_text() or 0) if pid_file.exists() else 0
-    if pid and pid_alive(pid):
+    pid = supervisor.running_supervisor(settings)  # never a stranger that reused the pid
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 90
         while pid_alive(pid) and time.monotonic() < deadline:

@@ -32,6 +32,14 @@ def process_cmdline(pid: int) -> list[str]:
         return []
 
 
+def process_started(pid: int) -> float:
+    """When a process started (epoch seconds; +inf if it is gone)."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return float("inf")
+
+
 def stop_pid(pid: int, timeout: float) -> bool:
     """SIGTERM, wait until the deadline, then SIGKILL; True once the process is gone."""
     try:

@@ -31,8 +31,7 @@ _DB_TIMEOUT_S = 5.0
 def stack_status(settings: Settings) -> tuple[dict[str, Any], bool]:
     """The status document and whether a supervisor (`paywatch up`) runs here."""
     status: dict[str, Any] = {"infra": infra_status(settings)}
-    pid_file = supervisor.supervisor_pid_file(settings)
-    running = pid_file.exists() and pid_alive(int(pid_file.read_text() or 0))
+    running = supervisor.running_supervisor(settings) is not None
     supervised = _read_json(supervisor.supervision_file(settings)) if running else {}
     procs = settings.state_path / "processes.json"
     if running and procs.exists():

@@ -26,7 +26,7 @@ from typing import Any
 
 from paywatch.errors import InfraError
 from paywatch.ops.infra import Endpoints, InfraWatch, start_infra, stop_infra
-from paywatch.ops.pids import log_tail
+from paywatch.ops.pids import log_tail, pid_alive, process_cmdline, process_started
 from paywatch.settings import Settings
 
 UP_PROCESSES = ("ingest", "worker", "projector", "api", "executor")
@@ -43,6 +43,26 @@ def logs_dir(settings: Settings) -> Path:
 def supervisor_pid_file(settings: Settings) -> Path:
     """Pid of the running supervisor."""
     return settings.state_path / "supervisor.pid"
+
+
+def running_supervisor(settings: Settings) -> int | None:
+    """The pid of this state dir's running supervisor, or None.
+
+    A pid file outlives a supervisor that was killed, and its pid can be reused by any
+    process; `paywatch down` would then SIGTERM (and SIGKILL) a stranger. So the pid only
+    counts when that process is a `paywatch up` started before the file was written.
+    """
+    pid_file = supervisor_pid_file(settings)
+    try:
+        pid = int(pid_file.read_text().strip() or 0)
+        written = pid_file.stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid <= 0 or not pid_alive(pid):
+        return None
+    cmdline = process_cmdline(pid)
+    ours = "up" in cmdline and any(Path(part).name == "paywatch" for part in cmdline)
+    return pid if ours and process_started(pid) <= written + 1.0 else None
 
 
 def supervision_file(settings: Settings) -> Path:
