@@ -229,17 +229,24 @@ def sweep_stale() -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@contextmanager
-def own_kafka() -> Iterator[tuple[Path, EmbeddedKafka]]:
-    """A bench's own embedded Kafka on free ports under ``.paywatch/bench-<pid>`` (no
-    Postgres): PAYWATCH_* variables dropped, stale benches swept, SIGTERM turned into an
-    exit so the broker is always stopped and the state deleted. Yields (state dir, broker)."""
+def _bench_state() -> Path:
+    """A bench's own state dir ``.paywatch/bench-<pid>``: PAYWATCH_* variables dropped (the
+    bench runs its own stack, whatever the shell says), stale benches swept, SIGTERM turned
+    into an exit so that what the bench started is always stopped."""
     signal.signal(signal.SIGTERM, _raise_exit)
     for name in [k for k in os.environ if k.startswith("PAYWATCH_")]:
-        del os.environ[name]  # the bench runs its own stack, whatever the shell says
+        del os.environ[name]
     sweep_stale()
     state = BENCH_ROOT / f"bench-{os.getpid()}"
     state.mkdir(parents=True, exist_ok=True)
+    return state
+
+
+@contextmanager
+def own_kafka() -> Iterator[tuple[Path, EmbeddedKafka]]:
+    """A bench's own embedded Kafka on free ports (no Postgres), stopped and its state
+    deleted on the way out. Yields (state dir, broker)."""
+    state = _bench_state()
     taken: set[int] = set()
     infra = Settings(
         env="dev",
@@ -258,6 +265,22 @@ def own_kafka() -> Iterator[tuple[Path, EmbeddedKafka]]:
     finally:
         progress("stopping")
         EmbeddedKafka(infra).stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@contextmanager
+def own_stack() -> Iterator[tuple[Path, Settings, Endpoints]]:
+    """A bench's own embedded Kafka and Postgres on free ports, stopped and their state
+    deleted on the way out. Yields (state dir, their settings, endpoints)."""
+    state = _bench_state()
+    base = bench_settings(state, set())
+    try:
+        seed_jars(base)
+        progress(f"starting Kafka + Postgres in {state}")
+        yield state, base, start_infra(base)
+    finally:
+        progress("stopping")
+        stop_infra(base)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -74,7 +74,7 @@ async def measure(args: argparse.Namespace, settings: Settings, out: Path) -> li
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
     profile = out / "worker-profile.json"
     profiled = bool(args.profile and spy)
-    if profiled:
+    if profiled and spy is not None:
         command = [spy, "record", "-f", "speedscope", "-o", str(profile), "-r", "50", "--"]
         command += [sys.executable, "-m", "paywatch", "run", "worker"]
     log = out / "worker.log"

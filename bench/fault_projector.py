@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
 import sys
 import time
-from types import FrameType
 
 import _repo  # noqa: F401  (puts the repository root on sys.path)
-from bench_ingest import BENCH_ROOT, bench_settings, progress, seed_jars, sweep_stale
+from bench_ingest import own_stack, progress
 from pydantic import SecretStr
 
 from paywatch.kafka.admin import ensure_topics
-from paywatch.ops.infra import start_infra, stop_infra
 from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
 from tests.fault_projector import DEFAULT_KILLS, FaultReport, append_input, run_with_kills
@@ -114,24 +109,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> tuple[FaultRe
     return result, appended_s
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
     """Run the fault run; print the report; always stop what it started."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
-    for name in [k for k in os.environ if k.startswith("PAYWATCH_")]:
-        del os.environ[name]  # the bench runs its own stack, whatever the shell says
-    sweep_stale()
-    state = BENCH_ROOT / f"bench-{os.getpid()}"
-    state.mkdir(parents=True, exist_ok=True)
-    base = bench_settings(state, set())
-    try:
-        seed_jars(base)
-        progress(f"starting Kafka + Postgres in {state}")
-        ends = start_infra(base)
+    with own_stack() as (_state, base, ends):
         settings = base.model_copy(
             update={
                 "kafka_bootstrap": ends.bootstrap,
@@ -145,11 +126,6 @@ def main(argv: list[str]) -> int:
         result, appended_s = asyncio.run(measure(args, settings))
         print(report(args, result, appended_s))
         return 0 if result.ok else 1
-    finally:
-        progress("stopping")
-        stop_infra(base)
-        shutil.rmtree(state, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
