@@ -170,10 +170,6 @@ def _generation_of(msg: Any) -> int:
     return int(getattr(msg, "generation_id", 0) or 0)
 
 
-def _generation(record: Record) -> int:
-    return _generation_of(record.message)
-
-
 def broker_fault(exc: BaseException) -> bool:
     """A Kafka failure that is the broker's, not the record's: retry, never dead-letter."""
     return isinstance(exc, KafkaError) and not isinstance(exc, RECORD_FAULTS)
@@ -217,7 +213,7 @@ class Stage:
             await pace()
             if record.after is None or record.error is not None or record.handed_off:
                 continue
-            if record.tracked and current is not None and _generation(record) != current:
+            if record.tracked and current is not None and _generation_of(record.message) != current:
                 # Its partition moved on in a rebalance: the record comes again from the
                 # committed offset; a late write could overwrite the new owner's entry.
                 continue
