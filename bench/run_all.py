@@ -40,6 +40,7 @@ def benches(full: bool) -> list[Bench]:
         Bench("projector", ("bench_projector.py",)),
         Bench("executor", ("bench_executor.py",)),
         Bench("ingest", ("bench_ingest.py",), needs=("wrk",)),
+        Bench("producer", ("bench_producer.py",)),
         Bench("saga", ("bench_saga.py", "--sagas", sagas)),
         Bench("e2e", ("bench_e2e.py", "--minutes", "10" if full else "1")),
     ]
