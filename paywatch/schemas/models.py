@@ -263,6 +263,14 @@ class SagaTransition(Frozen):
     next_action_at: Instant | None = None
 
 
+class RiskContribution(Frozen):
+    """One feature's share of a score, in log-odds (the model is a logistic regression)."""
+
+    feature: str
+    contribution: float
+    value: float
+
+
 class RiskScore(Frozen):
     """Latest risk of a customer (topic ``risk.scores``, compacted)."""
 
@@ -273,6 +281,7 @@ class RiskScore(Frozen):
     reasons: list[str] = Field(default_factory=list)
     model_version: str
     as_of: datetime
+    contributions: list[RiskContribution] = Field(default_factory=list)
 
 
 class AlertWindow(Frozen):

@@ -101,7 +101,7 @@ def values(annotation: Any, info: FieldInfo | None = None) -> st.SearchStrategy[
     if origin is dict:
         return st.dictionaries(values(args[0]), values(args[1]), max_size=3)
     if origin is list:
-        return st.lists(TEXT, max_size=3)
+        return st.lists(values(args[0]), max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         return st.sampled_from(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -51,8 +51,7 @@ def model_shape(annotation: Any) -> Any:
         assert [model_shape(a) for a in args] == ["string", "string"]
         return ("map", "string")
     if origin is list:
-        assert args == (str,)
-        return ("array", "string")
+        return ("array", model_shape(args[0]))
     if annotation is datetime:
         return "timestamp-millis"
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
