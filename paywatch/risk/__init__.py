@@ -1,0 +1,1 @@
+"""Risk core: per-customer features folded from payment events, and an explainable score."""

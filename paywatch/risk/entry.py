@@ -1,0 +1,38 @@
+"""What the risk table keeps per customer: the features and the last score emitted.
+
+The last emitted score is kept so a score goes to ``risk.scores`` only when it moved
+(``model.changed``), and compared to after a restart as before it. One compact msgpack
+value (msgspec, like the saga entries), encoded once and changelogged as it is.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from paywatch.risk.features import MAX_ENCODED, CustomerFeatures
+from paywatch.risk.model import Score
+
+MAX_ENTRY = MAX_ENCODED + 2_048
+"""An entry is the bounded features plus one score (a version and three reasons named by
+feature, at most ~1 kB): it always fits in a Kafka record."""
+
+
+class RiskEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One customer's table value."""
+
+    features: CustomerFeatures
+    last: Score | None = None
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(RiskEntry)
+
+
+def encode_entry(entry: RiskEntry) -> bytes:
+    """The table value of ``entry``."""
+    return _ENCODER.encode(entry)
+
+
+def decode_entry(data: bytes) -> RiskEntry:
+    """A table value back; msgspec.DecodeError when it is not one."""
+    return _DECODER.decode(data)
