@@ -134,6 +134,9 @@ def record_times(bootstrap: str, topic: str, timeout: float = 120.0) -> RecordTi
                 if msg.error():
                     continue
                 p, o = int(msg.partition() or 0), int(msg.offset() or 0)
+                if p not in ends or o >= ends[p][1]:  # appended after the watermarks were read
+                    left.discard(p)
+                    continue
                 base, stamps = times.parts[p]
                 stamps[o - base] = msg.timestamp()[1]
                 if o + 1 >= ends[p][1]:
