@@ -40,6 +40,10 @@ RECOVERY_CARDS = "recovery.cards"
 """Internal: attempts and retry permit requests for the card-ledger agent (key: card key);
 one partition owns each card, so its network counters have one writer across all
 invoices, partitions and workers."""
+RISK_CUSTOMERS = "risk.customers"
+"""Internal: payments.events repartitioned by customer (key ``tenant/customer_ref``, the same
+PaymentEvent bytes), so one partition owns each customer's risk features across all its
+invoices and workers."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
@@ -85,7 +89,7 @@ def dlq_name(source: str) -> str:
     return f"{source}.dlq"
 
 
-TABLES = ("normalize-seen", "recovery-sagas", "recovery-card-ledger")
+TABLES = ("normalize-seen", "recovery-sagas", "recovery-card-ledger", "risk-customers")
 """The worker's Faust tables (names without the topic prefix)."""
 
 
@@ -108,6 +112,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic(ALERTS), parts, dict(NINETY_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_TIMERS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_CARDS), parts, dict(SEVEN_DAYS), repl))
+    specs.append(TopicSpec(settings.topic(RISK_CUSTOMERS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_POLICIES), few_parts, dict(FOREVER), repl))
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)
@@ -126,6 +131,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 def invoice_key(tenant: str, invoice_ref: str) -> str:
     """Key of payments.events, recovery.commands/transitions/timers and the saga table."""
     return f"{tenant}/{invoice_ref}"
+
+
+def customer_key(tenant: str, customer_ref: str) -> str:
+    """Key of risk.customers, risk.scores and the risk table: tenant/customer_ref."""
+    return f"{tenant}/{customer_ref}"
 
 
 def raw_key(tenant: str, provider: str, subject: str | None) -> str:

@@ -12,6 +12,8 @@ import httpx
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import configured_providers
+from paywatch.recovery.clock import SagaClock
+from paywatch.risk.model import load_model
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
@@ -19,6 +21,8 @@ from paywatch.schemas.topics import (
     RECOVERY_COMMANDS,
     RECOVERY_TIMERS,
     RECOVERY_TRANSITIONS,
+    RISK_CUSTOMERS,
+    RISK_SCORES,
     WEBHOOKS_FETCHED,
     WEBHOOKS_RAW,
     dlq_name,
@@ -31,9 +35,11 @@ from paywatch.streams.card_ledger import install as install_card_ledger
 from paywatch.streams.commits import Committer, OffsetLedger
 from paywatch.streams.fetch import Fetcher
 from paywatch.streams.fetch_agent import FetchAgent, FetchStage
-from paywatch.streams.normalize_agent import FetchedStage, NormalizeStage
+from paywatch.streams.normalize_agent import EventTopics, FetchedStage, NormalizeStage
 from paywatch.streams.normalize_agent import install as install_normalize
 from paywatch.streams.policy_view import PolicyView
+from paywatch.streams.risk import RiskRuntime
+from paywatch.streams.risk import install as install_risk
 from paywatch.streams.saga import PolicySource, SagaRuntime
 from paywatch.streams.saga import install as install_saga
 from paywatch.streams.saga_clock import load_clock
@@ -48,7 +54,8 @@ class Worker:
 
     app: faust.App
     raw: Any
-    events: Any
+    events: EventTopics
+    """payments.events, and risk.customers (the same events keyed by customer)."""
     raw_dlq: Any
     seen: Any
     providers: dict[str, Provider]
@@ -108,7 +115,10 @@ def create_worker(
     worker = Worker(
         app=app,
         raw=_raw_topic(app, settings.topic(WEBHOOKS_RAW), acks=False),
-        events=_raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
+        events=EventTopics(
+            _raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
+            _raw_topic(app, settings.topic(RISK_CUSTOMERS)),
+        ),
         raw_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_RAW))),
         # Delivery dedupe: provider event key -> raw offset that first carried it.
         # Co-partitioned with webhooks.raw (same partition count, written from its stream).
@@ -127,7 +137,9 @@ def create_worker(
     Committer(app, ledger).install()
     _normalize_agents(worker, codec, ledger)
     policy_source = policies or PolicyView.from_settings(settings, bootstrap)
-    saga = _saga(app, settings, codec, policy_source, ledger)
+    clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
+    saga = _saga(app, settings, codec, clock, policy_source, ledger)
+    _risk(app, settings, codec, clock, ledger)
     return replace(worker, saga=saga)
 
 
@@ -141,11 +153,15 @@ write buffers and a 2 GiB block cache each, took 6.6 GiB restoring a million sag
 
 
 def _saga(
-    app: faust.App, settings: Settings, codec: Codec, policies: PolicySource, ledger: OffsetLedger
+    app: faust.App,
+    settings: Settings,
+    codec: Codec,
+    clock: SagaClock,
+    policies: PolicySource,
+    ledger: OffsetLedger,
 ) -> SagaRuntime:
     # Both agents dead-letter to payments.events.dlq (a tick or card record names its topic).
     stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
-    clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
     cards = _raw_topic(app, settings.topic(RECOVERY_CARDS))
     commands = _raw_topic(app, settings.topic(RECOVERY_COMMANDS))
     timers = _raw_topic(app, settings.topic(RECOVERY_TIMERS))
@@ -197,6 +213,29 @@ def _saga(
     card_source = _raw_topic(app, settings.topic(RECOVERY_CARDS), acks=False)
     install_card_ledger(app, card_ledger, card_source, stage)
     return runtime
+
+
+def _risk(
+    app: faust.App, settings: Settings, codec: Codec, clock: SagaClock, ledger: OffsetLedger
+) -> None:
+    # Dead letters to payments.events.dlq: a risk.customers record is a payments.events one.
+    stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
+    runtime = RiskRuntime(
+        codec=codec,
+        clock=clock,
+        model=load_model(),
+        # Written from the risk agent's stream (risk.customers, keyed by customer).
+        entries=app.Table(
+            table_name(settings, "risk-customers"),
+            default=None,
+            partitions=settings.topic_partitions,
+            value_type=bytes,  # risk/entry.py msgpack, stored and changelogged as it is
+            options=dict(SAGA_STORE_OPTIONS),
+        ),
+        scores=_raw_topic(app, settings.topic(RISK_SCORES)),
+    )
+    source = _raw_topic(app, settings.topic(RISK_CUSTOMERS), acks=False)
+    install_risk(app, runtime, source, stage)
 
 
 def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport | None) -> Fetcher:

@@ -7,7 +7,9 @@ own and the fetch agent's in-flight deliveries), hands thin webhooks to the fetc
 and delivers the batch (``batches.Stage.deliver``: every event sent, acks awaited once,
 poison records dead-lettered alone, then the dedupe table written, then the offsets
 finished for ``commits.Committer``). ``normalize-fetched`` does the same for the documents
-the fetch agent logged to ``webhooks.fetched`` (replay runs only this).
+the fetch agent logged to ``webhooks.fetched`` (replay runs only this). An event that names
+its customer is also sent, as the same bytes, to ``risk.customers`` keyed by the customer:
+the risk agent's repartition (its table is keyed by customer, the events by invoice).
 
 Any exception of one record's decoding, normalization or encoding dead-letters that record
 with the reason; a duplicate of a record that failed in the same batch is dropped with it
@@ -16,15 +18,17 @@ with the reason; a duplicate of a record that failed in the same batch is droppe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from paywatch.errors import UnknownProvider
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
-from paywatch.schemas.models import FetchedDocument
-from paywatch.streams.batches import Pacer, Record, Stage, acting_as, encode
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import FetchedDocument, PaymentEvent
+from paywatch.schemas.topics import customer_key
+from paywatch.streams.batches import Output, Pacer, Record, Stage, acting_as, bounded, encode
 from paywatch.streams.fetch import normalize_fetched, thin
 from paywatch.streams.fetch_agent import FetchAgent, FetchJob
 from paywatch.streams.normalize import Normalized, event_key, normalize_record
@@ -35,6 +39,25 @@ BATCH_WITHIN_S = 0.05
 """How long a batch waits to fill: the latency a quiet stream adds, at most."""
 
 
+@dataclass(frozen=True)
+class EventTopics:
+    """Where normalized events go: payments.events, and risk.customers for the risk agent."""
+
+    events: Any
+    customers: Any
+
+    def outputs(self, codec: Codec, events: Iterable[PaymentEvent]) -> list[Output]:
+        """Each event keyed by invoice; the same bytes keyed by customer when it names one."""
+        found = []
+        for event in events:
+            output = encode(codec, self.events, event_key(event), event)
+            found.append(output)
+            if event.customer_ref is not None:
+                key = customer_key(event.tenant, event.customer_ref).encode()
+                found.append(bounded(self.customers, key, output.value, "PaymentEvent"))
+        return found
+
+
 @dataclass
 class NormalizeStage:
     """The normalize agent's batch step (webhooks.raw -> payments.events)."""
@@ -43,8 +66,7 @@ class NormalizeStage:
     providers: dict[str, Provider]
     seen: Any
     """Dedupe table: provider event key -> raw offset that first carried it."""
-    events: Any
-    """The payments.events Faust topic."""
+    events: EventTopics
     fetch: FetchAgent
 
     async def run(self, batch: Sequence[Any]) -> None:
@@ -78,9 +100,7 @@ class NormalizeStage:
             await self.fetch.submit(FetchJob(record, thin_provider, result, first is None))
             return
         try:
-            record.outputs = [
-                encode(self.stage.codec, self.events, event_key(ev), ev) for ev in result.events
-            ]
+            record.outputs = self.events.outputs(self.stage.codec, result.events)
         except Exception as exc:  # an event the topic cannot hold: this record's letter
             record.error = exc
             return
@@ -104,7 +124,7 @@ class FetchedStage:
 
     stage: Stage
     providers: dict[str, Provider]
-    events: Any
+    events: EventTopics
 
     async def run(self, batch: Sequence[Any]) -> None:
         """Normalize every fetched document of the batch, then deliver them together."""
@@ -123,9 +143,7 @@ class FetchedStage:
             if provider is None:
                 raise UnknownProvider(f"{doc.provider!r} is not a thin-webhook provider")
             events = normalize_fetched(provider, doc, (msg.topic, msg.partition, msg.offset))
-            record.outputs = [
-                encode(self.stage.codec, self.events, event_key(ev), ev) for ev in events
-            ]
+            record.outputs = self.events.outputs(self.stage.codec, events)
         except Exception as exc:  # any failure of one document is that record's letter
             record.error = exc
 

@@ -15,7 +15,7 @@ from paywatch.api.ingest.app import create_app
 from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import Projector
-from paywatch.schemas.models import DeadLetter, PaymentEvent
+from paywatch.schemas.models import DeadLetter, PaymentEvent, RiskScore
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import create_tenant, set_secrets
@@ -133,6 +133,18 @@ async def test_stripe_webhooks_become_read_models(
             return events if len(events) >= 4 else []
 
         events = await eventually(normalized, timeout=120, what="4 canonical events")
+        # The same events, keyed by customer, feed the risk agent: one score per customer.
+        scores = await eventually(
+            lambda: topic_records(kafka_bootstrap, test_settings.topic("risk.scores")),
+            timeout=60,
+            what="a risk score",
+        )
+
+        async def repartitioned() -> list[Any]:
+            found = await topic_records(kafka_bootstrap, test_settings.topic("risk.customers"))
+            return found if len(found) >= len(events) else []
+
+        by_customer = await eventually(repartitioned, what="the events keyed by customer")
         # The worker keeps running: the sagas' decisions are part of the read models.
         rows = await project_until(test_settings, kafka_bootstrap, pg_dsn, unique, count=2)
         letters = await eventually(
@@ -148,6 +160,19 @@ async def test_stripe_webhooks_become_read_models(
         ("in_B", "PAYMENT_SUCCEEDED"),
     ]
     assert len({e.event_id for e in events}) == 4
+    codec = make_codec(test_settings)
+    # Both invoices are one Stripe customer's: all four events under that one key, in order.
+    customer = f"{unique}/{samples.CUSTOMER_ID}".encode()
+    assert {r.key for r in by_customer} == {customer}
+    assert sorted(codec.decode(r.value, PaymentEvent).event_id for r in by_customer) == sorted(
+        e.event_id for e in events
+    )
+    first = codec.decode(scores[0].value, RiskScore)
+    assert (scores[0].key, first.tenant, first.customer_ref) == (
+        customer,
+        unique,
+        samples.CUSTOMER_ID,
+    )
     letter = make_codec(test_settings).decode(letters[0].value, DeadLetter)
     assert letter.payload == b"\x00garbage" and letter.stage == "normalize"
     assert "CodecError" in letter.error

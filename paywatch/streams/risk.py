@@ -1,0 +1,133 @@
+"""The risk agent: one customer's features in one table entry, scores to ``risk.scores``.
+
+Agent ``risk`` reads ``risk.customers`` (payments.events repartitioned by customer by the
+normalize agents, key ``tenant/customer_ref``: every event of a customer lands on one
+partition, owned by one worker, whatever its invoice) and keeps table ``risk-customers``
+(key -> :class:`paywatch.risk.entry.RiskEntry`, msgpack, changelogged). Each event is folded
+into the customer's features (``risk.features.evolve``, pure), scored as of the record's
+Kafka timestamp (``risk.model.score``: a replay reproduces the score) and, when the score
+moved enough (``risk.model.changed``), sent to ``risk.scores`` as a ``RiskScore`` with its
+reasons. In batches like the other stages (``batches.Stage``): outputs acked once, then
+the table written, then the offsets committed; a record that cannot be read or scored is
+dead-lettered to ``payments.events.dlq`` and the agent goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from paywatch.errors import PayloadError
+from paywatch.recovery.clock import SagaClock
+from paywatch.risk.entry import MAX_ENTRY, RiskEntry, decode_entry, encode_entry
+from paywatch.risk.features import evolve
+from paywatch.risk.model import Reason, RiskModel, Score, changed, score
+from paywatch.schemas.codec import Codec
+from paywatch.schemas.models import PaymentEvent, RiskContribution, RiskScore
+from paywatch.schemas.topics import customer_key
+from paywatch.streams.batches import Pacer, Record, Stage, acting_as, encode, record_time
+
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
+
+
+@dataclass
+class RiskRuntime:
+    """What the risk agent needs inside one worker."""
+
+    codec: Codec
+    clock: SagaClock
+    model: RiskModel
+    entries: Any  # Faust table: tenant/customer_ref -> RiskEntry bytes
+    scores: Any  # risk.scores topic
+
+
+def risk_score(tenant: str, customer_ref: str, new: Score) -> RiskScore:
+    """The topic record of a score: reasons in words and as contributions."""
+    return RiskScore(
+        tenant=tenant,
+        customer_ref=customer_ref,
+        score=new.value,
+        band=new.band,
+        reasons=[_in_words(r) for r in new.reasons],
+        model_version=new.model_version,
+        as_of=new.as_of,
+        contributions=[
+            RiskContribution(feature=r.feature, contribution=r.contribution, value=r.value)
+            for r in new.reasons
+        ],
+    )
+
+
+def _in_words(reason: Reason) -> str:
+    return f"{reason.feature} = {reason.value:g} (+{reason.contribution:.2f} log-odds)"
+
+
+@dataclass
+class RiskStage:
+    """The risk agent's batch step: fold, score, emit the scores that moved, then write."""
+
+    stage: Stage
+    runtime: RiskRuntime
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        """Fold every record of the batch in offset order, then deliver them together."""
+        wall_now = datetime.now(UTC)
+        entries: dict[bytes, RiskEntry] = {}
+        records = []
+        pace = Pacer()
+        for event in batch:
+            await pace()
+            record = self.stage.start(event, "risk")
+            records.append(record)
+            now = self.runtime.clock.to_saga(record_time(record.message, wall_now))
+            self._fold(record, entries, now)
+        await self.stage.deliver(records)
+
+    def _fold(self, record: Record, entries: dict[bytes, RiskEntry], now: datetime) -> None:
+        runtime = self.runtime
+        msg = record.message
+        try:
+            event = runtime.codec.decode(msg.value, PaymentEvent, topic=msg.topic)
+            key = bytes(msg.key or b"")
+            if event.customer_ref is None or key != _key(event.tenant, event.customer_ref):
+                raise PayloadError("a risk.customers record not keyed by its tenant/customer_ref")
+            entry = entries.get(key) or self._read(record, key)
+            features = evolve(entry.features if entry else None, event)
+            new = score(runtime.model, features, now)
+            last = entry.last if entry else None
+            if changed(last, new):
+                scored = risk_score(event.tenant, event.customer_ref, new)
+                record.outputs = [encode(self.stage.codec, runtime.scores, key, scored)]
+                last = new
+            updated = RiskEntry(features, last)
+            value = encode_entry(updated)
+            if len(value) > MAX_ENTRY:  # bounded by construction; checked, never assumed
+                raise PayloadError(f"risk entry of {len(value)} bytes exceeds {MAX_ENTRY}")
+        except Exception as exc:  # any failure of one record is that record's dead letter
+            record.outputs = []
+            record.error = exc
+            return
+        entries[key] = updated
+        record.after = lambda: runtime.entries.__setitem__(key, value)
+
+    def _read(self, record: Record, key: bytes) -> RiskEntry | None:
+        with acting_as(record.event):  # rocksdb: read the record's partition
+            stored = self.runtime.entries.get(key)
+        return None if stored is None else decode_entry(stored)
+
+
+def _key(tenant: str, customer_ref: str) -> bytes:
+    return customer_key(tenant, customer_ref).encode()
+
+
+def install(app: Any, runtime: RiskRuntime, source: Any, stage: Stage) -> None:
+    """Register the risk agent on ``source`` (risk.customers)."""
+    step = RiskStage(stage, runtime)
+
+    @app.agent(source, name="risk")  # type: ignore[untyped-decorator]
+    async def risk(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await step.run(batch)
