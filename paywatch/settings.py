@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # a scaled clock (their saga times must agree).
     time_anchor: AwareDatetime | None = None
     state_dir: Path = Path(".paywatch")
+    # The worker's risk model: a packaged version (paywatch/risk/models/<version>.json) or
+    # the path of a model file `paywatch risk train` wrote (ends in .json).
+    risk_model: str = "risk-v1"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     secret_grace_hours: float = Field(24.0, ge=0)
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
+from paywatch.ops.risk_cli import register as register_risk
 from paywatch.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("--role", required=True, choices=("analyst", "operator", "admin"))
     ak.set_defaults(func=cmd_apikey_create)
     _policy_parser(sub)
+    register_risk(sub)  # demo generate, risk train
     return p
 
 

@@ -22,6 +22,7 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import msgspec
 
@@ -131,6 +132,18 @@ def _load(version: str) -> RiskModel:
     if model.version != version:
         raise ValueError(f"{version}.json says it is version {model.version!r}")
     return model
+
+
+def model_from(spec: str) -> RiskModel:
+    """The model a setting names: a packaged version, or a model file (``*.json``) such as
+    ``paywatch risk train`` writes; ValueError naming what is wrong with it."""
+    if not spec.endswith(".json"):
+        return load_model(spec)
+    try:
+        data = Path(spec).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read risk model file {spec}: {exc.strerror}") from exc
+    return parse_model(data)
 
 
 def contributions(model: RiskModel, features: dict[str, float]) -> dict[str, float]:

@@ -13,7 +13,7 @@ from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import configured_providers
 from paywatch.recovery.clock import SagaClock
-from paywatch.risk.model import load_model
+from paywatch.risk.model import model_from
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
@@ -223,7 +223,7 @@ def _risk(
     runtime = RiskRuntime(
         codec=codec,
         clock=clock,
-        model=load_model(),
+        model=model_from(settings.risk_model),
         # Written from the risk agent's stream (risk.customers, keyed by customer).
         entries=app.Table(
             table_name(settings, "risk-customers"),

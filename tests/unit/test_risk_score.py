@@ -22,6 +22,7 @@ from paywatch.risk.model import (
     changed,
     contributions,
     load_model,
+    model_from,
     parse_model,
     score,
     sigmoid,
@@ -270,3 +271,25 @@ def test_changed(old: Score | None, new: Score, expected: bool) -> None:
 def test_changed_min_delta() -> None:
     assert changed(_s(0.30), _s(0.31), min_delta=0.01)
     assert not changed(_s(0.30), _s(0.31), min_delta=0.02)
+
+
+# --- the worker's setting: a packaged version or a trained model file -------------------
+
+
+def test_model_from_a_version_or_a_file(tmp_path: Any) -> None:
+    assert model_from("risk-v1") == load_model("risk-v1")
+    trained = tmp_path / "acme-1.json"
+    doc = json.loads((resources.files("paywatch.risk") / "models" / "risk-v1.json").read_text())
+    doc["version"], doc["intercept"] = "acme-1", -2.0
+    trained.write_text(json.dumps(doc))
+    assert (model_from(str(trained)).version, model_from(str(trained)).intercept) == (
+        "acme-1",
+        -2.0,
+    )
+    with pytest.raises(ValueError, match="cannot read risk model file"):
+        model_from(str(tmp_path / "missing.json"))
+    trained.write_text("{}")
+    with pytest.raises(ValueError, match="malformed"):
+        model_from(str(trained))
+    with pytest.raises(ValueError, match="no risk model"):
+        model_from("risk-v9")
