@@ -140,6 +140,13 @@ class RiskBand(StrEnum):
     CRITICAL = "CRITICAL"
 
 
+class AlertStatus(StrEnum):
+    """Whether an alert's incident is still going on."""
+
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+
+
 class Severity(StrEnum):
     """Alert severity."""
 
@@ -301,6 +308,13 @@ class Alert(Frozen):
     observed: float
     baseline: float
     message: str | None = None
+    alert_id: str = ""
+    status: AlertStatus = AlertStatus.OPEN
+    provider: str | None = None
+    decline_code: str | None = None
+    customer_ref: str | None = None
+    opened_at: datetime | None = None
+    resolved_at: datetime | None = None
 
 
 class DeadLetter(Frozen):
