@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from paywatch.projections import (
+    customers,
     event_log,
     failures,
     invoices,
@@ -43,6 +44,7 @@ READ_MODELS = checked(
         recovery_workflows.READ_MODEL,
         invoices.READ_MODEL,  # after event_log and recovery_workflows: it reads their rows
         tenant_policies.READ_MODEL,
+        customers.READ_MODEL,
     ]
 )
 

@@ -7,12 +7,19 @@ import pytest
 from paywatch.projections.base import ReadModel
 from paywatch.projections.registry import READ_MODELS, checked, sources
 from paywatch.projections.runner import SOURCES
-from paywatch.schemas.models import PaymentEvent, PolicyChanged, RecoveryCommand, SagaTransition
+from paywatch.schemas.models import (
+    PaymentEvent,
+    PolicyChanged,
+    RecoveryCommand,
+    RiskScore,
+    SagaTransition,
+)
 from paywatch.schemas.topics import (
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
     RECOVERY_POLICIES,
     RECOVERY_TRANSITIONS,
+    RISK_SCORES,
 )
 
 
@@ -22,6 +29,7 @@ def test_the_runner_reads_the_topics_of_the_registered_models() -> None:
         RECOVERY_TRANSITIONS: SagaTransition,
         RECOVERY_COMMANDS: RecoveryCommand,
         RECOVERY_POLICIES: PolicyChanged,
+        RISK_SCORES: RiskScore,
     }
 
 

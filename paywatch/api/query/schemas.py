@@ -256,3 +256,47 @@ class InvalidPolicyBody(ErrorBody):
     """A policy that does not validate: every field error, each with its path."""
 
     errors: list[FieldError]
+
+
+Band = Literal["low", "medium", "high", "critical"]
+"""A risk band as the API spells it: lowercase, like invoice statuses."""
+
+
+class RiskReason(Public):
+    """One feature's share of a risk score, in log-odds (largest first in a list)."""
+
+    feature: str
+    contribution: float = Field(description="Log-odds it adds to the score (negative lowers it).")
+    value: float = Field(description="The feature's value as of the score.")
+
+
+class Risk(Public):
+    """A customer's latest risk score (the last risk.scores record of its key)."""
+
+    score: float = Field(ge=0.0, le=1.0)
+    band: Band
+    reasons: list[RiskReason] = Field(description="The features that raise it most.")
+    model_version: str
+    as_of: datetime = Field(description="Time of the latest event the score includes.")
+
+
+class CustomerRisk(Risk):
+    """One customer of the risk worklist."""
+
+    customer_ref: str
+
+
+class Customer(Public):
+    """A customer: its risk (null before it is scored) and what it owes now."""
+
+    customer_ref: str
+    risk: Risk | None
+    invoices_open: int = Field(description="Invoices not recovered, exhausted or canceled.")
+    amount_at_risk_minor: int = Field(
+        description="Sum of the open invoices' amounts in `currency` (minor units)."
+    )
+    currency: str | None = Field(
+        description="Currency of the customer's most recently active open invoice; null when "
+        "none is open. Open invoices in other currencies are not in the sum."
+    )
+    last_failure_at: datetime | None = Field(description="Its newest failed attempt.")
