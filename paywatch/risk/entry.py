@@ -7,6 +7,8 @@ value (msgspec, like the saga entries), encoded once and changelogged as it is.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from paywatch.risk.features import MAX_ENCODED, CustomerFeatures
@@ -22,6 +24,8 @@ class RiskEntry(msgspec.Struct, frozen=True, array_like=True):
 
     features: CustomerFeatures
     last: Score | None = None
+    high_since: datetime | None = None
+    """When the customer entered the high bands (its open HIGH_RISK_CUSTOMER alert)."""
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -44,6 +44,9 @@ RISK_CUSTOMERS = "risk.customers"
 """Internal: payments.events repartitioned by customer (key ``tenant/customer_ref``, the same
 PaymentEvent bytes), so one partition owns each customer's risk features across all its
 invoices and workers."""
+RISK_TENANTS = "risk.tenants"
+"""Internal: one small signal per failure or success (``risk.alerts.Signal``, msgpack), key
+``tenant``: the alerts agent counts a tenant's providers and decline codes on one partition."""
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
@@ -89,7 +92,13 @@ def dlq_name(source: str) -> str:
     return f"{source}.dlq"
 
 
-TABLES = ("normalize-seen", "recovery-sagas", "recovery-card-ledger", "risk-customers")
+TABLES = (
+    "normalize-seen",
+    "recovery-sagas",
+    "recovery-card-ledger",
+    "risk-customers",
+    "alerts-tenants",
+)
 """The worker's Faust tables (names without the topic prefix)."""
 
 
@@ -113,6 +122,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic(RECOVERY_TIMERS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_CARDS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RISK_CUSTOMERS), parts, dict(SEVEN_DAYS), repl))
+    specs.append(TopicSpec(settings.topic(RISK_TENANTS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_POLICIES), few_parts, dict(FOREVER), repl))
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)
@@ -122,8 +132,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # moments before its consumer joins, and a changelog missing from the consumer's
     # metadata made every write to that table fail until the next metadata refresh.
     specs.extend(
-        TopicSpec(changelog_name(settings, table), parts, dict(COMPACTED), repl)
-        for table in TABLES
+        TopicSpec(changelog_name(settings, table), parts, dict(COMPACTED), repl) for table in TABLES
     )
     return specs
 

@@ -16,6 +16,7 @@ from paywatch.recovery.clock import SagaClock
 from paywatch.risk.model import model_from
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import (
+    ALERTS,
     PAYMENTS_EVENTS,
     RECOVERY_CARDS,
     RECOVERY_COMMANDS,
@@ -23,12 +24,15 @@ from paywatch.schemas.topics import (
     RECOVERY_TRANSITIONS,
     RISK_CUSTOMERS,
     RISK_SCORES,
+    RISK_TENANTS,
     WEBHOOKS_FETCHED,
     WEBHOOKS_RAW,
     dlq_name,
     table_name,
 )
 from paywatch.settings import Settings
+from paywatch.streams.alerts import AlertsRuntime
+from paywatch.streams.alerts import install as install_alerts
 from paywatch.streams.batches import Stage
 from paywatch.streams.card_ledger import CardLedgerRuntime
 from paywatch.streams.card_ledger import install as install_card_ledger
@@ -118,6 +122,7 @@ def create_worker(
         events=EventTopics(
             _raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
             _raw_topic(app, settings.topic(RISK_CUSTOMERS)),
+            _raw_topic(app, settings.topic(RISK_TENANTS)),
         ),
         raw_dlq=_raw_topic(app, settings.topic(dlq_name(WEBHOOKS_RAW))),
         # Delivery dedupe: provider event key -> raw offset that first carried it.
@@ -140,6 +145,7 @@ def create_worker(
     clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
     saga = _saga(app, settings, codec, clock, policy_source, ledger)
     _risk(app, settings, codec, clock, ledger)
+    _alerts(app, settings, codec, clock, ledger)
     return replace(worker, saga=saga)
 
 
@@ -150,6 +156,18 @@ SAGA_STORE_OPTIONS = {
 }
 """rocksdb options of the saga table, per partition database (Faust's defaults, 64 MiB x 3
 write buffers and a 2 GiB block cache each, took 6.6 GiB restoring a million sagas)."""
+
+
+def _bytes_table(app: faust.App, settings: Settings, name: str) -> Any:
+    """A table of one agent whose values are its own compact bytes, stored and changelogged
+    as they are (Faust's "raw" serializer), with the bounded rocksdb options."""
+    return app.Table(
+        table_name(settings, name),
+        default=None,
+        partitions=settings.topic_partitions,
+        value_type=bytes,
+        options=dict(SAGA_STORE_OPTIONS),
+    )
 
 
 def _saga(
@@ -172,13 +190,7 @@ def _saga(
         # Written from the saga agent's stream (payments.events and recovery.timers,
         # co-partitioned), so its changelog follows its partitions. Values are the shell's
         # bytes (recovery/entry_codec.py), stored and changelogged as they are.
-        sagas=app.Table(
-            table_name(settings, "recovery-sagas"),
-            default=None,
-            partitions=settings.topic_partitions,
-            value_type=bytes,  # Faust's "raw" serializer
-            options=dict(SAGA_STORE_OPTIONS),
-        ),
+        sagas=_bytes_table(app, settings, "recovery-sagas"),
         cards=cards,
         commands=commands,
         transitions=_raw_topic(app, settings.topic(RECOVERY_TRANSITIONS)),
@@ -225,17 +237,26 @@ def _risk(
         clock=clock,
         model=model_from(settings.risk_model),
         # Written from the risk agent's stream (risk.customers, keyed by customer).
-        entries=app.Table(
-            table_name(settings, "risk-customers"),
-            default=None,
-            partitions=settings.topic_partitions,
-            value_type=bytes,  # risk/entry.py msgpack, stored and changelogged as it is
-            options=dict(SAGA_STORE_OPTIONS),
-        ),
+        entries=_bytes_table(app, settings, "risk-customers"),  # risk/entry.py msgpack
         scores=_raw_topic(app, settings.topic(RISK_SCORES)),
+        alerts=_raw_topic(app, settings.topic(ALERTS)),
     )
     source = _raw_topic(app, settings.topic(RISK_CUSTOMERS), acks=False)
     install_risk(app, runtime, source, stage)
+
+
+def _alerts(
+    app: faust.App, settings: Settings, codec: Codec, clock: SagaClock, ledger: OffsetLedger
+) -> None:
+    stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
+    alerts = AlertsRuntime(
+        codec=codec,
+        clock=clock,
+        # Written from the alerts agent's stream (risk.tenants, keyed by tenant).
+        entries=_bytes_table(app, settings, "alerts-tenants"),  # risk/alerts.py msgpack
+        alerts=_raw_topic(app, settings.topic(ALERTS)),
+    )
+    install_alerts(app, alerts, _raw_topic(app, settings.topic(RISK_TENANTS), acks=False), stage)
 
 
 def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport | None) -> Fetcher:

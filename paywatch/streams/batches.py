@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from faust import streams as faust_streams
 
 from paywatch.errors import PayloadError
 from paywatch.kafka.health import tracker
+from paywatch.recovery.clock import SagaClock
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import Frozen
 from paywatch.streams.commits import OffsetLedger
@@ -108,6 +109,11 @@ class Record:
     def message(self) -> Any:
         """The Kafka message (topic, partition, offset, key, value)."""
         return self.event.message
+
+
+Fold = Callable[[Record, datetime], None]
+"""A stage's step for one record as of a time: it sets the record's outputs, ``after`` (its
+table writes) or ``error`` (its dead letter)."""
 
 
 def encode(codec: Codec, topic: Any, key: bytes, model: Frozen) -> Output:
@@ -195,6 +201,21 @@ class Stage:
         gen = _generation_of(msg)
         tracked = self.ledger.start((msg.topic, msg.partition), msg.offset, gen)
         return Record(event, tracked=tracked, stage=stage)
+
+    async def fold_all(
+        self, batch: Sequence[Any], stage: str, clock: SagaClock, fold: Fold
+    ) -> None:
+        """Start every record of ``batch`` and ``fold`` each in offset order, as of its Kafka
+        time on ``clock`` (``record_time``), then deliver them together."""
+        wall_now = datetime.now(UTC)
+        records = []
+        pace = Pacer()
+        for event in batch:
+            await pace()
+            record = self.start(event, stage)
+            records.append(record)
+            fold(record, clock.to_saga(record_time(record.message, wall_now)))
+        await self.deliver(records)
 
     async def deliver(self, records: list[Record]) -> None:
         """Send, dead-letter, write tables, finish: the batch's effects, then its commit."""

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from paywatch.errors import PayloadError
@@ -35,13 +35,11 @@ from paywatch.schemas.topics import invoice_key
 from paywatch.streams.batches import (
     MAX_RECORD_BYTES,
     Output,
-    Pacer,
     Record,
     Stage,
     acting_as,
     bounded,
     encode,
-    record_time,
 )
 from paywatch.streams.saga import BATCH_MAX, BATCH_WITHIN_S, PolicySource
 
@@ -97,18 +95,11 @@ class CardLedgerStage:
     async def run(self, batch: Sequence[Any]) -> None:
         """Fold every record of the batch, then deliver them together."""
         await self.runtime.policies_ready()
-        wall_now = datetime.now(UTC)
         ledgers: dict[str, CardLedger] = {}
-        records = []
-        pace = Pacer()
-        for event in batch:
-            await pace()
-            record = self.stage.start(event, "card-ledger")
-            records.append(record)
-            # As of the record (batches.record_time): a replayed request gets the same answer.
-            now = self.runtime.clock.to_saga(record_time(record.message, wall_now))
-            self._fold(record, ledgers, now)
-        await self.stage.deliver(records)
+        # As of the record (batches.record_time): a replayed request gets the same answer.
+        await self.stage.fold_all(
+            batch, "card-ledger", self.runtime.clock, lambda r, now: self._fold(r, ledgers, now)
+        )
 
     def _fold(self, record: Record, ledgers: dict[str, CardLedger], now: datetime) -> None:
         runtime = self.runtime

@@ -9,7 +9,9 @@ poison records dead-lettered alone, then the dedupe table written, then the offs
 finished for ``commits.Committer``). ``normalize-fetched`` does the same for the documents
 the fetch agent logged to ``webhooks.fetched`` (replay runs only this). An event that names
 its customer is also sent, as the same bytes, to ``risk.customers`` keyed by the customer:
-the risk agent's repartition (its table is keyed by customer, the events by invoice).
+the risk agent's repartition (its table is keyed by customer, the events by invoice); a
+failure or success also sends a small signal to ``risk.tenants`` keyed by tenant (the alerts
+agent counts a tenant's providers and decline codes).
 
 Any exception of one record's decoding, normalization or encoding dead-letters that record
 with the reason; a duplicate of a record that failed in the same batch is dropped with it
@@ -25,9 +27,10 @@ from typing import Any
 from paywatch.errors import UnknownProvider
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import get_provider
+from paywatch.risk.alerts import encode_signal, signal_of
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import FetchedDocument, PaymentEvent
-from paywatch.schemas.topics import customer_key
+from paywatch.schemas.topics import customer_key, tenant_key
 from paywatch.streams.batches import Output, Pacer, Record, Stage, acting_as, bounded, encode
 from paywatch.streams.fetch import normalize_fetched, thin
 from paywatch.streams.fetch_agent import FetchAgent, FetchJob
@@ -41,13 +44,16 @@ BATCH_WITHIN_S = 0.05
 
 @dataclass(frozen=True)
 class EventTopics:
-    """Where normalized events go: payments.events, and risk.customers for the risk agent."""
+    """Where normalized events go: payments.events, risk.customers for the risk agent and
+    risk.tenants for the alerts agent."""
 
     events: Any
     customers: Any
+    tenants: Any
 
     def outputs(self, codec: Codec, events: Iterable[PaymentEvent]) -> list[Output]:
-        """Each event keyed by invoice; the same bytes keyed by customer when it names one."""
+        """Each event keyed by invoice; the same bytes keyed by customer when it names one;
+        a failure's or success's signal keyed by tenant."""
         found = []
         for event in events:
             output = encode(codec, self.events, event_key(event), event)
@@ -55,6 +61,10 @@ class EventTopics:
             if event.customer_ref is not None:
                 key = customer_key(event.tenant, event.customer_ref).encode()
                 found.append(bounded(self.customers, key, output.value, "PaymentEvent"))
+            signal = signal_of(event)
+            if signal is not None:
+                key = tenant_key(event.tenant).encode()
+                found.append(bounded(self.tenants, key, encode_signal(signal), "Signal"))
         return found
 
 

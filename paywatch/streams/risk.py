@@ -7,30 +7,34 @@ partition, owned by one worker, whatever its invoice) and keeps table ``risk-cus
 into the customer's features (``risk.features.evolve``, pure), scored as of the record's
 Kafka timestamp (``risk.model.score``: a replay reproduces the score) and, when the score
 moved enough (``risk.model.changed``), sent to ``risk.scores`` as a ``RiskScore`` with its
-reasons. In batches like the other stages (``batches.Stage``): outputs acked once, then
-the table written, then the offsets committed; a record that cannot be read or scored is
-dead-lettered to ``payments.events.dlq`` and the agent goes on.
+reasons; a customer entering or leaving the high bands also opens or resolves a
+``HIGH_RISK_CUSTOMER`` alert (``risk.high_risk``). In batches like the other stages
+(``batches.Stage``): outputs acked once, then the table written, then the offsets committed;
+a record that cannot be read or scored is dead-lettered to ``payments.events.dlq`` and the
+agent goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from paywatch.errors import PayloadError
 from paywatch.recovery.clock import SagaClock
 from paywatch.risk.entry import MAX_ENTRY, RiskEntry, decode_entry, encode_entry
 from paywatch.risk.features import evolve
+from paywatch.risk.high_risk import high_risk_alert
 from paywatch.risk.model import Reason, RiskModel, Score, changed, score
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import PaymentEvent, RiskContribution, RiskScore
-from paywatch.schemas.topics import customer_key
-from paywatch.streams.batches import Pacer, Record, Stage, acting_as, encode, record_time
+from paywatch.schemas.models import PaymentEvent, RiskBand, RiskContribution, RiskScore
+from paywatch.schemas.topics import customer_key, tenant_key
+from paywatch.streams.batches import Record, Stage, acting_as, encode
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+HIGH = RiskBand.HIGH
 
 
 @dataclass
@@ -42,6 +46,7 @@ class RiskRuntime:
     model: RiskModel
     entries: Any  # Faust table: tenant/customer_ref -> RiskEntry bytes
     scores: Any  # risk.scores topic
+    alerts: Any  # alerts topic (customers entering and leaving the high bands)
 
 
 def risk_score(tenant: str, customer_ref: str, new: Score) -> RiskScore:
@@ -74,17 +79,10 @@ class RiskStage:
 
     async def run(self, batch: Sequence[Any]) -> None:
         """Fold every record of the batch in offset order, then deliver them together."""
-        wall_now = datetime.now(UTC)
         entries: dict[bytes, RiskEntry] = {}
-        records = []
-        pace = Pacer()
-        for event in batch:
-            await pace()
-            record = self.stage.start(event, "risk")
-            records.append(record)
-            now = self.runtime.clock.to_saga(record_time(record.message, wall_now))
-            self._fold(record, entries, now)
-        await self.stage.deliver(records)
+        await self.stage.fold_all(
+            batch, "risk", self.runtime.clock, lambda r, now: self._fold(r, entries, now)
+        )
 
     def _fold(self, record: Record, entries: dict[bytes, RiskEntry], now: datetime) -> None:
         runtime = self.runtime
@@ -98,11 +96,18 @@ class RiskStage:
             features = evolve(entry.features if entry else None, event)
             new = score(runtime.model, features, now)
             last = entry.last if entry else None
+            since = entry.high_since if entry else None
             if changed(last, new):
                 scored = risk_score(event.tenant, event.customer_ref, new)
                 record.outputs = [encode(self.stage.codec, runtime.scores, key, scored)]
+                since, alert = high_risk_alert(
+                    event.tenant, event.customer_ref, since, last, new, runtime.model.bands[HIGH]
+                )
+                if alert is not None:
+                    tenant = tenant_key(event.tenant).encode()
+                    record.outputs.append(encode(self.stage.codec, runtime.alerts, tenant, alert))
                 last = new
-            updated = RiskEntry(features, last)
+            updated = RiskEntry(features, last, since)
             value = encode_entry(updated)
             if len(value) > MAX_ENTRY:  # bounded by construction; checked, never assumed
                 raise PayloadError(f"risk entry of {len(value)} bytes exceeds {MAX_ENTRY}")

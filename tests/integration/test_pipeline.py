@@ -15,6 +15,7 @@ from paywatch.api.ingest.app import create_app
 from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import Projector
+from paywatch.risk.alerts import decode_signal
 from paywatch.schemas.models import DeadLetter, PaymentEvent, RiskScore
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
@@ -145,6 +146,7 @@ async def test_stripe_webhooks_become_read_models(
             return found if len(found) >= len(events) else []
 
         by_customer = await eventually(repartitioned, what="the events keyed by customer")
+        signals = await topic_records(kafka_bootstrap, test_settings.topic("risk.tenants"))
         # The worker keeps running: the sagas' decisions are part of the read models.
         rows = await project_until(test_settings, kafka_bootstrap, pg_dsn, unique, count=2)
         letters = await eventually(
@@ -167,6 +169,11 @@ async def test_stripe_webhooks_become_read_models(
     assert sorted(codec.decode(r.value, PaymentEvent).event_id for r in by_customer) == sorted(
         e.event_id for e in events
     )
+    # Every failure and success is also a signal for the tenant's alerts, keyed by tenant.
+    assert sorted(decode_signal(r.value).event_id for r in signals) == sorted(
+        e.event_id for e in events
+    )
+    assert {r.key for r in signals} == {unique.encode()}
     first = codec.decode(scores[0].value, RiskScore)
     assert (scores[0].key, first.tenant, first.customer_ref) == (
         customer,

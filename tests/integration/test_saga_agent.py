@@ -107,12 +107,14 @@ async def transitions(settings: Settings, bootstrap: str, invoice: str) -> list[
     return [t for t in found if t.invoice_ref == invoice]
 
 
-async def committed(settings: Settings, bootstrap: str, partitions: int) -> int:
-    """Offsets the worker's consumer group committed on payments.events (sum)."""
+async def committed(
+    settings: Settings, bootstrap: str, partitions: int, source: str = "payments.events"
+) -> int:
+    """Offsets the worker's consumer group committed on ``source`` (sum)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.app_id)
     await consumer.start()
     try:
-        topic = settings.topic("payments.events")
+        topic = settings.topic(source)
         total = 0
         for p in range(partitions):
             offset = await consumer.committed(TopicPartition(topic, p))

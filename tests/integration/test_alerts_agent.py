@@ -1,0 +1,123 @@
+"""The alerts agent on rocksdb, real Kafka, a real worker: a provider outage is one incident.
+
+Hours of a tenant's ordinary traffic, then a burst of SOFT ``processing_error`` failures
+from one provider, then ordinary traffic again, are appended to ``risk.tenants`` with
+their Kafka timestamps spread over those hours (the agent decides as of each record's time,
+so the hours pass in seconds). ``alerts`` must then hold exactly one incident: the bursting
+provider's, opened, possibly updated, resolved once; nothing for the other provider.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from paywatch.kafka.codec import make_codec
+from paywatch.risk.alerts import Signal, encode_signal
+from paywatch.schemas.models import Alert, AlertStatus, DeclineCategory
+from paywatch.settings import Settings
+from tests.integration.test_saga_agent import committed
+from tests.kafka_helpers import eventually, topic_records
+from tests.procs import log_tail, paywatch_process
+
+Timed = tuple[datetime, Signal]
+
+
+def traffic(start: datetime, minutes: int, tag: str) -> list[Timed]:
+    """Ordinary traffic: each minute, per provider, a few successes and one soft decline."""
+    out: list[Timed] = []
+    for m in range(minutes):
+        at = start + timedelta(minutes=m)
+        for provider in ("stripe", "adyen"):
+            for i in range(3):
+                out.append((at, Signal(f"{tag}-{provider}-{m}-ok{i}", provider, "success")))
+            decline = Signal(
+                f"{tag}-{provider}-{m}-nf",
+                provider,
+                "failure",
+                "insufficient_funds",
+                DeclineCategory.SOFT,
+            )
+            out.append((at + timedelta(seconds=30), decline))
+    return out
+
+
+def burst(start: datetime, count: int) -> list[Timed]:
+    """A processor outage at stripe: ``count`` SOFT processing errors within five minutes."""
+    step = timedelta(minutes=5) / count
+    return [
+        (
+            start + i * step,
+            Signal(f"burst-{i}", "stripe", "failure", "processing_error", DeclineCategory.SOFT),
+        )
+        for i in range(count)
+    ]
+
+
+async def publish(settings: Settings, bootstrap: str, tenant: str, signals: list[Timed]) -> None:
+    topic = settings.topic("risk.tenants")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for at, signal in signals:
+            stamp = int(at.timestamp() * 1000)
+            await producer.send(
+                topic, encode_signal(signal), key=tenant.encode(), timestamp_ms=stamp
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
+    test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
+    before = traffic(start, 4 * 60, "before")
+    outage = burst(start + timedelta(hours=4, minutes=2), 200)
+    after = traffic(start + timedelta(hours=4, minutes=10), 60, "after")
+    signals = sorted([*before, *outage, *after], key=lambda timed: timed[0])
+    await publish(test_settings, kafka_bootstrap, unique, signals)
+
+    settings = test_settings.model_copy(
+        update={"table_store": "rocksdb://", "state_dir": tmp_path / "w"}
+    )
+    log = tmp_path / "worker.log"
+    codec = make_codec(settings)
+    with paywatch_process(settings, "run", "worker", log=log) as worker:
+
+        async def resolved() -> list[Alert]:
+            assert worker.poll() is None, log_tail(log)
+            records = await topic_records(kafka_bootstrap, settings.topic("alerts"))
+            alerts = [codec.decode(r.value, Alert, topic=r.topic) for r in records]
+            done = any(a.status is AlertStatus.RESOLVED for a in alerts)
+            return alerts if done else []
+
+        await eventually(resolved, timeout=120, what="the outage's alert, resolved")
+
+        async def all_folded() -> bool:
+            assert worker.poll() is None, log_tail(log)
+            done = await committed(settings, kafka_bootstrap, parts, source="risk.tenants")
+            return done == len(signals)
+
+        # Committed past every signal: whatever the agent sends for them has been acked.
+        parts = settings.topic_partitions
+        await eventually(all_folded, timeout=120, what="every signal folded and committed")
+        records = await topic_records(kafka_bootstrap, settings.topic("alerts"))
+        alerts = [codec.decode(r.value, Alert, topic=r.topic) for r in records]
+
+    assert {a.alert_id for a in alerts} == {alerts[0].alert_id}, [a.message for a in alerts]
+    statuses = [a.status for a in alerts]
+    assert statuses[0] is AlertStatus.OPEN and statuses[-1] is AlertStatus.RESOLVED
+    assert statuses.count(AlertStatus.RESOLVED) == 1
+    first, last = alerts[0], alerts[-1]
+    assert (first.tenant, first.kind, first.provider) == (
+        unique,
+        "PROVIDER_FAILURE_SPIKE",
+        "stripe",
+    )
+    assert first.observed >= 20 and first.observed > 5 * first.baseline
+    assert first.opened_at is not None and outage[0][0] <= first.opened_at <= outage[-1][0]
+    assert last.resolved_at is not None and last.resolved_at > outage[-1][0]
