@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from paywatch.projections import (
+    alerts,
     customers,
     event_log,
     failures,
@@ -45,6 +46,7 @@ READ_MODELS = checked(
         invoices.READ_MODEL,  # after event_log and recovery_workflows: it reads their rows
         tenant_policies.READ_MODEL,
         customers.READ_MODEL,
+        alerts.READ_MODEL,
     ]
 )
 

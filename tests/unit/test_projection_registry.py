@@ -8,6 +8,7 @@ from paywatch.projections.base import ReadModel
 from paywatch.projections.registry import READ_MODELS, checked, sources
 from paywatch.projections.runner import SOURCES
 from paywatch.schemas.models import (
+    Alert,
     PaymentEvent,
     PolicyChanged,
     RecoveryCommand,
@@ -15,6 +16,7 @@ from paywatch.schemas.models import (
     SagaTransition,
 )
 from paywatch.schemas.topics import (
+    ALERTS,
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
     RECOVERY_POLICIES,
@@ -30,6 +32,7 @@ def test_the_runner_reads_the_topics_of_the_registered_models() -> None:
         RECOVERY_COMMANDS: RecoveryCommand,
         RECOVERY_POLICIES: PolicyChanged,
         RISK_SCORES: RiskScore,
+        ALERTS: Alert,
     }
 
 

@@ -24,7 +24,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paywatch.api.query.deps import ApiError
-from paywatch.api.query.routes import customers, failures, health, invoices, policy, timeline
+from paywatch.api.query.routes import (
+    alerts,
+    customers,
+    failures,
+    health,
+    invoices,
+    policy,
+    timeline,
+)
 from paywatch.api.query.schemas import ErrorBody
 from paywatch.db import create_pool
 from paywatch.settings import Settings
@@ -157,6 +165,6 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (invoices, timeline, failures, customers, policy, health):
+    for module in (invoices, timeline, failures, customers, alerts, policy, health):
         app.include_router(module.router)
     return app

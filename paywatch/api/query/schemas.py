@@ -300,3 +300,30 @@ class Customer(Public):
         "none is open. Open invoices in other currencies are not in the sum."
     )
     last_failure_at: datetime | None = Field(description="Its newest failed attempt.")
+
+
+AlertState = Literal["open", "resolved"]
+"""An incident's status as the API spells it: lowercase, like invoice statuses."""
+AlertSeverity = Literal["info", "warning", "critical"]
+"""An alert's severity as the API spells it (info: a resolved customer alert)."""
+
+
+class AlertItem(Public):
+    """One incident: its latest Alert record (one alert_id from OPEN to RESOLVED)."""
+
+    alert_id: str = Field(description="tenant/kind/subject/opened ms: contains '/'.")
+    kind: str = Field(
+        description="PROVIDER_FAILURE_SPIKE, DECLINE_CODE_SPIKE or HIGH_RISK_CUSTOMER."
+    )
+    severity: AlertSeverity
+    provider: str | None = Field(description="The provider of a provider spike.")
+    decline_code: str | None = Field(description="The code of a decline-code spike.")
+    customer_ref: str | None = Field(description="The customer of a high-risk alert.")
+    status: AlertState
+    observed: float = Field(description="Failures in the window (a spike), or the risk score.")
+    baseline: float = Field(description="Failures expected (a spike), or the HIGH cut-off.")
+    window_s: float = Field(description="Length in seconds of the latest record's window.")
+    opened_at: datetime
+    updated_at: datetime = Field(description="End of the latest record's window.")
+    resolved_at: datetime | None
+    message: str | None

@@ -1,0 +1,146 @@
+"""GET /v1/alerts and /v1/alerts/{alert_id}: the tenant's incidents, open and resolved.
+
+The `alerts` read model holds one row per incident, its latest Alert record. An alert id
+is ``tenant/kind/subject/opened ms`` and so contains ``/``: the single-alert route takes
+the rest of the path (``{alert_id:path}``), so a client may send the id as is or with its
+``/`` percent-encoded (``%2F``); a subject with ``?``, ``#`` or ``%`` must be encoded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, StringConstraints
+
+from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.pagination import (
+    DEFAULT_LIMIT,
+    CursorCodec,
+    CursorParam,
+    Limit,
+    Where,
+    build_page,
+)
+from paywatch.api.query.schemas import AlertItem, ErrorBody, Page
+from paywatch.risk.alerts import CODE_SPIKE, PROVIDER_SPIKE
+from paywatch.risk.high_risk import KIND as HIGH_RISK
+from paywatch.schemas.models import AlertStatus
+from paywatch.schemas.topics import ALERTS
+
+# The tag is the resource's name, which is also the topic's (spelled only in schemas.topics).
+router = APIRouter(prefix="/v1/alerts", tags=[ALERTS])
+
+# Sort key (updated_at DESC, alert_id DESC), served by alerts_status_page / alerts_page.
+CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(
+    tuple[AwareDatetime, Annotated[str, StringConstraints(min_length=1)]]
+)
+STATUSES: dict[str, str] = {status.value.lower(): status.value for status in AlertStatus}
+"""The API's status names (lowercase) -> the status stored in the read model."""
+KINDS: dict[str, str] = {kind.lower(): kind for kind in (PROVIDER_SPIKE, CODE_SPIKE, HIGH_RISK)}
+"""The kinds the worker emits, by their lowercase spelling (the filter is case-insensitive)."""
+
+_COLUMNS = (
+    "alert_id, kind, severity, status, provider, decline_code, customer_ref, observed,"
+    " baseline, window_start, window_end, message, opened_at, updated_at, resolved_at"
+)
+_ONE = f"SELECT {_COLUMNS} FROM alerts WHERE tenant = $1 AND alert_id = $2"  # noqa: S608
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody},
+    401: {"model": ErrorBody},
+}
+_MAX_SHOWN = 80
+StatusParam = Annotated[str | None, Query(description="Only open or resolved ones (any case).")]
+KindParam = Annotated[
+    str | None,
+    Query(description=f"Only this kind: {', '.join(KINDS.values())} (any case)."),
+]
+ProviderParam = Annotated[str | None, Query(min_length=1, max_length=256)]
+
+
+def _one_of(name: str, given: str | None, allowed: dict[str, str], shown: str) -> str | None:
+    """The stored value a query parameter names (any case); 400 naming the allowed ones."""
+    if given is None:
+        return None
+    value = allowed.get(given.lower())
+    if value is None:
+        got = given if len(given) <= _MAX_SHOWN else given[:_MAX_SHOWN] + "..."
+        raise ApiError(
+            400, "invalid_request", f"query.{name}: must be one of {shown} (got {got!r})"
+        )
+    return value
+
+
+def parse_status(given: str | None) -> str | None:
+    """The stored status (OPEN, RESOLVED) a `status` parameter names, in any case."""
+    return _one_of("status", given, STATUSES, ", ".join(STATUSES))
+
+
+def parse_kind(given: str | None) -> str | None:
+    """The stored kind a `kind` parameter names, in any case."""
+    return _one_of("kind", given, KINDS, ", ".join(KINDS.values()) + " (any case)")
+
+
+def _alert(row: Any) -> AlertItem:
+    return AlertItem(
+        alert_id=row["alert_id"],
+        kind=row["kind"],
+        severity=row["severity"].lower(),
+        provider=row["provider"],
+        decline_code=row["decline_code"],
+        customer_ref=row["customer_ref"],
+        status=row["status"].lower(),
+        observed=row["observed"],
+        baseline=row["baseline"],
+        window_s=(row["window_end"] - row["window_start"]).total_seconds(),
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        resolved_at=row["resolved_at"],
+        message=row["message"],
+    )
+
+
+def _cursor_of(item: AlertItem) -> str:
+    return CURSOR.encode((item.updated_at, item.alert_id))
+
+
+@router.get("", responses=_ERRORS, summary="List alerts, most recently updated first")
+async def list_alerts(
+    pool: Pool,
+    caller: Caller,
+    status: StatusParam = None,
+    kind: KindParam = None,
+    provider: ProviderParam = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> Page[AlertItem]:
+    """Incidents of the caller's tenant, filtered, by (updated_at, alert_id) descending."""
+    where = Where(caller.tenant)
+    where.add_if("status = {}", parse_status(status))
+    where.add_if("kind = {}", parse_kind(kind))
+    where.add_if("provider = {}", provider)
+    if cursor is not None:
+        where.add("(updated_at, alert_id) < ({}, {})", *CURSOR.decode(cursor))
+    fetch = where.param(limit + 1)
+    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
+    query = (
+        f"SELECT {_COLUMNS} FROM alerts WHERE {where.sql}"  # noqa: S608
+        f" ORDER BY updated_at DESC, alert_id DESC LIMIT {fetch}"
+    )
+    rows = await pool.fetch(query, *where.args)
+    return build_page([_alert(r) for r in rows], limit, _cursor_of)
+
+
+@router.get(
+    "/{alert_id:path}",
+    responses={**_ERRORS, 404: {"model": ErrorBody}},
+    summary="One alert (its id contains '/': send it as is or percent-encoded)",
+)
+async def get_alert(pool: Pool, caller: Caller, alert_id: str) -> AlertItem:
+    """The caller's tenant's incident; 404 when it has none by that id (even if another does)."""
+    row = await pool.fetchrow(_ONE, caller.tenant, alert_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+    return _alert(row)
