@@ -38,11 +38,21 @@ from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
 
 
-def decide(state: Saga | None, event: SagaInput, now: datetime, policy: TenantPolicy) -> Decision:
-    """The saga's next state, the commands to send and the transitions to record."""
+def decide(
+    state: Saga | None,
+    event: SagaInput,
+    now: datetime,
+    policy: TenantPolicy,
+    outages: frozenset[str] = frozenset(),
+) -> Decision:
+    """The saga's next state, the commands to send and the transitions to record.
+
+    ``outages``: the tenant's providers with an open failure-spike alert; a paywatch retry
+    due on one of them is held (``firing``) instead of burning the card's network budget.
+    """
     if isinstance(event, TimerFired) and not _due(state, event, now):
         return Decision(new_state=_kept(state))
-    run = Run(now, policy, cause=_cause(event))
+    run = Run(now, policy, cause=_cause(event), outages=outages)
     saga = state
     if saga is not None and saga.is_open and saga.policy_revision != policy.revision:
         saga = reconcile(saga, run)

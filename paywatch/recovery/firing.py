@@ -1,6 +1,7 @@
 """Firing due timers: emit the command, or for a retry ask the gate first.
 
-A retry the gate allows now is emitted and counted on the card at once (its outcome may
+A retry whose provider has an open failure-spike alert is held (moved later, same id). A
+retry the gate allows now is emitted and counted on the card at once (its outcome may
 never be reported); one it allows later is moved to that time (same id); one it refuses
 is dropped; one whose card ledger the shell did not supply stays pending, untouched. The
 deadline exhausts the saga and sends the tenant's final action.
@@ -8,16 +9,22 @@ deadline exhausts the saga and sends the tenant's final action.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from paywatch.recovery.commands import command, tenant_rule
 from paywatch.recovery.ledger import AttemptSource, CardAttempt
 from paywatch.recovery.limits import retry_gate
 from paywatch.recovery.plan import forbidden
+from paywatch.recovery.rules import paywatch_rule
 from paywatch.recovery.run import Run
 from paywatch.recovery.state import Saga, Timer, TimerPurpose
 from paywatch.recovery.tenant_policy import FinalAction
 from paywatch.schemas.models import CommandType, RecoveryCommand, SagaState
+
+OUTAGE_HOLD = timedelta(minutes=30)
+"""How long a retry waits when its provider has an open failure-spike alert; it is looked at
+again then (the alert resolves after ten quiet minutes)."""
+PROVIDER_OUTAGE = paywatch_rule("provider_outage", "paywatch alerts: PROVIDER_FAILURE_SPIKE")
 
 
 def flush(saga: Saga, run: Run) -> Saga:
@@ -45,6 +52,8 @@ def _fire(saga: Saga, timer: Timer, run: Run) -> Saga:
 
 
 def _fire_retry(saga: Saga, timer: Timer, run: Run) -> Saga:
+    if saga.provider in run.outages and timer.command is not None:
+        return _hold(saga, timer, run)
     gate = retry_gate(saga, run.now, run.policy)
     if not gate.known or timer.command is None:
         return saga
@@ -60,6 +69,21 @@ def _fire_retry(saga: Saga, timer: Timer, run: Run) -> Saga:
     planned = timer.model_copy(update={"due_at": due, "command": cmd})
     update = {"retries": saga.retries + 1, "in_flight": True, "permit": planned}
     return run.emit(saga.model_copy(update=update), cmd)
+
+
+def _hold(saga: Saga, timer: Timer, run: Run) -> Saga:
+    """Move a retry due during its provider's outage ``OUTAGE_HOLD`` later (same id): a
+    retry into an outage fails and still counts against the card's network limits."""
+    assert timer.command is not None
+    due = run.now + OUTAGE_HOLD
+    run.because(
+        PROVIDER_OUTAGE,
+        f"retry held until {due.isoformat()}: {saga.provider} has an open failure-spike alert",
+    )
+    cmd = timer.command.model_copy(update={"due_at": due})
+    return saga.unschedule(timer.id).schedule(
+        timer.model_copy(update={"due_at": due, "command": cmd})
+    )
 
 
 def _paywatch_attempt(saga: Saga, cmd: RecoveryCommand, now: datetime) -> CardAttempt:

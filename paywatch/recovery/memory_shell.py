@@ -48,6 +48,8 @@ class MemoryShell:
     transitions: list[SagaTransition] = field(default_factory=list)
     permits: bool = False
     """True: the worker's protocol (the saga asks its card's ledger for every retry)."""
+    outages: frozenset[str] = frozenset()
+    """Providers with an open failure-spike alert now (the worker's alert view)."""
 
     def ledger(self, card: str) -> CardLedger:
         """The card table's snapshot of one card."""
@@ -67,7 +69,7 @@ class MemoryShell:
     def apply(self, event: SagaInput, now: datetime) -> Decision:
         """One decision, with its effects applied to the tables and topics."""
         key = (event.tenant, event.invoice_ref)
-        decision = decide(self.state_for(key, event), event, now, self.policy)
+        decision = decide(self.state_for(key, event), event, now, self.policy, self.outages)
         if decision.new_state is not None:
             self.sagas[key] = decision.new_state
         if self.permits:

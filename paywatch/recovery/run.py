@@ -27,6 +27,8 @@ class Run:
     now: datetime
     policy: TenantPolicy
     cause: str
+    outages: frozenset[str] = frozenset()
+    """Providers of the tenant with an open failure-spike alert: paywatch retries wait."""
     rule: RuleRef | None = None
     reason: str | None = None
     touched: bool = False  # the call changed the saga: it owes a transition

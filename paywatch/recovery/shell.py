@@ -203,6 +203,7 @@ def step(
     clock: SagaClock,
     policy: TenantPolicy,
     cards: CardsGet | None = None,
+    outages: frozenset[str] = frozenset(),
 ) -> Step:
     """One decision of the saga behind ``entry`` (see the module docstring).
 
@@ -217,7 +218,7 @@ def step(
     decided = _decided(entry) if entry else None
     if decided is not None:
         now = max(now, decided)  # never back in time per saga
-    decision = decide(_with_ledger(state, event, cards or _none), event, now, policy)
+    decision = decide(_with_ledger(state, event, cards or _none), event, now, policy, outages)
     out = Step(entry=entry)
     kept = decision.new_state
     if kept is not None and not _no_op(state, decision):

@@ -31,6 +31,7 @@ from paywatch.schemas.topics import (
     table_name,
 )
 from paywatch.settings import Settings
+from paywatch.streams.alert_view import AlertView
 from paywatch.streams.alerts import AlertsRuntime
 from paywatch.streams.alerts import install as install_alerts
 from paywatch.streams.batches import Stage
@@ -44,7 +45,7 @@ from paywatch.streams.normalize_agent import install as install_normalize
 from paywatch.streams.policy_view import PolicyView
 from paywatch.streams.risk import RiskRuntime
 from paywatch.streams.risk import install as install_risk
-from paywatch.streams.saga import PolicySource, SagaRuntime
+from paywatch.streams.saga import OutageSource, PolicySource, SagaRuntime
 from paywatch.streams.saga import install as install_saga
 from paywatch.streams.saga_clock import load_clock
 from paywatch.tenants.pg_secrets import PgSecrets
@@ -94,13 +95,15 @@ def create_worker(
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
     policies: PolicySource | None = None,
+    outages: OutageSource | None = None,
 ) -> Worker:
     """Build the Faust app, its topics, tables and agents.
 
     ``dsn`` gives the fetch step of thin webhooks its tenant secrets; without it, thin
     webhooks are dead-lettered. ``http_transport`` replaces the network for provider API
     calls (tests). ``policies``: tenant recovery policies (default: the ``recovery.policies``
-    topic, read to its end before the first decision).
+    topic, read to its end before the first decision). ``outages``: each tenant's providers
+    with an open outage alert, whose paywatch retries wait (default: the ``alerts`` topic).
     """
     app = faust.App(
         settings.app_id,
@@ -143,7 +146,8 @@ def create_worker(
     _normalize_agents(worker, codec, ledger)
     policy_source = policies or PolicyView.from_settings(settings, bootstrap)
     clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
-    saga = _saga(app, settings, codec, clock, policy_source, ledger)
+    outage_source = outages or AlertView.from_settings(settings, bootstrap)
+    saga = _saga(app, settings, codec, clock, (policy_source, outage_source), ledger)
     _risk(app, settings, codec, clock, ledger)
     _alerts(app, settings, codec, clock, ledger)
     return replace(worker, saga=saga)
@@ -175,12 +179,13 @@ def _saga(
     settings: Settings,
     codec: Codec,
     clock: SagaClock,
-    policies: PolicySource,
+    views: tuple[PolicySource, OutageSource],
     ledger: OffsetLedger,
 ) -> SagaRuntime:
     # Both agents dead-letter to payments.events.dlq (a tick or card record names its topic).
     stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
     cards = _raw_topic(app, settings.topic(RECOVERY_CARDS))
+    policies, outages = views
     commands = _raw_topic(app, settings.topic(RECOVERY_COMMANDS))
     timers = _raw_topic(app, settings.topic(RECOVERY_TIMERS))
     runtime = SagaRuntime(
@@ -197,6 +202,7 @@ def _saga(
         timers=timers,
         events_topic=settings.topic(PAYMENTS_EVENTS),
         timers_topic=settings.topic(RECOVERY_TIMERS),
+        outages=outages,
     )
     source = app.topic(
         settings.topic(PAYMENTS_EVENTS),

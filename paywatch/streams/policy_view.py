@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -91,26 +91,25 @@ def _partition_ids(bootstrap: str, topic: str) -> list[int]:
     return [] if found is None or found.error is not None else sorted(found.partitions)
 
 
-class PolicyView:
-    """The policies of every tenant, followed live from ``recovery.policies``."""
+class TopicView:
+    """A small topic followed live by one worker process, folded into memory.
 
-    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+    An aiokafka consumer without a group reads every partition from the beginning and hands
+    each record to ``apply(value, where)``; ``wait_ready`` returns once the view has read up
+    to the end offsets seen at start, and it keeps following after that.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, apply: Callable[[bytes | None, str], object], name: str
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
-        self._book = PolicyBook(codec, topic)
+        self._apply = apply
+        self._name = name
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._ends: dict[TopicPartition, int] = {}
         self._ready = asyncio.Event()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, bootstrap: str) -> PolicyView:
-        """A view of the settings' ``recovery.policies`` topic with their codec."""
-        return cls(bootstrap, settings.topic(RECOVERY_POLICIES), make_codec(settings))
-
-    def get(self, tenant: str) -> TenantPolicy:
-        """The tenant's policy in force (the defaults until it stores one; see wait_ready)."""
-        return self._book.get(tenant)
 
     @property
     def ready(self) -> bool:
@@ -119,7 +118,7 @@ class PolicyView:
 
     async def start(self) -> None:
         """Assign every partition, note the end offsets, start reading from the beginning."""
-        consumer = log_reader(self._bootstrap, client_id="paywatch-policy-view")
+        consumer = log_reader(self._bootstrap, client_id=f"paywatch-{self._name}")
         await consumer.start()
         try:
             partitions = await self._partitions()
@@ -130,7 +129,7 @@ class PolicyView:
             await consumer.stop()
             raise
         self._consumer = consumer
-        self._task = asyncio.create_task(self._follow(consumer), name="policy-view")
+        self._task = asyncio.create_task(self._follow(consumer), name=self._name)
         self._task.add_done_callback(self._ended)
 
     async def _partitions(self) -> list[TopicPartition]:
@@ -146,12 +145,12 @@ class PolicyView:
             try:
                 batches = await consumer.getmany(timeout_ms=500)
             except KafkaError as exc:  # keep following: the broker may come back
-                log.warning("policy view: %s; retrying in %.0f s", exc, _RETRY_S)
+                log.warning("%s: %s; retrying in %.0f s", self._name, exc, _RETRY_S)
                 await asyncio.sleep(_RETRY_S)
                 continue
             for records in batches.values():
                 for rec in records:
-                    self._book.apply(rec.value, f"{rec.topic}[{rec.partition}]@{rec.offset}")
+                    self._apply(rec.value, f"{rec.topic}[{rec.partition}]@{rec.offset}")
             if not self._ready.is_set():
                 await self._check_ready(consumer)
 
@@ -159,16 +158,21 @@ class PolicyView:
         positions = {tp: await consumer.position(tp) for tp in self._ends}
         if caught_up(positions, self._ends):
             self._ready.set()
-            log.info("policy view ready: %d tenant(s) with a stored policy", len(self._book))
+            log.info("%s ready: %s", self._name, self.summary())
+
+    def summary(self) -> str:
+        """What the view knows, for the log line when it is ready."""
+        return "caught up"
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("policy view stopped following %s", self._topic, exc_info=task.exception())
+            log.error("%s stopped following %s", self._name, self._topic,
+                      exc_info=task.exception())  # fmt: skip
 
     async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline for callers)
         """Return once caught up with the end offsets seen at start, else TimeoutError."""
         if self._task is None:
-            raise RuntimeError("PolicyView.start() was not called")
+            raise RuntimeError(f"{type(self).__name__}.start() was not called")
         waiter = asyncio.ensure_future(self._ready.wait())
         try:
             await asyncio.wait({waiter, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
@@ -178,7 +182,7 @@ class PolicyView:
             return
         if self._task.done():
             self._task.result()  # raises why it stopped
-        raise TimeoutError(f"policy view did not catch up with {self._topic} in {timeout:g} s")
+        raise TimeoutError(f"{self._name} did not catch up with {self._topic} in {timeout:g} s")
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""
@@ -188,3 +192,24 @@ class PolicyView:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+class PolicyView(TopicView):
+    """The policies of every tenant, followed live from ``recovery.policies``."""
+
+    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+        self._book = PolicyBook(codec, topic)
+        super().__init__(bootstrap, topic, self._book.apply, "policy view")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bootstrap: str) -> PolicyView:
+        """A view of the settings' ``recovery.policies`` topic with their codec."""
+        return cls(bootstrap, settings.topic(RECOVERY_POLICIES), make_codec(settings))
+
+    def get(self, tenant: str) -> TenantPolicy:
+        """The tenant's policy in force (the defaults until it stores one; see wait_ready)."""
+        return self._book.get(tenant)
+
+    def summary(self) -> str:
+        """How many tenants stored a policy."""
+        return f"{len(self._book)} tenant(s) with a stored policy"

@@ -95,6 +95,30 @@ class DefaultPolicies:
         return None
 
 
+class OutageSource(Protocol):
+    """Each tenant's providers with an open outage alert (``alert_view.AlertView``)."""
+
+    def get(self, tenant: str) -> frozenset[str]:
+        """The tenant's providers whose paywatch retries wait."""
+        ...
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Return once every alert already logged is known."""
+        ...
+
+
+class NoOutages:
+    """No provider ever has an outage (tests, and a worker without the alert view)."""
+
+    def get(self, tenant: str) -> frozenset[str]:
+        """Nothing held."""
+        return frozenset()
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Always ready."""
+        return None
+
+
 @dataclass
 class SagaRuntime:
     """What the agent and the timer loop share inside one worker."""
@@ -115,6 +139,7 @@ class SagaRuntime:
     """Partitions whose index a rebuild is filling (decisions there index themselves)."""
     touched: set[str] = field(default_factory=set)
     ready: bool = False
+    outages: OutageSource = field(default_factory=NoOutages)
     _lock: asyncio.Lock | None = None
 
     def decode(self, msg: Any) -> SagaInput:
@@ -125,21 +150,24 @@ class SagaRuntime:
         return event
 
     async def policies_ready(self) -> None:
-        """Start the policy source once and wait until it knows every stored policy."""
+        """Start the policy and outage sources once; wait until they know what is logged."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.ready:
                 return
-            start = getattr(self.policies, "start", None)
-            if start is not None:
-                await start()
-            while True:
-                try:
-                    await self.policies.wait_ready(timeout=60.0)
-                    break
-                except TimeoutError:  # never decide with defaults a tenant has replaced
-                    log.warning("recovery policies not loaded after 60 s; still waiting")
+            for source in (self.policies, self.outages):
+                start = getattr(source, "start", None)
+                if start is not None:
+                    await start()
+            views = ((self.policies, "recovery policies"), (self.outages, "outage alerts"))
+            for source, what in views:
+                while True:
+                    try:
+                        await source.wait_ready(timeout=60.0)
+                        break
+                    except TimeoutError:  # never decide with a view behind its log
+                        log.warning("%s not loaded after 60 s; still waiting", what)
             self.ready = True
 
     def store(
@@ -252,6 +280,7 @@ class SagaStage:
                 wall_now=record_time(msg, now),
                 clock=runtime.clock,
                 policy=runtime.policies.get(event.tenant),
+                outages=runtime.outages.get(event.tenant),
             )
             rkey = key.encode()
             record.outputs = [

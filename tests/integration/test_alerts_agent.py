@@ -16,9 +16,25 @@ from aiokafka import AIOKafkaProducer
 
 from paywatch.kafka.codec import make_codec
 from paywatch.risk.alerts import Signal, encode_signal
-from paywatch.schemas.models import Alert, AlertStatus, DeclineCategory
+from paywatch.schemas.models import (
+    Alert,
+    AlertStatus,
+    AlertWindow,
+    CommandType,
+    DeclineCategory,
+    RecoveryCommand,
+    SagaTransition,
+    Severity,
+)
 from paywatch.settings import Settings
-from tests.integration.test_saga_agent import committed
+from tests.integration.test_saga_agent import (
+    commands,
+    committed,
+    failure,
+    publish,
+    scaled,
+    transitions,
+)
 from tests.kafka_helpers import eventually, topic_records
 from tests.procs import log_tail, paywatch_process
 
@@ -56,7 +72,9 @@ def burst(start: datetime, count: int) -> list[Timed]:
     ]
 
 
-async def publish(settings: Settings, bootstrap: str, tenant: str, signals: list[Timed]) -> None:
+async def publish_signals(
+    settings: Settings, bootstrap: str, tenant: str, signals: list[Timed]
+) -> None:
     topic = settings.topic("risk.tenants")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
@@ -79,7 +97,7 @@ async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
     outage = burst(start + timedelta(hours=4, minutes=2), 200)
     after = traffic(start + timedelta(hours=4, minutes=10), 60, "after")
     signals = sorted([*before, *outage, *after], key=lambda timed: timed[0])
-    await publish(test_settings, kafka_bootstrap, unique, signals)
+    await publish_signals(test_settings, kafka_bootstrap, unique, signals)
 
     settings = test_settings.model_copy(
         update={"table_store": "rocksdb://", "state_dir": tmp_path / "w"}
@@ -121,3 +139,64 @@ async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
     assert first.observed >= 20 and first.observed > 5 * first.baseline
     assert first.opened_at is not None and outage[0][0] <= first.opened_at <= outage[-1][0]
     assert last.resolved_at is not None and last.resolved_at > outage[-1][0]
+
+
+async def publish_alert(settings: Settings, bootstrap: str, alert: Alert) -> None:
+    codec = make_codec(settings)
+    topic = settings.topic("alerts")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        value = codec.encode(alert, topic=topic)
+        await producer.send_and_wait(topic, value, key=alert.tenant.encode())
+    finally:
+        await producer.stop()
+
+
+async def test_retries_wait_while_their_providers_outage_alert_is_open(
+    test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """The saga holds a paywatch retry on a provider with an open outage alert (a saga day
+    lasts a wall second here), and lets it go once the alert is resolved."""
+    settings = scaled(test_settings)
+    now = datetime.now(UTC)
+    opened = Alert(
+        tenant=unique,
+        kind="PROVIDER_FAILURE_SPIKE",
+        severity=Severity.CRITICAL,
+        window=AlertWindow(start=now - timedelta(minutes=10), end=now),
+        observed=200,
+        baseline=3,
+        alert_id=f"{unique}/PROVIDER_FAILURE_SPIKE/generic/1",
+        status=AlertStatus.OPEN,
+        provider="generic",
+        opened_at=now,
+    )
+    await publish_alert(settings, kafka_bootstrap, opened)
+    log = tmp_path / "worker.log"
+    with paywatch_process(settings, "run", "worker", log=log) as worker:
+        await publish(settings, kafka_bootstrap, failure(unique, "inv_held"))
+
+        async def held() -> list[SagaTransition]:
+            assert worker.poll() is None, log_tail(log)
+            moves = await transitions(settings, kafka_bootstrap, "inv_held")
+            return [t for t in moves if t.rule.id == "paywatch.provider_outage"]
+
+        # The first retry is due after a saga day: a few wall seconds of holds.
+        holds = await eventually(held, timeout=90, what="the retry held for the outage")
+        sent = await commands(settings, kafka_bootstrap, "inv_held")
+        assert not [c for c in sent if c.type is CommandType.RETRY_PAYMENT]
+        resolved = opened.model_copy(
+            update={"status": AlertStatus.RESOLVED, "resolved_at": datetime.now(UTC)}
+        )
+        await publish_alert(settings, kafka_bootstrap, resolved)
+
+        async def retried() -> list[RecoveryCommand]:
+            assert worker.poll() is None, log_tail(log)
+            found = await commands(settings, kafka_bootstrap, "inv_held")
+            return [c for c in found if c.type is CommandType.RETRY_PAYMENT]
+
+        retries = await eventually(retried, timeout=90, what="the retry after the resolution")
+    assert "generic has an open failure-spike alert" in (holds[0].reason or "")
+    assert retries[0].attempt == 1 and retries[0].issued_at is not None
+    assert retries[0].issued_at > holds[0].at

@@ -640,3 +640,22 @@ def test_ledger_card_names_the_card_the_shell_must_load() -> None:
     timer_id, due_at = saga(sh).timers()[0]
     fired = TimerFired(tenant="acme", invoice_ref="in_1", timer_id=timer_id, due_at=due_at)
     assert ledger_card(saga(sh), fired) == "acme/fp/fp_v"
+
+
+def test_a_retry_due_during_its_providers_outage_is_held_until_the_alert_closes() -> None:
+    sh = shell()
+    sh.receive(ev(1, decline=visa("51")), T0)
+    sh.outages = frozenset({"adyen"})  # an open PROVIDER_FAILURE_SPIKE for adyen
+    advance(sh, T0 + DAY + 3 * HOUR)
+    assert of(sh, RETRY) == []
+    held = [t for t in sh.transitions if t.rule.id == "paywatch.provider_outage"]
+    assert held and all("adyen has an open failure-spike alert" in (t.reason or "") for t in held)
+    assert saga(sh).retries == 0 and sh.cards.get("acme/fp/fp_v", {}) == {
+        a.id: a for a in saga(sh).attempts
+    }  # the card's ledger holds the original failure only: nothing was spent
+    assert len(saga(sh).attempts) == 1
+    sh.outages = frozenset({"stripe"})  # another provider's outage does not hold adyen's retry
+    advance(sh, T0 + DAY + 4 * HOUR)
+    retries = of(sh, RETRY)
+    assert len(retries) == 1 and T0 + DAY + 3 * HOUR < retries[0].due_at <= T0 + DAY + 4 * HOUR
+    assert retries[0].rule.id == "visa.category2"

@@ -219,6 +219,8 @@ class World:
     outcomes: list[int | None]  # decline index for a failed retry, None: it succeeds
     change: tuple[int, TenantPolicy] | None
     on_time: bool  # does the shell fire timers when due (else only when events come)
+    outage: tuple[int, int, frozenset[str]] | None = None
+    """Deliveries [a, b) during which these providers have an open failure-spike alert."""
 
 
 @st.composite
@@ -245,7 +247,16 @@ def worlds(draw: st.DrawFn) -> World:
         draw(st.lists(st.none() | declines, max_size=40)),
         change,
         draw(st.booleans()),
+        draw(outages(invoices)),
     )
+
+
+def outages(invoices: list[Invoice]) -> st.SearchStrategy[tuple[int, int, frozenset[str]] | None]:
+    """A provider outage alert open for a stretch of the deliveries (held retries)."""
+    names = sorted({i.provider for i in invoices})
+    return st.none() | st.tuples(
+        st.integers(0, 20), st.integers(1, 30), st.frozensets(st.sampled_from(names), min_size=1)
+    ).map(lambda t: (t[0], t[0] + t[1], t[2]))
 
 
 @st.composite
@@ -283,7 +294,8 @@ def busy_worlds(draw: st.DrawFn) -> World:
         announce=st.just(False),
     )
     happenings = draw(st.lists(attempts | successes, min_size=10, max_size=40))
-    return World(invoices, policy, happenings, [0] * 80, None, draw(st.booleans()))
+    outage = draw(outages(invoices))
+    return World(invoices, policy, happenings, [0] * 80, None, draw(st.booleans()), outage)
 
 
 # --- the independent record of what was known -----------------------------------------
@@ -574,8 +586,12 @@ def run(world: World, permits: bool = False) -> Harness:
         if world.change is not None and delivered == world.change[0]:
             for decision in harness.shell.change_policy(world.change[1], d.at):
                 harness.after(decision, d.at, None, None)
+        if world.outage is not None:
+            start, end, providers = world.outage
+            harness.shell.outages = providers if start <= delivered < end else frozenset()
         harness.deliver(d)
         delivered += 1
+    harness.shell.outages = frozenset()  # every outage ends
     # Deliveries are over: fire what remains, in due order, until every saga has ended.
     for _ in range(60 * len(world.invoices)):
         pending = [t.due_at for s in harness.shell.sagas.values() for t in s.pending]
@@ -623,4 +639,3 @@ def test_through_card_ledgers_a_busy_card_never_exceeds_the_network_counters(
     assert all(s.status in TERMINAL for s in harness.shell.sagas.values())
     retries = [c for c in harness.shell.commands if c.type is CommandType.RETRY_PAYMENT]
     assert len(retries) <= 4 * world.policy.retry.max_retries
-
