@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from paywatch.kafka.codec import make_codec
 from paywatch.risk.features import CustomerFeatures, evolve
 from paywatch.risk.model import Score, changed, load_model, score
+from paywatch.risk.population import generate
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import (
     DeadLetter,
@@ -181,3 +182,24 @@ async def test_scores_follow_the_pure_fold_and_survive_a_cold_restart(
         after = await settled(run2, kafka_bootstrap, worker, log2)
     grown = sum(map(len, after.values())) - sum(map(len, before.values()))
     assert grown >= 1, "the events after the restart moved at least one score"
+
+
+async def test_a_generated_population_scores_the_same_across_a_cold_restart(
+    test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """A realistic history (risk.population) in two halves, a new worker with an empty state
+    directory for the second: every score equals the one-pass pure fold of the whole log."""
+    start = datetime.now(UTC) - timedelta(days=120)
+    people = generate(customers=60, months=4, seed=11, start=start, tenant=unique)
+    events = [e for e in people.events if e.customer_ref is not None]
+    half = len(events) // 2
+    await publish(test_settings, kafka_bootstrap, *events[:half])
+    for n, part in enumerate((events[half:], [])):
+        run = _settings(test_settings, tmp_path, f"w{n}")
+        log = tmp_path / f"w{n}.log"
+        with paywatch_process(run, "run", "worker", log=log) as worker:
+            scored = await settled(run, kafka_bootstrap, worker, log)
+        if part:
+            await publish(test_settings, kafka_bootstrap, *part)
+    customers = {e.customer_ref for e in events}
+    assert len(scored) == len(customers) and sum(map(len, scored.values())) > len(customers)
