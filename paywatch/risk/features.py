@@ -10,7 +10,9 @@ The numbers ``vector`` gives, in ``FEATURE_NAMES`` order ("Nd": the N UTC days u
 ``failures_{7,30,90}d``    PAYMENT_FAILED events that occurred in the window
 ``recoveries_{7,30,90}d``  invoices recovered (failed, then closed by PAYMENT_SUCCEEDED) in it
 ``{cat}_share_90d``        share of the 90-day failures per DeclineCategory (0 without any)
-``days_since_success``     days since the latest PAYMENT_SUCCEEDED (365 when none; capped)
+``days_since_success``     days since the latest PAYMENT_SUCCEEDED (capped at 365); 15, the
+                           model's neutral value, when none was seen: many tenants send no
+                           success webhooks, so "none seen" is not "never paid"
 ``days_since_open_failure`` days since the first failure of the oldest open invoice (0: none)
 ``open_invoices``          invoices whose latest failure is after their latest close
 ``open_attempts``          sum over open invoices of the highest ``attempt`` seen (at least 1)
@@ -69,6 +71,8 @@ _LOSES = frozenset(
 )
 _WINDOWS = (7, 30, 90)
 _NEVER_DAYS, _NO_CARD_MONTHS, _MONTHS_CAP = 365.0, 12.0, 24
+_UNSEEN_SUCCESS_DAYS = 15.0
+"""days_since_success when no success was seen: neutral (risk-v1's mean), not 'a year ago'."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"failures_{n}d" for n in _WINDOWS),
@@ -352,7 +356,7 @@ def _ledger(features: CustomerFeatures, t: int) -> dict[str, float]:
     first = min((_since(inv) for inv in opened), default=None)
     good, bad = features.recovered, features.lost
     return {
-        "days_since_success": _days(features.last_success, t, _NEVER_DAYS),
+        "days_since_success": _days(features.last_success, t, _UNSEEN_SUCCESS_DAYS),
         "days_since_open_failure": _days(first, t, 0.0),
         "open_invoices": float(len(opened)),
         "open_attempts": float(sum(max(inv.attempt, 1) for inv in opened)),

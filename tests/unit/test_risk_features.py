@@ -151,7 +151,7 @@ def test_amount_at_risk_is_in_the_latest_currency_only() -> None:
 def test_days_since_success_and_the_category_mix() -> None:
     events = [event(category=DeclineCategory.HARD), event(category=None), event()]
     v = vector(fold(events), T0 + DAY)
-    assert v["days_since_success"] == 365  # never
+    assert v["days_since_success"] == 15  # none seen: neutral, not "a year ago"
     assert (v["hard_share_90d"], v["unknown_share_90d"]) == pytest.approx((1 / 3, 1 / 3))
     paid = fold(
         [event(E.PAYMENT_SUCCEEDED, T0 - 3 * DAY), event(E.PAYMENT_SUCCEEDED, T0 - 9 * DAY)]
