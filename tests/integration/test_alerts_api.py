@@ -27,6 +27,7 @@ from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import Alert, AlertStatus, AlertWindow, DeadLetter, Severity
 from paywatch.schemas.topics import ALERTS
 from paywatch.settings import Settings
+from tests import pages
 from tests.integration.test_customers_api import project
 from tests.integration.test_customers_api import tenant_key as api_key
 from tests.kafka_helpers import topic_records
@@ -126,25 +127,8 @@ async def listed(api: httpx.AsyncClient, headers: dict[str, str], **params: Any)
 
 
 async def walk(api: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[str]:
-    """Every page of the listing: the ids in order, each page checked on the way."""
-    ids: list[str] = []
-    cursor = None
-    for _ in range(50):
-        query = params | ({"cursor": cursor} if cursor else {})
-        r = await api.get("/v1/alerts", params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert set(body) == {"data", "next_cursor"}
-        assert len(body["data"]) <= params.get("limit", 50)
-        assert body["data"] or not ids, "an empty page after a non-null next_cursor"
-        for item in body["data"]:
-            assert set(item) == ITEM_FIELDS, item
-        ids += [item["alert_id"] for item in body["data"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            assert len(ids) == len(set(ids)), f"an alert served twice: {ids}"
-            return ids
-    raise AssertionError("pagination did not end")
+    """Every page of the listing, checked on the way (tests.pages.walk)."""
+    return await pages.walk(api, "/v1/alerts", headers, ITEM_FIELDS, "alert_id", **params)
 
 
 def times(item: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from paywatch.schemas.models import (
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RISK_SCORES, customer_key, invoice_key
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import hash_api_key
+from tests import pages
 from tests.kafka_helpers import eventually
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -203,25 +204,8 @@ async def tenant_key(pool: asyncpg.Pool, tenant: str) -> dict[str, str]:
 
 
 async def walk(api: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[str]:
-    """Every page of the worklist: the refs in order, each page checked on the way."""
-    refs: list[str] = []
-    cursor = None
-    for _ in range(50):
-        query = params | ({"cursor": cursor} if cursor else {})
-        r = await api.get("/v1/customers", params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert set(body) == {"data", "next_cursor"}
-        assert len(body["data"]) <= params.get("limit", 50)
-        assert body["data"] or not refs, "an empty page after a non-null next_cursor"
-        for item in body["data"]:
-            assert set(item) == RISK_FIELDS, item
-        refs += [item["customer_ref"] for item in body["data"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            assert len(refs) == len(set(refs)), f"a customer served twice: {refs}"
-            return refs
-    raise AssertionError("pagination did not end")
+    """Every page of the worklist, checked on the way (tests.pages.walk)."""
+    return await pages.walk(api, "/v1/customers", headers, RISK_FIELDS, "customer_ref", **params)
 
 
 async def test_one_customer_with_and_without_invoices(
