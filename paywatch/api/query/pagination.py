@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -70,6 +71,36 @@ def build_page(rows: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> 
         return Page[T](data=list(rows), next_cursor=None)
     kept = list(rows[:limit])
     return Page[T](data=kept, next_cursor=cursor_of(kept[-1]))
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list route's rows: ``select`` (``"<columns> FROM <table>"``) ordered by ``keys``
+    descending, the second breaking ties; each key is also the name of the item's field, so
+    the last item served gives the next cursor. Route constants: values never go in here."""
+
+    select: str
+    keys: tuple[str, str]
+    codec: CursorCodec[Any]
+
+    async def page(
+        self, pool: Any, where: Where, cursor: str | None, limit: int, item: Callable[[Any], T]
+    ) -> Page[T]:
+        """The page after ``cursor`` of the rows ``where`` keeps (built with ``item``)."""
+        first, second = self.keys
+        if cursor is not None:
+            where.add(f"({first}, {second}) < ({{}}, {{}})", *self.codec.decode(cursor))
+        fetch = where.param(limit + 1)
+        query = (
+            f"SELECT {self.select} WHERE {where.sql}"
+            f" ORDER BY {first} DESC, {second} DESC LIMIT {fetch}"
+        )
+        rows = await pool.fetch(query, *where.args)
+        return build_page([item(r) for r in rows], limit, self._cursor_of)
+
+    def _cursor_of(self, item: Any) -> str:
+        key: Any = tuple(getattr(item, name) for name in self.keys)
+        return self.codec.encode(key)
 
 
 class Where:

@@ -20,8 +20,8 @@ from paywatch.api.query.pagination import (
     CursorCodec,
     CursorParam,
     Limit,
+    Listing,
     Where,
-    build_page,
 )
 from paywatch.api.query.schemas import AlertItem, ErrorBody, Page
 from paywatch.risk.alerts import CODE_SPIKE, PROVIDER_SPIKE
@@ -102,8 +102,7 @@ def _alert(row: Any) -> AlertItem:
     )
 
 
-def _cursor_of(item: AlertItem) -> str:
-    return CURSOR.encode((item.updated_at, item.alert_id))
+LISTING = Listing(f"{_COLUMNS} FROM alerts", ("updated_at", "alert_id"), CURSOR)
 
 
 @router.get("", responses=_ERRORS, summary="List alerts, most recently updated first")
@@ -121,16 +120,7 @@ async def list_alerts(
     where.add_if("status = {}", parse_status(status))
     where.add_if("kind = {}", parse_kind(kind))
     where.add_if("provider = {}", provider)
-    if cursor is not None:
-        where.add("(updated_at, alert_id) < ({}, {})", *CURSOR.decode(cursor))
-    fetch = where.param(limit + 1)
-    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
-    query = (
-        f"SELECT {_COLUMNS} FROM alerts WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY updated_at DESC, alert_id DESC LIMIT {fetch}"
-    )
-    rows = await pool.fetch(query, *where.args)
-    return build_page([_alert(r) for r in rows], limit, _cursor_of)
+    return await LISTING.page(pool, where, cursor, limit, _alert)
 
 
 @router.get(

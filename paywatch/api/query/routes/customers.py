@@ -18,8 +18,8 @@ from paywatch.api.query.pagination import (
     CursorCodec,
     CursorParam,
     Limit,
+    Listing,
     Where,
-    build_page,
 )
 from paywatch.api.query.schemas import (
     Customer,
@@ -97,8 +97,7 @@ def _risk(row: Any) -> dict[str, Any]:
     }
 
 
-def _cursor_of(item: CustomerRisk) -> str:
-    return CURSOR.encode((item.score, item.customer_ref))
+LISTING = Listing(f"{_RISK} FROM customers", ("score", "customer_ref"), CURSOR)
 
 
 @router.get("", responses=_ERRORS, summary="The risk worklist: customers, highest score first")
@@ -113,17 +112,11 @@ async def list_customers(
     wanted = parse_band(band)
     where = Where(caller.tenant)
     where.add_if("band = {}", wanted.value if wanted else None)
-    if cursor is not None:
-        where.add("(score, customer_ref) < ({}, {})", *CURSOR.decode(cursor))
-    fetch = where.param(limit + 1)
-    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
-    query = (
-        f"SELECT {_RISK} FROM customers WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY score DESC, customer_ref DESC LIMIT {fetch}"
-    )
-    rows = await pool.fetch(query, *where.args)
-    items = [CustomerRisk(customer_ref=r["customer_ref"], **_risk(r)) for r in rows]
-    return build_page(items, limit, _cursor_of)
+    return await LISTING.page(pool, where, cursor, limit, _customer_risk)
+
+
+def _customer_risk(row: Any) -> CustomerRisk:
+    return CustomerRisk(customer_ref=row["customer_ref"], **_risk(row))
 
 
 @router.get(

@@ -15,8 +15,8 @@ from paywatch.api.query.pagination import (
     CursorCodec,
     CursorParam,
     Limit,
+    Listing,
     Where,
-    build_page,
 )
 from paywatch.api.query.schemas import (
     Card,
@@ -74,8 +74,7 @@ def _failure(row: Any) -> Failure:
     )
 
 
-def _cursor_of(failure: Failure) -> str:
-    return CURSOR.encode((failure.occurred_at, failure.event_id))
+LISTING = Listing(f"{_COLUMNS} FROM failures", ("occurred_at", "event_id"), CURSOR)
 
 
 @router.get(
@@ -105,13 +104,4 @@ async def list_failures(
     where.add_if("provider = {}", provider)
     where.add_if("occurred_at >= {}", since)
     where.add_if("occurred_at < {}", until)
-    if cursor is not None:
-        where.add("(occurred_at, event_id) < ({}, {})", *CURSOR.decode(cursor))
-    fetch = where.param(limit + 1)
-    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
-    query = (
-        f"SELECT {_COLUMNS} FROM failures WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY occurred_at DESC, event_id DESC LIMIT {fetch}"
-    )
-    rows = await pool.fetch(query, *where.args)
-    return build_page([_failure(r) for r in rows], limit, _cursor_of)
+    return await LISTING.page(pool, where, cursor, limit, _failure)

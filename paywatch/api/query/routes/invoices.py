@@ -17,8 +17,8 @@ from paywatch.api.query.pagination import (
     CursorCodec,
     CursorParam,
     Limit,
+    Listing,
     Where,
-    build_page,
 )
 from paywatch.api.query.schemas import (
     Decline,
@@ -94,8 +94,7 @@ def _recovery(row: Any) -> Recovery:
     )
 
 
-def _cursor_of(invoice: Invoice) -> str:
-    return CURSOR.encode((invoice.last_event_at, invoice.invoice_ref))
+LISTING = Listing(f"{_COLUMNS} FROM invoices", ("last_event_at", "invoice_ref"), CURSOR)
 
 
 @router.get("", responses=_ERRORS, summary="List invoices, newest activity first")
@@ -113,16 +112,7 @@ async def list_invoices(
     where.add_if("status = {}", status.value if status else None)
     where.add_if("provider = {}", provider)
     where.add_if("customer_ref = {}", customer_ref)
-    if cursor is not None:
-        where.add("(last_event_at, invoice_ref) < ({}, {})", *CURSOR.decode(cursor))
-    fetch = where.param(limit + 1)
-    # Only constant fragments are formatted in; every value is a $n parameter of `where`.
-    query = (
-        f"SELECT {_COLUMNS} FROM invoices WHERE {where.sql}"  # noqa: S608
-        f" ORDER BY last_event_at DESC, invoice_ref DESC LIMIT {fetch}"
-    )
-    rows = await pool.fetch(query, *where.args)
-    return build_page([_invoice(r) for r in rows], limit, _cursor_of)
+    return await LISTING.page(pool, where, cursor, limit, _invoice)
 
 
 @router.get(
