@@ -22,7 +22,7 @@ from paywatch.recovery.clock import SagaClock
 from paywatch.risk.alerts import TenantAlerts, decode, decode_signal, encode, step
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import tenant_key
-from paywatch.streams.batches import Record, Stage, acting_as, bounded
+from paywatch.streams.batches import LastWrites, Record, Stage, acting_as, bounded
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
@@ -48,11 +48,17 @@ class AlertsStage:
     async def run(self, batch: Sequence[Any]) -> None:
         """Fold every record of the batch in offset order, then deliver them together."""
         states: dict[str, TenantAlerts] = {}
+        writes = LastWrites()
         await self.stage.fold_all(
-            batch, "tenant-alerts", self.runtime.clock, lambda r, now: self._fold(r, states, now)
+            batch,
+            "tenant-alerts",
+            self.runtime.clock,
+            lambda r, now: self._fold(r, states, writes, now),
         )
 
-    def _fold(self, record: Record, states: dict[str, TenantAlerts], now: datetime) -> None:
+    def _fold(
+        self, record: Record, states: dict[str, TenantAlerts], writes: LastWrites, now: datetime
+    ) -> None:
         runtime = self.runtime
         msg = record.message
         try:
@@ -74,7 +80,7 @@ class AlertsStage:
             return
         record.outputs = outputs
         states[tenant] = updated
-        record.after = lambda: runtime.entries.__setitem__(tenant, value)
+        writes.set(tenant, record, lambda: runtime.entries.__setitem__(tenant, value))
 
     def _read(self, record: Record, tenant: str) -> TenantAlerts | None:
         with acting_as(record.event):  # rocksdb: read the record's partition

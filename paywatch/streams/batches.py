@@ -111,6 +111,24 @@ class Record:
         return self.event.message
 
 
+class LastWrites:
+    """Per table key, only the batch's last record that folded it writes the table: its
+    value already holds the earlier records' changes. A tenant's alert state is written (and
+    changelogged) once per batch instead of once per signal. A record that fails after its
+    fold (dead-lettered at send) loses its write with its outputs, as any record does."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, Record] = {}
+
+    def set(self, key: Any, record: Record, write: Callable[[], None]) -> None:
+        """``record`` writes ``key`` now; an earlier record of the batch no longer does."""
+        earlier = self._last.get(key)
+        if earlier is not None:
+            earlier.after = None
+        self._last[key] = record
+        record.after = write
+
+
 Fold = Callable[[Record, datetime], None]
 """A stage's step for one record as of a time: it sets the record's outputs, ``after`` (its
 table writes) or ``error`` (its dead letter)."""

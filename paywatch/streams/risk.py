@@ -30,7 +30,7 @@ from paywatch.risk.model import Reason, RiskModel, Score, changed, score
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PaymentEvent, RiskBand, RiskContribution, RiskScore
 from paywatch.schemas.topics import customer_key, tenant_key
-from paywatch.streams.batches import Record, Stage, acting_as, encode
+from paywatch.streams.batches import LastWrites, Record, Stage, acting_as, encode
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
@@ -80,11 +80,14 @@ class RiskStage:
     async def run(self, batch: Sequence[Any]) -> None:
         """Fold every record of the batch in offset order, then deliver them together."""
         entries: dict[bytes, RiskEntry] = {}
+        writes = LastWrites()
         await self.stage.fold_all(
-            batch, "risk", self.runtime.clock, lambda r, now: self._fold(r, entries, now)
+            batch, "risk", self.runtime.clock, lambda r, now: self._fold(r, entries, writes, now)
         )
 
-    def _fold(self, record: Record, entries: dict[bytes, RiskEntry], now: datetime) -> None:
+    def _fold(
+        self, record: Record, entries: dict[bytes, RiskEntry], writes: LastWrites, now: datetime
+    ) -> None:
         runtime = self.runtime
         msg = record.message
         try:
@@ -116,7 +119,7 @@ class RiskStage:
             record.error = exc
             return
         entries[key] = updated
-        record.after = lambda: runtime.entries.__setitem__(key, value)
+        writes.set(key, record, lambda: runtime.entries.__setitem__(key, value))
 
     def _read(self, record: Record, key: bytes) -> RiskEntry | None:
         with acting_as(record.event):  # rocksdb: read the record's partition
