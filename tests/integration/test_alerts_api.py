@@ -7,19 +7,15 @@ API is asked over ASGI.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import httpx
-import pytest
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
 
-from paywatch.api.query.app import create_app
-from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections import alerts
 from paywatch.projections.runner import PROJECTION, dead_letter_topic
@@ -95,27 +91,6 @@ async def publish(settings: Settings, bootstrap: str, records: Sequence[Alert]) 
     finally:
         await producer.stop()
     return [Coords(m.topic, m.partition, m.offset) for m in acked]
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def app(pg_dsn: str) -> AsyncIterator[FastAPI]:
-    app = create_app(Settings(), pg_dsn)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield client
 
 
 async def listed(api: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[str]:

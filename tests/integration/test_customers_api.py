@@ -15,12 +15,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
 
-from paywatch.api.query.app import create_app
-from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections import customers
 from paywatch.projections.runner import PROJECTION, Projector
@@ -167,27 +163,6 @@ async def project(
     """Run the projector until it has written `records`, then stop it."""
     async with projecting(settings, bootstrap, pool) as task:
         await until_projected(pool, task, records)
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
-async def app(pg_dsn: str) -> AsyncIterator[FastAPI]:
-    app = create_app(Settings(), pg_dsn)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield client
 
 
 async def tenant_key(pool: asyncpg.Pool, tenant: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from paywatch.api.query.app import create_app
-from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import DeadLetter, PolicyChanged
@@ -50,13 +49,6 @@ class Tenants:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

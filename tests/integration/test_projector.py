@@ -6,10 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaProducer
 
-from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import PROJECTION, Projector
 from paywatch.providers.base import event_id
@@ -76,13 +74,6 @@ class Running:
     async def stop(self) -> None:
         self.projector.stop()
         await asyncio.wait_for(self.task, 30)
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> asyncpg.Pool:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
 
 
 RUNNING: list[Running] = []

@@ -28,13 +28,6 @@ REFUSED = "in_bad"
 
 
 @pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 async def refusing_trigger(pool: asyncpg.Pool, unique: str) -> AsyncIterator[str]:
     """A trigger on invoices that raises for this test's tenant's invoice REFUSED only."""
     name = f"refuse_{unique}"

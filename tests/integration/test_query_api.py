@@ -16,9 +16,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from paywatch.api.query.app import create_app
 from paywatch.api.query.deps import Principal, require_role
-from paywatch.settings import Settings
 from paywatch.tenants.api_keys import hash_api_key
 
 pytestmark = pytest.mark.integration
@@ -108,20 +106,6 @@ async def world(db: asyncpg.Connection, unique: str) -> World:
         invoices=["sub:sub_123", "in_2b", "in_2a", "in_1", "in_ok", "shared"],
         failures=fails[::-1],
     )  # fmt: skip
-
-
-@pytest.fixture
-async def app(pg_dsn: str) -> AsyncIterator[FastAPI]:
-    app = create_app(Settings(), pg_dsn)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield client
 
 
 def auth(key: str) -> dict[str, str]:

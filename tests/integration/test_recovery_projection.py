@@ -18,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from paywatch.api.query.app import create_app
-from paywatch.db import create_pool
 from paywatch.kafka.codec import make_codec
 from paywatch.projections.recovery_workflows import COLUMNS, UPSERT, WorkflowRow
 from paywatch.projections.runner import PROJECTION
@@ -126,13 +125,6 @@ async def publish(settings: Settings, bootstrap: str, records: Sequence[Record])
         await producer.flush()
     finally:
         await producer.stop()
-
-
-@pytest.fixture
-async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(pg_dsn)
-    yield p
-    await p.close()
 
 
 class Scene:
