@@ -5,9 +5,9 @@ The tenant of every request comes from its API key, never from the URL or query.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
@@ -89,3 +89,22 @@ def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
         return caller
 
     return check
+
+
+V = TypeVar("V")
+_MAX_SHOWN = 80
+"""How much of a rejected parameter value an error repeats."""
+
+
+def one_of(name: str, given: str | None, allowed: Mapping[str, V], shown: str) -> V | None:
+    """What a query parameter names, looked up by its lowercase spelling in ``allowed``
+    (None when it was not given); ApiError 400 naming the ``shown`` choices otherwise."""
+    if given is None:
+        return None
+    value = allowed.get(given.lower())
+    if value is None:
+        got = given if len(given) <= _MAX_SHOWN else given[:_MAX_SHOWN] + "..."
+        raise ApiError(
+            400, "invalid_request", f"query.{name}: must be one of {shown} (got {got!r})"
+        )
+    return value

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, StringConstraints
 
-from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.deps import ApiError, Caller, Pool, one_of
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -51,7 +51,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
 }
-_MAX_SHOWN = 80
 StatusParam = Annotated[str | None, Query(description="Only open or resolved ones (any case).")]
 KindParam = Annotated[
     str | None,
@@ -60,27 +59,14 @@ KindParam = Annotated[
 ProviderParam = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 
-def _one_of(name: str, given: str | None, allowed: dict[str, str], shown: str) -> str | None:
-    """The stored value a query parameter names (any case); 400 naming the allowed ones."""
-    if given is None:
-        return None
-    value = allowed.get(given.lower())
-    if value is None:
-        got = given if len(given) <= _MAX_SHOWN else given[:_MAX_SHOWN] + "..."
-        raise ApiError(
-            400, "invalid_request", f"query.{name}: must be one of {shown} (got {got!r})"
-        )
-    return value
-
-
 def parse_status(given: str | None) -> str | None:
     """The stored status (OPEN, RESOLVED) a `status` parameter names, in any case."""
-    return _one_of("status", given, STATUSES, ", ".join(STATUSES))
+    return one_of("status", given, STATUSES, ", ".join(STATUSES))
 
 
 def parse_kind(given: str | None) -> str | None:
     """The stored kind a `kind` parameter names, in any case."""
-    return _one_of("kind", given, KINDS, ", ".join(KINDS.values()) + " (any case)")
+    return one_of("kind", given, KINDS, ", ".join(KINDS.values()) + " (any case)")
 
 
 def _alert(row: Any) -> AlertItem:

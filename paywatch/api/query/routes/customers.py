@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import FiniteFloat, StringConstraints
 
-from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.deps import ApiError, Caller, Pool, one_of
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -67,7 +67,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
 }
-_MAX_SHOWN = 80
 BandParam = Annotated[
     str | None, Query(description="Only this band: low, medium, high or critical (any case).")
 ]
@@ -75,16 +74,7 @@ BandParam = Annotated[
 
 def parse_band(given: str | None) -> RiskBand | None:
     """The band a `band` query parameter names (any case); 400 naming the allowed ones."""
-    if given is None:
-        return None
-    band = BANDS.get(given.lower())
-    if band is None:
-        allowed = ", ".join(BANDS)
-        shown = given if len(given) <= _MAX_SHOWN else given[:_MAX_SHOWN] + "..."
-        raise ApiError(
-            400, "invalid_request", f"query.band: must be one of {allowed} (got {shown!r})"
-        )
-    return band
+    return one_of("band", given, BANDS, ", ".join(BANDS))
 
 
 def _risk(row: Any) -> dict[str, Any]:
