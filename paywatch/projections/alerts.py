@@ -11,9 +11,8 @@ The row's `updated_at` is the latest record's window end, the time the detector 
 judged the incident, so a rebuild from Kafka lists the alerts in the same order as the live
 projection did.
 
-Alerts are rare (at most one record a minute per incident), so the rows are written with
-one guarded upsert per row (:func:`paywatch.projections.base.execute_many`): `CopyMerge`
-would stamp `updated_at` with the time of the write.
+The rows are written by `CopyMerge` (a guarded upsert), which leaves `updated_at` as the
+rows give it.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from paywatch.projections.base import Batch, ReadModel, Row, execute_many
-from paywatch.projections.merge import quoted
+from paywatch.projections.base import Batch, ReadModel, Row, latest_per_key
+from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import Alert
 from paywatch.schemas.topics import ALERTS
@@ -54,32 +53,14 @@ KEY = COLUMNS[:2]
 GUARD = ("topic", "partition", "offset")
 
 
-def _upsert() -> str:
-    names = ", ".join(quoted(c) for c in COLUMNS)
-    marks = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
-    sets = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in COLUMNS if c not in KEY)
-    stored = ", ".join(f"t.{quoted(c)}" for c in GUARD)
-    given = ", ".join(f"EXCLUDED.{quoted(c)}" for c in GUARD)
-    return (
-        f"INSERT INTO alerts AS t ({names}) VALUES ({marks})"  # noqa: S608 (fixed identifiers)
-        f" ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {sets}"
-        f" WHERE ({stored}) < ({given})"
-    )
-
-
-UPSERT = _upsert()
-"""Insert an incident's row, or replace it only with a record at greater Kafka coordinates."""
+WRITE = CopyMerge(ALERTS, COLUMNS, key=KEY, update=True, guard=GUARD)  # table named as its topic
+"""Insert an incident's row, or replace it only with a record at greater Kafka coordinates;
+`updated_at` comes with the row (the record's window end), not from the clock of the write."""
 
 
 def latest(batch: Batch[Alert]) -> list[tuple[Alert, Coords]]:
     """The record at the greatest coordinates of each incident of the batch."""
-    newest: dict[tuple[str, str], tuple[Alert, Coords]] = {}
-    for alert, at in batch:
-        key = (alert.tenant, alert.alert_id)
-        kept = newest.get(key)
-        if kept is None or kept[1] < at:
-            newest[key] = (alert, at)
-    return list(newest.values())
+    return latest_per_key(batch, lambda alert: (alert.tenant, alert.alert_id))
 
 
 def row(alert: Alert, at: Coords) -> Row:
@@ -124,4 +105,4 @@ async def rows(conn: asyncpg.Connection, batch: Batch[Alert]) -> Sequence[Row]:
 
 # Named, like its table, after the topic it reads (the topic's name is spelled only in
 # paywatch.schemas.topics, which a contract test checks).
-READ_MODEL = ReadModel(ALERTS, {ALERTS: Alert}, rows=rows, write=execute_many(UPSERT))
+READ_MODEL = ReadModel(ALERTS, {ALERTS: Alert}, rows=rows, write=WRITE)

@@ -17,7 +17,7 @@ every such model comes earlier.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,6 +85,18 @@ def each(row: Callable[[R, Coords], Row | None]) -> RowsFn[R]:
         return [r for record, at in batch if (r := row(record, at)) is not None]
 
     return rows
+
+
+def latest_per_key(batch: Batch[R], key: Callable[[R], Hashable]) -> list[tuple[R, Coords]]:
+    """Per ``key``, the batch's record at the greatest Kafka coordinates, whatever order the
+    batch holds them in (on a compacted or per-key ordered topic, the one that counts)."""
+    newest: dict[Hashable, tuple[R, Coords]] = {}
+    for record, at in batch:
+        k = key(record)
+        kept = newest.get(k)
+        if kept is None or kept[1] < at:
+            newest[k] = (record, at)
+    return list(newest.values())
 
 
 def execute_many(*statements: str) -> WriteFn:

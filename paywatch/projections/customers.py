@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from paywatch.projections.base import Batch, ReadModel, Row
+from paywatch.projections.base import Batch, ReadModel, Row, latest_per_key
 from paywatch.projections.merge import CopyMerge
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import RiskScore
@@ -48,13 +48,7 @@ WRITE = CopyMerge(
 
 def latest(batch: Batch[RiskScore]) -> list[tuple[RiskScore, Coords]]:
     """The record at the greatest coordinates of each key of the batch."""
-    newest: dict[tuple[str, str], tuple[RiskScore, Coords]] = {}
-    for score, at in batch:
-        key = (score.tenant, score.customer_ref)
-        kept = newest.get(key)
-        if kept is None or kept[1] < at:
-            newest[key] = (score, at)
-    return list(newest.values())
+    return latest_per_key(batch, lambda score: (score.tenant, score.customer_ref))
 
 
 def row(score: RiskScore, at: Coords) -> Row:

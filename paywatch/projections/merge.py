@@ -51,7 +51,8 @@ class CopyMerge:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     update: bool = False
-    """On a stored key: replace every non-key column (and `updated_at`), else leave it."""
+    """On a stored key: replace every non-key column, else leave it. `updated_at` is set to
+    the time of the write unless the rows carry it (it is one of `columns`)."""
     guard: tuple[str, ...] = ()
     """Replace only when the stored row's values of these columns are smaller (tuple order)."""
     json: frozenset[str] = field(default_factory=frozenset)
@@ -93,7 +94,8 @@ class CopyMerge:
             return "DO NOTHING"
         assigned = [c for c in self.columns if c not in self.key]
         sets = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in assigned)
-        action = f"DO UPDATE SET {sets}, updated_at = now()"
+        stamp = "" if "updated_at" in self.columns else ", updated_at = now()"
+        action = f"DO UPDATE SET {sets}{stamp}"
         if self.guard:
             action += f" WHERE ({_names(self.guard, 't.')}) < ({_names(self.guard, 'EXCLUDED.')})"
         return action

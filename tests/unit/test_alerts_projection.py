@@ -10,7 +10,7 @@ import pytest
 
 from paywatch.api.query.deps import ApiError
 from paywatch.api.query.routes.alerts import CURSOR, parse_kind, parse_status
-from paywatch.projections.alerts import COLUMNS, UPSERT, latest, row
+from paywatch.projections.alerts import COLUMNS, WRITE, latest, row
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import Alert, AlertStatus, AlertWindow, Severity
 
@@ -100,15 +100,15 @@ def test_a_record_naming_no_incident_or_no_figure_is_the_records_fault(
 
 
 def test_the_write_replaces_a_row_only_from_greater_coordinates() -> None:
-    assert "ON CONFLICT (tenant, alert_id) DO UPDATE" in UPSERT
-    assert UPSERT.endswith(
+    assert 'ON CONFLICT ("tenant", "alert_id") DO UPDATE' in WRITE.merge
+    assert WRITE.merge.endswith(
         'WHERE (t."topic", t."partition", t."offset")'
         ' < (EXCLUDED."topic", EXCLUDED."partition", EXCLUDED."offset")'
     )
     # updated_at comes from the record (its window end), never from the clock of the write.
-    assert '"updated_at" = EXCLUDED."updated_at"' in UPSERT
-    assert "now()" not in UPSERT
-    assert UPSERT.count("$") == len(COLUMNS)
+    assert '"updated_at" = EXCLUDED."updated_at"' in WRITE.merge
+    assert "now()" not in WRITE.merge
+    assert WRITE.columns == COLUMNS
 
 
 @pytest.mark.parametrize(
