@@ -16,6 +16,15 @@ Defaults are the safe ones (reference/recovery-rules.md §4 takeaways: most reco
 
 The network rules are a ceiling: a tenant can only be stricter than the edition in force.
 
+Two options act on what the risk agents see (issue 9), both off by default for sagas:
+
+* ``high_risk``: a customer the risk model puts in the HIGH (or CRITICAL) band gets the
+  saga's escalation earlier and, optionally, a request for a new payment method at the
+  first failure, before any retry;
+* ``card_expiry``: a card that expires before the subscription's next renewal produces a
+  ``CARD_EXPIRING`` event ``lead_days`` ahead of the renewal; with ``notify`` on, also a
+  pre-dunning NOTIFY_CUSTOMER naming rule ``paywatch.tenant.card_expiry``.
+
 A policy change (new ``revision``) applies to new decisions only: commands already scheduled
 keep their time, channel and template, except those the new policy forbids, which are
 dropped (see ``policy.reconcile``).
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Mapping
 from datetime import time
 from enum import StrEnum
@@ -42,7 +52,7 @@ from paywatch.recovery.rules import (
     Rulebook,
     rulebook,
 )
-from paywatch.schemas.models import Frozen
+from paywatch.schemas.models import Frozen, RiskBand
 
 PROVIDERS = (
     "stripe",
@@ -83,6 +93,9 @@ class Channel(StrEnum):
     SLACK = "slack"
     WEBHOOK = "webhook"
 
+
+_LATER_OPTIONS = ("high_risk", "card_expiry")
+"""Fields added after policies were first logged (see ``TenantPolicy.revision``)."""
 
 DEFAULT_OWNERS: dict[str, RetryOwner] = {
     p: RetryOwner.PROVIDER if p in ("stripe", "paypal", "braintree") else RetryOwner.PAYWATCH
@@ -145,6 +158,42 @@ class Escalation(Frozen):
     template: str = Field("recovery_escalation", pattern=_TEMPLATE)
 
 
+class HighRisk(Frozen):
+    """What changes for a customer in the risk model's high bands (``min_band`` or above).
+
+    The band is read from ``risk.scores`` with each event of the invoice; the first one at
+    ``min_band`` or above makes the customer high-risk for the rest of the episode
+    (``recovery.high_risk``). Both effects carry rule ``tenant.high_risk``; retries keep
+    their schedule, so the network limits are untouched.
+    """
+
+    min_band: RiskBand = RiskBand.HIGH
+    escalate_after_days: int | None = Field(3, ge=0, le=365)
+    """Escalate no later than this many days after the first failure (the earliest of this
+    and ``escalation``'s times; also when ``escalation`` is off). None: no earlier escalation."""
+    request_update_first: bool = True
+    """Ask for a new payment method as soon as the customer is high-risk (at the first
+    failure, or at a later event of the episode), once per episode: not if already asked."""
+
+    @field_validator("min_band")
+    @classmethod
+    def _band(cls, band: RiskBand) -> RiskBand:
+        if band not in (RiskBand.HIGH, RiskBand.CRITICAL):
+            raise ValueError(f"min_band must be HIGH or CRITICAL, not {band.value}")
+        return band
+
+
+class CardExpiry(Frozen):
+    """Cards that expire before the subscription's next renewal."""
+
+    lead_days: int = Field(14, ge=1, le=60)
+    """How long before the renewal the CARD_EXPIRING event goes out."""
+    notify: bool = False
+    """Opt-in: also send the customer a pre-dunning NOTIFY_CUSTOMER then."""
+    channel: Channel = Channel.EMAIL
+    template: str = Field("card_expiring", pattern=_TEMPLATE)
+
+
 _DUNNING = (
     DunningStep(day=0, template="payment_failed"),
     DunningStep(day=3, template="payment_reminder"),
@@ -165,6 +214,8 @@ class TenantPolicy(Frozen):
     final_action: FinalAction = FinalAction.LEAVE_OPEN
     visa_edition: str = VISA_CURRENT
     mastercard_edition: str = MASTERCARD_CURRENT
+    high_risk: HighRisk | None = None
+    card_expiry: CardExpiry = CardExpiry()
 
     @field_validator("owners")
     @classmethod
@@ -220,8 +271,19 @@ class TenantPolicy(Frozen):
     @cached_property
     def revision(self) -> str:
         """A content hash: sagas planned under another revision are reconciled first."""
-        body = self.model_dump_json().encode()
-        return hashlib.sha256(body).hexdigest()[:16]
+        return hashlib.sha256(self._canonical()).hexdigest()[:16]
+
+    def _canonical(self) -> bytes:
+        """The revision's input: options added later count only once set away from their
+        default, so a policy written before they existed keeps its revision (no reconcile
+        of every open saga on upgrade)."""
+        body = self.model_dump(mode="json")
+        for name in _LATER_OPTIONS:
+            if getattr(self, name) == type(self).model_fields[name].get_default(
+                call_default_factory=True
+            ):
+                del body[name]
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @cached_property
     def rulebook(self) -> Rulebook:
