@@ -9,11 +9,12 @@ due.
 
 Modules: ``rules`` (network rules as data), ``ledger`` (card usage), ``limits`` (the retry
 gate), ``tenant_policy`` (a tenant's recovery settings), ``state`` (models), ``commands``
-(ids), ``plan`` (scheduling), ``reactions`` (one reaction per event type), ``firing`` (due
-timers), ``run`` (one call's output), ``decide`` (the entry point), ``clock`` (saga time
-vs wall time), ``shell`` (table entries in and out, for the agent), ``timer_index``
-(due timers in memory), ``memory_shell`` (an in-memory shell: the reference for the Faust
-agent, used by tests and the benchmark). No I/O, no clock, no framework in this package.
+(ids), ``plan`` (scheduling), ``reactions`` (one reaction per event type), ``high_risk``
+(which risk bands change the plan), ``firing`` (due timers), ``run`` (one call's output),
+``decide`` (the entry point), ``clock`` (saga time vs wall time), ``shell`` (table entries
+in and out, for the agent), ``timer_index`` (due timers in memory), ``memory_shell`` (an
+in-memory shell: the reference for the Faust agent, used by tests and the benchmark).
+No I/O, no clock, no framework in this package.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ from the card's ledger) in four steps:
 
 1. reconcile: a saga planned under another policy revision drops the pending commands the
    new policy forbids (``plan.forbidden``); everything else stays as planned;
-2. react to the input (``reactions.HANDLERS`` for events, ``permits.on_denied``);
+2. react to the input (``reactions.HANDLERS`` for events, then the customer's risk band
+   for a high-risk customer (``high_risk``); ``permits.on_denied``);
 3. flush: fire every pending timer that is due at ``now`` (a retry passes the gate first);
 4. settle: derive ``retrying`` / ``awaiting_customer`` from the plan and emit the transition.
 
@@ -35,7 +36,7 @@ from paywatch.recovery.state import (
     TimerPurpose,
 )
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.models import PaymentEvent, SagaState, SagaTransition
+from paywatch.schemas.models import PaymentEvent, RiskBand, SagaState, SagaTransition
 
 
 def decide(
@@ -44,15 +45,19 @@ def decide(
     now: datetime,
     policy: TenantPolicy,
     outages: frozenset[str] = frozenset(),
+    risk: RiskBand | None = None,
 ) -> Decision:
     """The saga's next state, the commands to send and the transitions to record.
 
     ``outages``: the tenant's providers with an open failure-spike alert; a paywatch retry
     due on one of them is held (``firing``) instead of burning the card's network budget.
+    ``risk``: the customer's current band in ``risk.scores`` (None: unknown or low); read for
+    PaymentEvent inputs only (``high_risk``), the other inputs keep what the saga knows.
     """
     if isinstance(event, TimerFired) and not _due(state, event, now):
         return Decision(new_state=_kept(state))
-    run = Run(now, policy, cause=_cause(event), outages=outages)
+    band = risk if isinstance(event, PaymentEvent) else None
+    run = Run(now, policy, cause=_cause(event), outages=outages, risk=band)
     saga = state
     if saga is not None and saga.is_open and saga.policy_revision != policy.revision:
         saga = reconcile(saga, run)

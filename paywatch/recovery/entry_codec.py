@@ -88,6 +88,7 @@ FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
         "pending",
         "ledger",
         "permit",
+        "high_risk",
     ),
     Timer: ("id", "due_at", "purpose", "command"),
     RecoveryCommand: (

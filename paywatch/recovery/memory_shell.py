@@ -32,7 +32,13 @@ from paywatch.recovery.state import (
     TimerFired,
 )
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.models import CommandType, PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.schemas.models import (
+    CommandType,
+    PaymentEvent,
+    RecoveryCommand,
+    RiskBand,
+    SagaTransition,
+)
 
 Key = tuple[str, str]
 
@@ -50,6 +56,8 @@ class MemoryShell:
     """True: the worker's protocol (the saga asks its card's ledger for every retry)."""
     outages: frozenset[str] = frozenset()
     """Providers with an open failure-spike alert now (the worker's alert view)."""
+    risk: dict[str, RiskBand] = field(default_factory=dict)
+    """customer_ref -> its band now (the worker's risk view; absent: unknown or low)."""
 
     def ledger(self, card: str) -> CardLedger:
         """The card table's snapshot of one card."""
@@ -66,10 +74,17 @@ class MemoryShell:
         known = CardLedger(card=card) if self.permits else self.ledger(card)
         return blank.model_copy(update={"ledger": known})
 
+    def band(self, event: SagaInput) -> RiskBand | None:
+        """The band the agent passes with `event`: a PaymentEvent's customer's, else None."""
+        if isinstance(event, PaymentEvent) and event.customer_ref is not None:
+            return self.risk.get(event.customer_ref)
+        return None
+
     def apply(self, event: SagaInput, now: datetime) -> Decision:
         """One decision, with its effects applied to the tables and topics."""
         key = (event.tenant, event.invoice_ref)
-        decision = decide(self.state_for(key, event), event, now, self.policy, self.outages)
+        band = self.band(event)
+        decision = decide(self.state_for(key, event), event, now, self.policy, self.outages, band)
         if decision.new_state is not None:
             self.sagas[key] = decision.new_state
         if self.permits:

@@ -9,19 +9,21 @@ Everything is anchored at the episode's first failure (``Saga.opened_at``):
   before the network's "not before"; a retry after PAYMENT_METHOD_UPDATED goes at once (the
   customer just fixed the card). The gate (``limits.retry_gate``) still decides at fire time;
 * escalation: one ESCALATE per episode, at ``opened_at + after_days`` or ``awaiting_customer_days``
-  after the saga started waiting for the customer, whichever is first; recomputed whenever the
-  status changes, never re-armed once it fired.
+  after the saga started waiting for the customer or, for a high-risk customer
+  (``high_risk``), ``opened_at + escalate_after_days``, whichever is first; recomputed whenever
+  the status changes or the customer becomes high-risk, never re-armed once it fired.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from paywatch.recovery import high_risk
 from paywatch.recovery.commands import as_timer, command, tenant_rule, timer_id
 from paywatch.recovery.limits import static_refusal
 from paywatch.recovery.rules import NO_ADVICE
 from paywatch.recovery.state import Saga, Timer, TimerPurpose
-from paywatch.recovery.tenant_policy import TenantPolicy
+from paywatch.recovery.tenant_policy import Escalation, TenantPolicy
 from paywatch.schemas.models import CommandType, RuleRef, SagaState
 
 
@@ -55,7 +57,12 @@ def opening(saga: Saga, policy: TenantPolicy, cause: str) -> Saga:
 
 
 def request_update(
-    saga: Saga, policy: TenantPolicy, now: datetime, cause: str, rule: RuleRef
+    saga: Saga,
+    policy: TenantPolicy,
+    now: datetime,
+    cause: str,
+    rule: RuleRef,
+    reason: str | None = None,
 ) -> Saga:
     """Ask the customer for a new or fixed payment method, now (one request per need)."""
     n = saga.update_requests + 1
@@ -65,7 +72,7 @@ def request_update(
         str(n),
         now,
         # Internal reason only: the template never names it (FRAUD must not be revealed).
-        reason=f"payment method must change before any retry ({rule.id})",
+        reason=reason or f"payment method must change before any retry ({rule.id})",
         rule=rule,
         cause=cause,
         channel=policy.update_channel.value,
@@ -137,38 +144,57 @@ def retry(
     return saga.schedule(as_timer(cmd, TimerPurpose.RETRY)), rule, reason
 
 
-def escalation(saga: Saga, policy: TenantPolicy, cause: str) -> Saga:
-    """Arm, move or drop the episode's one ESCALATE for the saga's current status."""
-    esc, eid = policy.escalation, timer_id(saga, CommandType.ESCALATE.value, "1")
-    if esc is None or eid in saga.done:
-        return saga
-    options: list[tuple[datetime, str]] = []
-    if esc.after_days is not None:
-        options.append(
-            (_anchor(saga) + timedelta(days=esc.after_days), f"open {esc.after_days} days")
-        )
+def _escalation_options(saga: Saga, policy: TenantPolicy) -> list[tuple[datetime, str, str]]:
+    """(due, reason, tenant rule) of every way the episode may escalate now."""
+    esc, options = policy.escalation, []
+    if esc is not None and esc.after_days is not None:
+        due = _anchor(saga) + timedelta(days=esc.after_days)
+        options.append((due, f"open {esc.after_days} days", "escalation"))
     since = saga.awaiting_since if saga.status is SagaState.awaiting_customer else None
-    if esc.awaiting_customer_days is not None and since is not None:
+    if esc is not None and esc.awaiting_customer_days is not None and since is not None:
         since += timedelta(days=esc.awaiting_customer_days)
-        options.append((since, f"awaiting the customer {esc.awaiting_customer_days} days"))
+        reason = f"awaiting the customer {esc.awaiting_customer_days} days"
+        options.append((since, reason, "escalation"))
+    early = high_risk.escalation_days(saga, policy)
+    if early is not None and saga.high_risk is not None:
+        reason = f"{high_risk.why(saga.high_risk)} open {early} days"
+        options.append((_anchor(saga) + timedelta(days=early), reason, high_risk.RULE))
+    return options
+
+
+def escalation(saga: Saga, policy: TenantPolicy, cause: str) -> Saga:
+    """Arm, move or drop the episode's one ESCALATE for the saga's current status.
+
+    The high-risk option escalates even when the tenant turned ``escalation`` off, on the
+    default channel and template then.
+    """
+    eid = timer_id(saga, CommandType.ESCALATE.value, "1")
+    if _never_escalates(saga, policy) or eid in saga.done:
+        return saga
+    options = _escalation_options(saga, policy)
     if not options:
         return saga.unschedule(eid)
-    due, reason = min(options)
+    due, reason, rule = min(options)
     current = saga.timer(eid)
     if current is not None and current.due_at == due:
         return saga
+    esc = policy.escalation or Escalation()
     cmd = command(
         saga,
         CommandType.ESCALATE,
         "1",
         due,
         reason=f"escalation: {reason} without payment",
-        rule=tenant_rule(policy, "escalation"),
+        rule=tenant_rule(policy, rule),
         cause=cause,
         channel=esc.channel.value,
         template=esc.template,
     )
     return saga.schedule(as_timer(cmd, TimerPurpose.ESCALATE))
+
+
+def _never_escalates(saga: Saga, policy: TenantPolicy) -> bool:
+    return policy.escalation is None and high_risk.escalation_days(saga, policy) is None
 
 
 def forbidden(saga: Saga, timer: Timer, policy: TenantPolicy, now: datetime) -> bool:
@@ -178,5 +204,5 @@ def forbidden(saga: Saga, timer: Timer, policy: TenantPolicy, now: datetime) -> 
     if timer.purpose is TimerPurpose.NOTIFY:
         return not policy.dunning
     if timer.purpose is TimerPurpose.ESCALATE:
-        return policy.escalation is None
+        return _never_escalates(saga, policy)
     return False

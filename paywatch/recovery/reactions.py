@@ -10,7 +10,11 @@
   its stop (Mastercard 03 stays a stop when the customer re-enters the same card);
 * a success closes ``recovered``; a provider cancel/void closes ``canceled``;
   INVOICE_UNCOLLECTIBLE closes ``exhausted``. For an invoice without a saga these leave a
-  tombstone, so a late, reordered failure cannot open a saga for a paid invoice.
+  tombstone, so a late, reordered failure cannot open a saga for a paid invoice;
+* after any of them, the first event of an open episode that comes with a high-risk band
+  (``high_risk``) marks the episode's customer high-risk, asks for a new payment method
+  once (unless the episode asked already, or the event is the customer's update) and
+  brings the escalation forward.
 
 Out of order: only the newest failure on the saga's card sets the verdict; stops, "not
 before" times and the need for new credentials are sticky whatever the order; a failure on
@@ -21,8 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from paywatch.recovery import plan
-from paywatch.recovery.commands import command
+from paywatch.recovery import high_risk, plan
+from paywatch.recovery.commands import command, tenant_rule
 from paywatch.recovery.ledger import (
     CardAttempt,
     card_key,
@@ -66,7 +70,7 @@ def on_event(saga: Saga | None, event: PaymentEvent, run: Run) -> Saga:
         return saga
     last = max(saga.last_event_at or event.occurred_at, event.occurred_at)
     saga = saga.model_copy(update={"seen": (*saga.seen, event.event_id), "last_event_at": last})
-    return handler(saga, event, run)
+    return _high_risk(handler(saga, event, run), event, run)
 
 
 def _stale(saga: Saga, event: PaymentEvent, run: Run) -> Saga:
@@ -244,6 +248,25 @@ def _updated(saga: Saga, event: PaymentEvent, run: Run) -> Saga:
     saga = _take_card(saga, event, run, fresh=True).model_copy(update={"needs_update": False})
     saga, rule, reason = plan.retry(saga, run.policy, run.now, event.event_id, immediate=True)
     run.because(rule, f"payment method updated; {reason}")
+    return saga
+
+
+def _high_risk(saga: Saga, event: PaymentEvent, run: Run) -> Saga:
+    """The first time an open episode's customer comes with a high-risk band: keep the band,
+    ask for a new payment method now (retries stay on their schedule), re-plan the escalation."""
+    option, band = run.policy.high_risk, run.risk
+    if option is None or band is None or not saga.is_open:
+        return saga
+    if high_risk.counts(run.policy, saga.high_risk) or not high_risk.counts(run.policy, band):
+        return saga  # known already (under the policy in force), or not high-risk
+    saga = saga.model_copy(update={"high_risk": band})
+    rule, why = tenant_rule(run.policy, high_risk.RULE), high_risk.why(band)
+    fresh = event.type is not EventType.PAYMENT_METHOD_UPDATED  # it just came from the customer
+    if option.request_update_first and fresh and saga.update_requests == 0:
+        reason = f"{why}: a new payment method is asked for first ({rule.id})"
+        saga = plan.request_update(saga, run.policy, run.now, event.event_id, rule, reason)
+    saga = plan.escalation(saga, run.policy, event.event_id)
+    run.because(rule, f"{why}; {run.reason}" if run.reason else why)
     return saga
 
 

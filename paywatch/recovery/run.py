@@ -15,7 +15,13 @@ from paywatch.recovery.ledger import CardAttempt
 from paywatch.recovery.rules import paywatch_rule
 from paywatch.recovery.state import ALLOWED_EDGES, InvalidTransition, Saga
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.models import RecoveryCommand, RuleRef, SagaState, SagaTransition
+from paywatch.schemas.models import (
+    RecoveryCommand,
+    RiskBand,
+    RuleRef,
+    SagaState,
+    SagaTransition,
+)
 
 OPENED = paywatch_rule("saga_opened", "ARCHITECTURE §8")
 
@@ -29,6 +35,8 @@ class Run:
     cause: str
     outages: frozenset[str] = frozenset()
     """Providers of the tenant with an open failure-spike alert: paywatch retries wait."""
+    risk: RiskBand | None = None
+    """The customer's band in ``risk.scores`` when a PaymentEvent is decided (else None)."""
     rule: RuleRef | None = None
     reason: str | None = None
     touched: bool = False  # the call changed the saga: it owes a transition

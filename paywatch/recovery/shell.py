@@ -35,7 +35,7 @@ from paywatch.recovery.decide import decide, ledger_card
 from paywatch.recovery.ledger import CardAttempt, CardLedger
 from paywatch.recovery.state import Decision, PermitDenied, Saga, SagaInput, TimerFired
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.schemas.models import PaymentEvent, RecoveryCommand, RiskBand, SagaTransition
 
 ENTRY_VERSION = entry_codec.VERSION
 CARD_HISTORY_DAYS = 31
@@ -204,6 +204,7 @@ def step(
     policy: TenantPolicy,
     cards: CardsGet | None = None,
     outages: frozenset[str] = frozenset(),
+    risk: RiskBand | None = None,
 ) -> Step:
     """One decision of the saga behind ``entry`` (see the module docstring).
 
@@ -211,6 +212,7 @@ def step(
     writes card usage directly. Without (the worker), the saga knows its own attempts only:
     its retries become permit requests and its attempts records for the card's ledger
     (``card_messages``), which has the last word (:mod:`paywatch.recovery.permits`).
+    ``outages`` and ``risk`` are what the worker's alert and risk views say now (``decide``).
     """
     state = saga_of(entry)
     event = _to_saga(event, clock)
@@ -218,7 +220,8 @@ def step(
     decided = _decided(entry) if entry else None
     if decided is not None:
         now = max(now, decided)  # never back in time per saga
-    decision = decide(_with_ledger(state, event, cards or _none), event, now, policy, outages)
+    with_ledger = _with_ledger(state, event, cards or _none)
+    decision = decide(with_ledger, event, now, policy, outages, risk)
     out = Step(entry=entry)
     kept = decision.new_state
     if kept is not None and not _no_op(state, decision):

@@ -37,6 +37,7 @@ from paywatch.schemas.models import (
     Frozen,
     PaymentEvent,
     RecoveryCommand,
+    RiskBand,
     RuleRef,
     SagaState,
     SagaTransition,
@@ -124,6 +125,10 @@ class Saga(Frozen):
     # The retry last emitted, as it was planned: the card's ledger (a card-keyed agent) may
     # still refuse it, and then it is planned again from here (see ``permits``).
     permit: Timer | None = None
+    # The band that made this episode's customer high-risk (``TenantPolicy.high_risk``),
+    # kept for the episode: timers and permit answers come without a band, and a re-planned
+    # escalation must keep the earlier time. None: not high-risk (a new episode starts so).
+    high_risk: RiskBand | None = None
 
     @property
     def is_open(self) -> bool:

@@ -30,7 +30,9 @@ a provider failure share >= 0.5. One incident is one ``alert_id``
 (tenant/kind/subject/opened_at ms): an OPEN record, OPEN updates only when the severity
 changed or observed moved >= 50 % since the last record (at most one a minute), and one
 RESOLVED record once observed stayed under the opening threshold for ``rules.quiet``. Time
-moves on any signal of the tenant: without signals nothing resolves.
+moves on any signal of the tenant, and on a ``tick`` (no payment: only the clock), which the
+worker sends while a tenant has an open incident, so an outage after which the tenant's
+traffic stops still resolves.
 
 Bounds, whatever the input: 16 providers and 64 codes (the least recently seen without an
 open incident is forgotten; if it had one, that incident is RESOLVED), names cut to MAX_REF
@@ -73,7 +75,7 @@ class Signal(msgspec.Struct, frozen=True, array_like=True):
 
     event_id: str
     provider: str
-    kind: Literal["failure", "success"]
+    kind: Literal["failure", "success", "tick"]
     decline_code: str | None = None
     category: DeclineCategory | None = None
 
@@ -161,8 +163,10 @@ def step(
     signal: Signal,
     at: datetime,
     rules: Rules = DEFAULT_RULES,
-) -> tuple[TenantAlerts, list[Alert]]:
+) -> tuple[TenantAlerts | None, list[Alert]]:
     """Fold ``signal`` at ``at``; the new state and the alert records to emit, in order."""
+    if signal.kind == "tick":
+        return _tick(state, tenant, at, rules)
     key = ref_key(signal.event_id)
     if state is not None and key in state.seen:
         return state, []
@@ -183,6 +187,29 @@ def step(
         codes=_evaluate_all(now, codes, code if coded else None, CODE_SPIKE),
     )
     return state, now.out
+
+
+def _tick(
+    state: TenantAlerts | None, tenant: str, at: datetime, rules: Rules
+) -> tuple[TenantAlerts | None, list[Alert]]:
+    """Time passes without a payment: evaluate the open incidents as of ``at`` (counts
+    nothing, remembers no id; a tenant never seen stays unseen)."""
+    if state is None:
+        return None, []
+    t = max(us(at), state.newest)
+    now = _Now(tenant, state.born, t, rules, [])
+    state = replace(
+        state,
+        newest=t,
+        providers=_evaluate_all(now, state.providers, None, PROVIDER_SPIKE),
+        codes=_evaluate_all(now, state.codes, None, CODE_SPIKE),
+    )
+    return state, now.out
+
+
+def tick_signal(token: str) -> Signal:
+    """A clock tick for the tenant's open incidents (``token`` only tells ticks apart)."""
+    return Signal(f"tick:{token}", "", "tick")
 
 
 def _touch(

@@ -13,10 +13,12 @@ import msgspec
 
 from paywatch.risk.features import MAX_ENCODED, CustomerFeatures
 from paywatch.risk.model import Score
+from paywatch.risk.renewals import Watch
 
-MAX_ENTRY = MAX_ENCODED + 2_048
+MAX_ENTRY = MAX_ENCODED + 5_120
 """An entry is the bounded features plus one score (a version and three reasons named by
-feature, at most ~1 kB): it always fits in a Kafka record."""
+feature, at most ~1 kB) and one watch (two names of up to 1,020 bytes): it always fits in
+a Kafka record."""
 
 
 class RiskEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -26,6 +28,8 @@ class RiskEntry(msgspec.Struct, frozen=True, array_like=True):
     last: Score | None = None
     high_since: datetime | None = None
     """When the customer entered the high bands (its open HIGH_RISK_CUSTOMER alert)."""
+    watch: Watch | None = None
+    """What table ``risk-renewals`` holds for the customer (``streams.card_expiry``)."""
 
 
 _ENCODER = msgspec.msgpack.Encoder()

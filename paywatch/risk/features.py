@@ -26,6 +26,8 @@ The numbers ``vector`` gives, in ``FEATURE_NAMES`` order ("Nd": the N UTC days u
                            (negative: expired; 12 when no expiry is known)
 ``card_expiring_30d``      1 when the card stops working within the next 30 days, else 0
 ``card_expired``           1 when the card's expiry month has passed, else 0
+``card_ends_before_renewal`` 1 when the card stops working before a subscription's next
+                           renewal (``risk.renewals``), else 0
 =========================  ===================================================================
 
 Order does not matter: an invoice's state is a pair of maxima (latest failure, latest
@@ -40,10 +42,12 @@ Bounds, whatever the input: day buckets from the newest day seen back 89 days (a
 failure moves lifetime counters only; the invoice ledger still takes it, so a late close is
 never ignored), 64 recent event ids, 200 open invoices (the oldest is dropped and counted in
 ``dropped``) plus 64 closed ones (kept so a late failure does not reopen what a success
-closed), 16 providers. Invoice refs, event ids and currencies of invoices are stored as
+closed), 16 providers, 8 subscriptions of 4 renewals (``risk.renewals``). Invoice refs,
+event ids and currencies of invoices are stored as
 64-bit BLAKE2b keys. ``encode`` is then at most ``MAX_ENCODED`` bytes: 579 (ids) + 6,663
 (buckets) + 17,163 (invoices, 65 each) + 17,394 (currency and provider names of up to 1,020
-UTF-8 bytes each) + 113 (the rest) < 42 KiB. A typical customer takes a few hundred bytes.
+UTF-8 bytes each) + 113 (the rest) + 17,240 (subscriptions: two names of up to 1,020 bytes,
+four renewals and two instants each) < 60 KiB. A typical customer takes a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -56,11 +60,12 @@ from hashlib import blake2b
 import msgspec
 from msgspec.structs import replace
 
+from paywatch.risk.renewals import Sub, at_risk, is_warning, observe
 from paywatch.schemas.models import MAX_YEAR, DeclineCategory, EventType, PaymentEvent
 
 HORIZON_DAYS = 90
 MAX_SEEN, MAX_OPEN, MAX_CLOSED, MAX_PROVIDERS = 64, 200, 64, 16
-MAX_ENCODED = 42 * 1024
+MAX_ENCODED = 60 * 1024
 FORMAT = 1
 DAY_US = 86_400_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,6 +96,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "card_months_to_expiry",
     "card_expiring_30d",
     "card_expired",
+    "card_ends_before_renewal",
 )
 """The names ``vector`` returns, in this fixed order (documented in the module table)."""
 
@@ -133,6 +139,7 @@ class CustomerFeatures(msgspec.Struct, frozen=True, array_like=True):
     recovered: int = 0
     lost: int = 0
     dropped: int = 0
+    subs: tuple[Sub, ...] = ()  # risk.renewals: subscriptions and their renewals
 
 
 def ref_key(ref: str) -> int:
@@ -148,6 +155,8 @@ def us(value: datetime) -> int:
 def evolve(features: CustomerFeatures | None, event: PaymentEvent) -> CustomerFeatures:
     """The customer's features after ``event`` (unchanged if it was seen already)."""
     state = features or CustomerFeatures()
+    if is_warning(event):  # paywatch's own CARD_EXPIRING: only "warned" changes
+        return replace(state, subs=observe(state.subs, event))
     event_key = ref_key(event.event_id)
     if event_key in state.seen:
         return state
@@ -159,6 +168,7 @@ def evolve(features: CustomerFeatures | None, event: PaymentEvent) -> CustomerFe
         newest=newest,
         days=_prune(state.days, newest // DAY_US),
         providers=_providers(state.providers, event.provider),
+        subs=observe(state.subs, event),
     )
     state = _facts(state, event, at)
     if event.type is EventType.PAYMENT_FAILED:
@@ -322,6 +332,7 @@ def vector(features: CustomerFeatures, now: datetime) -> dict[str, float]:
     t = us(now)
     out = _windows(features, t // DAY_US) | _ledger(features, t)
     out |= _card(features.card, now)
+    out["card_ends_before_renewal"] = float(bool(at_risk(features.subs, features.card, now)))
     return {name: out[name] for name in FEATURE_NAMES}
 
 

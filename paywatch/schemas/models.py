@@ -218,6 +218,8 @@ class PaymentEvent(Frozen):
     provider_retry_at: Instant | None = None
     paywatch_retry: bool = False
     raw: RawRef | None = None
+    renews_at: Instant | None = None
+    """CARD_EXPIRING: the subscription's renewal that the card will not reach."""
 
 
 class RuleRef(Frozen):

@@ -97,6 +97,7 @@ TABLES = (
     "recovery-sagas",
     "recovery-card-ledger",
     "risk-customers",
+    "risk-renewals",
     "alerts-tenants",
 )
 """The worker's Faust tables (names without the topic prefix)."""

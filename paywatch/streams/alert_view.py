@@ -31,6 +31,7 @@ class OutageBook:
         self._codec = codec
         self._topic = topic
         self._open: dict[str, dict[str, str]] = {}
+        self._incidents: dict[str, set[str]] = {}  # tenant -> open alert ids, any kind
 
     def get(self, tenant: str) -> frozenset[str]:
         """The tenant's providers with an open outage alert."""
@@ -39,6 +40,10 @@ class OutageBook:
     def __len__(self) -> int:
         return sum(map(len, self._open.values()))
 
+    def open_tenants(self) -> list[str]:
+        """Every tenant with an open incident of any kind."""
+        return sorted(self._incidents)
+
     def apply(self, value: bytes | None, where: str) -> None:
         """Fold one ``alerts`` record (``where``: topic[partition]@offset)."""
         try:
@@ -46,6 +51,13 @@ class OutageBook:
         except CodecError as exc:
             log.warning("skipped alert %s: %s", where, exc)
             return
+        ids = self._incidents.setdefault(alert.tenant, set())
+        if alert.status is AlertStatus.OPEN:
+            ids.add(alert.alert_id)
+        else:
+            ids.discard(alert.alert_id)
+        if not ids:
+            del self._incidents[alert.tenant]
         if alert.kind != PROVIDER_SPIKE or alert.provider is None:
             return
         opened = self._open.setdefault(alert.tenant, {})
@@ -70,6 +82,10 @@ class AlertView(TopicView):
     def get(self, tenant: str) -> frozenset[str]:
         """The tenant's providers with an open outage alert now."""
         return self._book.get(tenant)
+
+    def open_tenants(self) -> list[str]:
+        """Every tenant with an open incident of any kind now."""
+        return self._book.open_tenants()
 
     def summary(self) -> str:
         """How many provider outages are open."""

@@ -8,24 +8,51 @@ signal as of the record's Kafka time and says which ``Alert`` records an inciden
 opened, updated, resolved — and the stage sends them to ``alerts`` (key ``tenant``). Batched
 like the other stages (``batches.Stage``): outputs acked, then the table, then the offsets; a
 record that cannot be read is dead-lettered to ``payments.events.dlq``.
+
+Time moves for a tenant only with its records, so while a tenant has an open incident (as
+the worker's alert view reads ``alerts``) the clock loop sends it a ``tick`` signal every
+``TICK_S`` through ``risk.tenants``: an outage after which the tenant's traffic stops still
+resolves (and the sagas' held retries go again). Ticks are records, so a replay of
+``risk.tenants`` decides the same; a tick from a second worker only repeats the time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from paywatch.errors import PayloadError
 from paywatch.recovery.clock import SagaClock
-from paywatch.risk.alerts import TenantAlerts, decode, decode_signal, encode, step
+from paywatch.risk.alerts import (
+    TenantAlerts,
+    decode,
+    decode_signal,
+    encode,
+    encode_signal,
+    step,
+    tick_signal,
+)
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.topics import tenant_key
 from paywatch.streams.batches import LastWrites, Record, Stage, acting_as, bounded
 
+log = logging.getLogger(__name__)
+
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+TICK_S = 10.0
+
+
+class OpenIncidents(Protocol):
+    """The tenants with an open incident (``alert_view.AlertView``)."""
+
+    def open_tenants(self) -> list[str]:
+        """Every tenant with at least one open incident."""
+        ...
 
 
 @dataclass
@@ -68,6 +95,9 @@ class AlertsStage:
             signal = decode_signal(msg.value)
             state = states.get(tenant) or self._read(record, tenant)
             updated, alerts = step(state, tenant, signal, now)
+            if updated is None:  # a tick for a tenant this partition never saw
+                record.outputs = []
+                return
             key = tenant_key(tenant).encode()
             outputs = []
             for alert in alerts:
@@ -88,11 +118,40 @@ class AlertsStage:
         return None if stored is None else decode(stored)
 
 
-def install(app: Any, runtime: AlertsRuntime, source: Any, stage: Stage) -> None:
-    """Register the alerts agent on ``source`` (risk.tenants)."""
+async def send_ticks(incidents: OpenIncidents, signals: Any) -> int:
+    """One tick to ``risk.tenants`` for every tenant with an open incident; how many."""
+    tenants = incidents.open_tenants()
+    for tenant in tenants:
+        value = encode_signal(tick_signal(uuid.uuid4().hex))
+        await signals.send(key=tenant_key(tenant).encode(), value=value)
+    return len(tenants)
+
+
+def install(
+    app: Any,
+    runtime: AlertsRuntime,
+    source: Any,
+    stage: Stage,
+    clock: tuple[OpenIncidents, Any, Callable[[], Awaitable[None]]] | None = None,
+) -> None:
+    """Register the alerts agent on ``source`` (risk.tenants) and, with ``clock`` (the open
+    incidents, the risk.tenants topic to send on, and a wait until the view is loaded),
+    the loop that ticks tenants with open incidents."""
     step_ = AlertsStage(stage, runtime)
 
     @app.agent(source, name="tenant-alerts")  # type: ignore[untyped-decorator]
     async def alerts(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await step_.run(batch)
+
+    if clock is None:
+        return
+    incidents, signals, ready = clock
+
+    @app.timer(interval=TICK_S, name="tenant-alerts-clock")  # type: ignore[untyped-decorator]
+    async def alerts_clock() -> None:
+        try:
+            await ready()
+            await send_ticks(incidents, signals)
+        except Exception:  # the loop must survive one bad send; it ticks again
+            log.exception("alerts clock: sending ticks failed")

@@ -35,6 +35,8 @@ from paywatch.streams.alert_view import AlertView
 from paywatch.streams.alerts import AlertsRuntime
 from paywatch.streams.alerts import install as install_alerts
 from paywatch.streams.batches import Stage
+from paywatch.streams.card_expiry import RenewalWatch
+from paywatch.streams.card_expiry import install as install_card_expiry
 from paywatch.streams.card_ledger import CardLedgerRuntime
 from paywatch.streams.card_ledger import install as install_card_ledger
 from paywatch.streams.commits import Committer, OffsetLedger
@@ -45,7 +47,8 @@ from paywatch.streams.normalize_agent import install as install_normalize
 from paywatch.streams.policy_view import PolicyView
 from paywatch.streams.risk import RiskRuntime
 from paywatch.streams.risk import install as install_risk
-from paywatch.streams.saga import OutageSource, PolicySource, SagaRuntime
+from paywatch.streams.risk_view import RiskView
+from paywatch.streams.saga import OutageSource, PolicySource, RiskSource, SagaRuntime
 from paywatch.streams.saga import install as install_saga
 from paywatch.streams.saga_clock import load_clock
 from paywatch.tenants.pg_secrets import PgSecrets
@@ -96,6 +99,7 @@ def create_worker(
     http_transport: httpx.AsyncBaseTransport | None = None,
     policies: PolicySource | None = None,
     outages: OutageSource | None = None,
+    risk: RiskSource | None = None,
 ) -> Worker:
     """Build the Faust app, its topics, tables and agents.
 
@@ -104,6 +108,8 @@ def create_worker(
     calls (tests). ``policies``: tenant recovery policies (default: the ``recovery.policies``
     topic, read to its end before the first decision). ``outages``: each tenant's providers
     with an open outage alert, whose paywatch retries wait (default: the ``alerts`` topic).
+    ``risk``: each customer's band if HIGH or CRITICAL, for the tenants' ``high_risk``
+    option (default: the ``risk.scores`` topic).
     """
     app = faust.App(
         settings.app_id,
@@ -147,9 +153,11 @@ def create_worker(
     policy_source = policies or PolicyView.from_settings(settings, bootstrap)
     clock = load_clock(settings.time_scale, settings.state_path / "worker", settings.time_anchor)
     outage_source = outages or AlertView.from_settings(settings, bootstrap)
-    saga = _saga(app, settings, codec, clock, (policy_source, outage_source), ledger)
-    _risk(app, settings, codec, clock, ledger)
-    _alerts(app, settings, codec, clock, ledger)
+    risk_source = risk or RiskView.from_settings(settings, bootstrap)
+    views = (policy_source, outage_source, risk_source)
+    saga = _saga(app, settings, codec, clock, views, ledger)
+    _risk(app, settings, codec, clock, ledger, saga)
+    _alerts(app, settings, codec, clock, ledger, saga)
     return replace(worker, saga=saga)
 
 
@@ -179,13 +187,13 @@ def _saga(
     settings: Settings,
     codec: Codec,
     clock: SagaClock,
-    views: tuple[PolicySource, OutageSource],
+    views: tuple[PolicySource, OutageSource, RiskSource],
     ledger: OffsetLedger,
 ) -> SagaRuntime:
     # Both agents dead-letter to payments.events.dlq (a tick or card record names its topic).
     stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
     cards = _raw_topic(app, settings.topic(RECOVERY_CARDS))
-    policies, outages = views
+    policies, outages, risk = views
     commands = _raw_topic(app, settings.topic(RECOVERY_COMMANDS))
     timers = _raw_topic(app, settings.topic(RECOVERY_TIMERS))
     runtime = SagaRuntime(
@@ -203,6 +211,7 @@ def _saga(
         events_topic=settings.topic(PAYMENTS_EVENTS),
         timers_topic=settings.topic(RECOVERY_TIMERS),
         outages=outages,
+        risk=risk,
     )
     source = app.topic(
         settings.topic(PAYMENTS_EVENTS),
@@ -234,10 +243,25 @@ def _saga(
 
 
 def _risk(
-    app: faust.App, settings: Settings, codec: Codec, clock: SagaClock, ledger: OffsetLedger
+    app: faust.App,
+    settings: Settings,
+    codec: Codec,
+    clock: SagaClock,
+    ledger: OffsetLedger,
+    saga: SagaRuntime,
 ) -> None:
     # Dead letters to payments.events.dlq: a risk.customers record is a payments.events one.
     stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
+    # Written from the risk agent's stream too: only customers with a pending warning.
+    renewals = _bytes_table(app, settings, "risk-renewals")  # risk/renewals.py Watch msgpack
+    watch = RenewalWatch(
+        codec=codec,
+        clock=clock,
+        policies=saga.policies,  # the lead is the tenant's (recovery.policies)
+        table=renewals,
+        ticks=_raw_topic(app, settings.topic(RISK_CUSTOMERS)),
+        prepare=saga.policies_ready,
+    )
     runtime = RiskRuntime(
         codec=codec,
         clock=clock,
@@ -246,13 +270,25 @@ def _risk(
         entries=_bytes_table(app, settings, "risk-customers"),  # risk/entry.py msgpack
         scores=_raw_topic(app, settings.topic(RISK_SCORES)),
         alerts=_raw_topic(app, settings.topic(ALERTS)),
+        renewals=renewals,
+        events=_raw_topic(app, settings.topic(PAYMENTS_EVENTS)),
+        commands=_raw_topic(app, settings.topic(RECOVERY_COMMANDS)),
+        policies=saga.policies,
+        policies_ready=saga.policies_ready,
+        watch=watch,
     )
     source = _raw_topic(app, settings.topic(RISK_CUSTOMERS), acks=False)
     install_risk(app, runtime, source, stage)
+    install_card_expiry(app, watch, settings.topic(RISK_CUSTOMERS))
 
 
 def _alerts(
-    app: faust.App, settings: Settings, codec: Codec, clock: SagaClock, ledger: OffsetLedger
+    app: faust.App,
+    settings: Settings,
+    codec: Codec,
+    clock: SagaClock,
+    ledger: OffsetLedger,
+    saga: SagaRuntime,
 ) -> None:
     stage = Stage(app, codec, _raw_topic(app, settings.topic(dlq_name(PAYMENTS_EVENTS))), ledger)
     alerts = AlertsRuntime(
@@ -262,7 +298,14 @@ def _alerts(
         entries=_bytes_table(app, settings, "alerts-tenants"),  # risk/alerts.py msgpack
         alerts=_raw_topic(app, settings.topic(ALERTS)),
     )
-    install_alerts(app, alerts, _raw_topic(app, settings.topic(RISK_TENANTS), acks=False), stage)
+    source = _raw_topic(app, settings.topic(RISK_TENANTS), acks=False)
+    # The clock ticks the tenants with an open incident, as the saga's alert view reads them
+    # (a test's own outage source has none to tick).
+    view = saga.outages
+    ticks = None
+    if isinstance(view, AlertView):
+        ticks = (view, _raw_topic(app, settings.topic(RISK_TENANTS)), saga.policies_ready)
+    install_alerts(app, alerts, source, stage, ticks)
 
 
 def _fetcher(settings: Settings, dsn: str, transport: httpx.AsyncBaseTransport | None) -> Fetcher:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -91,6 +92,11 @@ def _partition_ids(bootstrap: str, topic: str) -> list[int]:
     return [] if found is None or found.error is not None else sorted(found.partitions)
 
 
+def where(rec: Any) -> str:
+    """A record's coordinates for the log: topic[partition]@offset."""
+    return f"{rec.topic}[{rec.partition}]@{rec.offset}"
+
+
 class TopicView:
     """A small topic followed live by one worker process, folded into memory.
 
@@ -150,9 +156,13 @@ class TopicView:
                 continue
             for records in batches.values():
                 for rec in records:
-                    self._apply(rec.value, f"{rec.topic}[{rec.partition}]@{rec.offset}")
+                    self._fold(rec)
             if not self._ready.is_set():
                 await self._check_ready(consumer)
+
+    def _fold(self, rec: Any) -> None:
+        """Fold one record (a view that needs the key too overrides this)."""
+        self._apply(rec.value, where(rec))
 
     async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
         positions = {tp: await consumer.position(tp) for tp in self._ends}

@@ -13,7 +13,10 @@ attempts a saga sees go to the card's ledger (``recovery.cards``, agent ``card-l
 :mod:`paywatch.streams.card_ledger`), which forwards a granted retry to
 ``recovery.commands`` or refuses it back to the saga (``PermitDenied``). At-least-once: a crash
 before the offset commit replays the records; decisions are deterministic and a saga that
-already saw the event id or fired the timer emits nothing again.
+already saw the event id or fired the timer emits nothing again. Each decision also reads
+three views the worker follows in memory, loaded before the first decision: the tenant's
+policy (``policy_view``), its providers' open outage alerts (``alert_view``) and, for a
+PaymentEvent, its customer's band if HIGH or CRITICAL (``risk_view``).
 
 The timer loop (every ``TICK_S``) fires due timers of the partitions this worker actively
 owns (never standbys) by sending a tick to ``recovery.timers`` on the saga's partition: a
@@ -42,7 +45,7 @@ from paywatch.recovery.state import SagaInput
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.recovery.timer_index import TimerIndex
 from paywatch.schemas.codec import Codec
-from paywatch.schemas.models import PaymentEvent
+from paywatch.schemas.models import PaymentEvent, RiskBand
 from paywatch.schemas.topics import invoice_key
 from paywatch.streams import saga_store
 from paywatch.streams.batches import (
@@ -119,6 +122,30 @@ class NoOutages:
         return None
 
 
+class RiskSource(Protocol):
+    """Each customer's band when it is a high one (``risk_view.RiskView``)."""
+
+    def get(self, tenant: str, customer_ref: str) -> RiskBand | None:
+        """The customer's band if HIGH or CRITICAL, else None."""
+        ...
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Return once every score already logged is known."""
+        ...
+
+
+class NoRisk:
+    """No customer is ever high-risk (tests, and a worker without the risk view)."""
+
+    def get(self, tenant: str, customer_ref: str) -> RiskBand | None:
+        """Nobody."""
+        return None
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline)
+        """Always ready."""
+        return None
+
+
 @dataclass
 class SagaRuntime:
     """What the agent and the timer loop share inside one worker."""
@@ -140,7 +167,15 @@ class SagaRuntime:
     touched: set[str] = field(default_factory=set)
     ready: bool = False
     outages: OutageSource = field(default_factory=NoOutages)
+    risk: RiskSource = field(default_factory=NoRisk)
     _lock: asyncio.Lock | None = None
+
+    def band(self, event: SagaInput) -> RiskBand | None:
+        """The band ``decide`` gets: a PaymentEvent's customer's (timers and permit answers
+        carry none; the saga keeps what it knows)."""
+        if isinstance(event, PaymentEvent) and event.customer_ref is not None:
+            return self.risk.get(event.tenant, event.customer_ref)
+        return None
 
     def decode(self, msg: Any) -> SagaInput:
         """A payments.events record or a recovery.timers tick."""
@@ -150,17 +185,22 @@ class SagaRuntime:
         return event
 
     async def policies_ready(self) -> None:
-        """Start the policy and outage sources once; wait until they know what is logged."""
+        """Start the policy, outage and risk sources once; wait until they know what is
+        logged (a saga never decides with a view behind its log)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.ready:
                 return
-            for source in (self.policies, self.outages):
+            views = (
+                (self.policies, "recovery policies"),
+                (self.outages, "outage alerts"),
+                (self.risk, "risk scores"),
+            )
+            for source, _ in views:
                 start = getattr(source, "start", None)
                 if start is not None:
                     await start()
-            views = ((self.policies, "recovery policies"), (self.outages, "outage alerts"))
             for source, what in views:
                 while True:
                     try:
@@ -281,6 +321,7 @@ class SagaStage:
                 clock=runtime.clock,
                 policy=runtime.policies.get(event.tenant),
                 outages=runtime.outages.get(event.tenant),
+                risk=runtime.band(event),
             )
             rkey = key.encode()
             record.outputs = [

@@ -41,7 +41,19 @@ def entries(table: Any, partitions: Iterable[int]) -> Iterator[tuple[str, bytes]
         yield from list(store.data.items())
 
 
-def _rocksdb(db: Any) -> Iterator[tuple[str, bytes]]:
+def values(table: Any, partitions: Iterable[int]) -> Iterator[bytes]:
+    """The raw values of the table's entries on ``partitions`` (memory store: all), for
+    tables whose values name their own key (any key serialization)."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        for partition in sorted(partitions):
+            for _, value in _rocksdb(store._db_for_partition(partition), parse=False):
+                yield value
+    else:
+        yield from list(store.data.values())
+
+
+def _rocksdb(db: Any, *, parse: bool = True) -> Iterator[tuple[str, bytes]]:
     options = rocksdict.ReadOptions()
     options.fill_cache(False)  # type: ignore[call-arg]  # the stub lacks the flag
     it = db.iter(options)
@@ -49,5 +61,5 @@ def _rocksdb(db: Any) -> Iterator[tuple[str, bytes]]:
     while it.valid():
         raw = it.key()
         if raw != OFFSET_KEY:
-            yield _key(raw), it.value()
+            yield (_key(raw) if parse else ""), it.value()
         it.next()

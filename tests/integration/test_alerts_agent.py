@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -89,6 +90,20 @@ async def publish_signals(
         await producer.stop()
 
 
+async def until_resolved(settings: Settings, bootstrap: str, worker: Any, log: Path) -> list[Alert]:
+    """The alerts topic once it holds a RESOLVED record (the worker must stay up)."""
+    codec = make_codec(settings)
+
+    async def resolved() -> list[Alert]:
+        assert worker.poll() is None, log_tail(log)
+        records = await topic_records(bootstrap, settings.topic("alerts"))
+        alerts = [codec.decode(r.value, Alert, topic=r.topic) for r in records]
+        done = any(a.status is AlertStatus.RESOLVED for a in alerts)
+        return alerts if done else []
+
+    return await eventually(resolved, timeout=120, what="the outage's alert, resolved")
+
+
 async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
     test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -105,15 +120,7 @@ async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
     log = tmp_path / "worker.log"
     codec = make_codec(settings)
     with paywatch_process(settings, "run", "worker", log=log) as worker:
-
-        async def resolved() -> list[Alert]:
-            assert worker.poll() is None, log_tail(log)
-            records = await topic_records(kafka_bootstrap, settings.topic("alerts"))
-            alerts = [codec.decode(r.value, Alert, topic=r.topic) for r in records]
-            done = any(a.status is AlertStatus.RESOLVED for a in alerts)
-            return alerts if done else []
-
-        await eventually(resolved, timeout=120, what="the outage's alert, resolved")
+        await until_resolved(settings, kafka_bootstrap, worker, log)
 
         async def all_folded() -> bool:
             assert worker.poll() is None, log_tail(log)
@@ -139,6 +146,38 @@ async def test_a_burst_of_processor_errors_is_one_incident_opened_and_resolved(
     assert first.observed >= 20 and first.observed > 5 * first.baseline
     assert first.opened_at is not None and outage[0][0] <= first.opened_at <= outage[-1][0]
     assert last.resolved_at is not None and last.resolved_at > outage[-1][0]
+
+
+async def test_an_outage_after_which_traffic_stops_resolves_on_the_clock(
+    test_settings: Settings, kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """No signal follows the burst: the worker's clock ticks the tenant while its incident is
+    open, and the incident resolves after the quiet period. A saga minute lasts a wall
+    second here (time scale 60), so the 4 h of ordinary traffic take 4 wall minutes of
+    record times and the 10 quiet minutes pass in 10 s."""
+    scale = 60.0
+    now = datetime.now(UTC)
+
+    def wall(saga_minutes: float) -> datetime:  # record times, counted back from now
+        return now - timedelta(seconds=saga_minutes * 60 / scale)
+
+    ordinary = traffic(datetime(2026, 1, 1, tzinfo=UTC), 4 * 60, "before")
+    before = [(wall(4 * 60 + 10 - i // 8), sig) for i, (_, sig) in enumerate(ordinary)]
+    outage = [(wall(8 - i * 5 / 200), sig) for i, (_, sig) in enumerate(burst(now, 200))]
+    signals = sorted([*before, *outage], key=lambda timed: timed[0])
+    await publish_signals(test_settings, kafka_bootstrap, unique, signals)
+
+    settings = test_settings.model_copy(
+        update={"table_store": "rocksdb://", "state_dir": tmp_path / "w", "time_scale": scale}
+    )
+    log = tmp_path / "worker.log"
+    with paywatch_process(settings, "run", "worker", log=log) as worker:
+        alerts = await until_resolved(settings, kafka_bootstrap, worker, log)
+    assert {a.alert_id for a in alerts} == {alerts[0].alert_id}, [a.message for a in alerts]
+    assert alerts[0].status is AlertStatus.OPEN and alerts[0].provider == "stripe"
+    assert [a.status for a in alerts].count(AlertStatus.RESOLVED) == 1
+    ticks = await topic_records(kafka_bootstrap, settings.topic("risk.tenants"))
+    assert len(ticks) > len(signals)  # the resolution came from the worker's ticks
 
 
 async def publish_alert(settings: Settings, bootstrap: str, alert: Alert) -> None:

@@ -5,7 +5,9 @@ policy change) happens on a timeline: provider attempts, each reported by one to
 webhooks (numbered or not, with or without the card), delivered late, out of order and
 twice; method updates; successes; cancellations; failures after a success (new episodes).
 The in-memory shell delivers them, fires timers (on time, or late), and the executor
-answers every RETRY_PAYMENT with a random outcome.
+answers every RETRY_PAYMENT with a random outcome. Each event comes with a risk band for its
+customer and the policy may turn ``high_risk`` on: asking for a new payment method and
+escalating earlier are decision inputs like any other, and no network limit may move.
 
 The checker below does not use the policy's code: it keeps its own record of what was
 *known* when each retry was emitted (attempts whose webhooks had arrived, retries already
@@ -37,6 +39,7 @@ from paywatch.schemas.models import (
     PaymentEvent,
     PaymentMethod,
     RecoveryCommand,
+    RiskBand,
     SagaState,
 )
 
@@ -177,8 +180,24 @@ def policies(draw: st.DrawFn) -> TenantPolicy:
             "mastercard_edition": draw(st.sampled_from(sorted(MC_PER_DAY))),
             "final_action": draw(st.sampled_from(["cancel", "write_off", "leave_open"])),
             "escalation": draw(st.sampled_from([None, {"after_days": 5}])),
+            "high_risk": draw(high_risk_options),
         }
     )
+
+
+high_risk_options = st.sampled_from(
+    [
+        None,
+        {},
+        {"min_band": "CRITICAL", "escalate_after_days": 0, "request_update_first": False},
+        {"escalate_after_days": None},
+        {"escalate_after_days": 1},
+    ]
+)
+bands = st.sampled_from(
+    [None, None, RiskBand.LOW, RiskBand.MEDIUM, RiskBand.HIGH, RiskBand.CRITICAL]
+)
+"""The customer's band in the risk view when an event is decided (None: no score)."""
 
 
 LOST = -1
@@ -194,6 +213,7 @@ class Happening:
     decline: int
     reports: tuple[tuple[bool, bool, int], ...]  # per webhook: numbered, has card, delay min
     announce: bool  # the provider says when it retries
+    band: RiskBand | None = None  # the customer's band when its events are decided
 
 
 happenings = st.builds(
@@ -208,6 +228,7 @@ happenings = st.builds(
         max_size=3,
     ).map(tuple),
     announce=st.booleans(),
+    band=bands,
 )
 
 
@@ -270,6 +291,7 @@ def busy_worlds(draw: st.DrawFn) -> World:
             "retry": {"days": list(range(15)), "max_retries": 8, "min_gap_hours": 1},
             "visa_edition": draw(st.sampled_from(sorted(VISA_LIMIT))),
             "mastercard_edition": draw(st.sampled_from(sorted(MC_PER_DAY))),
+            "high_risk": draw(high_risk_options),
         }
     )
     attempts = st.builds(
@@ -283,6 +305,7 @@ def busy_worlds(draw: st.DrawFn) -> World:
             [((True, True, 0),)] * 3 + [((True, True, LOST),), ((True, True, 300),)]
         ),
         announce=st.just(False),
+        band=bands,
     )
     successes = st.builds(
         Happening,
@@ -404,6 +427,12 @@ class Delivery:
     event: PaymentEvent = field(compare=False)
     attempt: int | None = field(compare=False, default=None)
     number: int | None = field(compare=False, default=None)
+    band: RiskBand | None = field(compare=False, default=None)
+
+
+def customer(inv: Invoice) -> str:
+    """Invoices 0 and 1 belong to one customer, 2 and 3 to another."""
+    return f"cus_{int(inv.ref.removeprefix('in_')) // 2}"
 
 
 def timeline(world: World, truth: Truth) -> list[Delivery]:
@@ -430,6 +459,7 @@ def timeline(world: World, truth: Truth) -> list[Delivery]:
                     provider=inv.provider,
                     source_type="test",
                     occurred_at=at,
+                    customer_ref=customer(inv),
                     invoice_ref=inv.ref,
                     amount_minor=inv.amount,
                     currency="USD",
@@ -440,10 +470,9 @@ def timeline(world: World, truth: Truth) -> list[Delivery]:
                 )
                 if delay == LOST:
                     continue
+                number = k if numbered else None
                 out.append(
-                    Delivery(
-                        at + timedelta(minutes=delay), len(out), event, idx, k if numbered else None
-                    )
+                    Delivery(at + timedelta(minutes=delay), len(out), event, idx, number, h.band)
                 )
             continue
         kind = {
@@ -462,13 +491,15 @@ def timeline(world: World, truth: Truth) -> list[Delivery]:
             provider=inv.provider,
             source_type="test",
             occurred_at=clock,
+            customer_ref=customer(inv),
             invoice_ref=inv.ref,
             payment_method=inv.card.method(),
         )
         delay = max(h.reports[0][2], 0)  # lifecycle events are always delivered
-        out.append(Delivery(clock + timedelta(minutes=delay), len(out), event))
+        at = clock + timedelta(minutes=delay)
+        out.append(Delivery(at, len(out), event, band=h.band))
         if h.reports[-1][2] == 30:  # delivered twice
-            out.append(Delivery(clock + timedelta(minutes=delay + 5), len(out), event))
+            out.append(Delivery(at + timedelta(minutes=5), len(out), event, band=h.band))
     return out
 
 
@@ -483,6 +514,9 @@ class Harness:
     closed_at: dict[str, datetime] = field(default_factory=dict)  # newest closing event
     opened: set[str] = field(default_factory=set)
     seq: int = 10_000
+    once: set[tuple[str, str, int]] = field(default_factory=set)
+    """(kind, invoice, episode) of the commands an episode may send once: ESCALATE and the
+    high-risk request for a new payment method."""
 
     def after(
         self, decision: Decision, now: datetime, cause: PaymentEvent | None, prior: Saga | None
@@ -501,8 +535,14 @@ class Harness:
             assert cause is not None and cause.type is EventType.PAYMENT_FAILED
             ref = cause.invoice_ref
             assert cause.occurred_at > max(self.failed_at.get(ref, T0), self.closed_at.get(ref, T0))
+        episode = decision.new_state.episode if decision.new_state is not None else -1
         for cmd in decision.commands:
             assert cmd.rule.id and cmd.rule.edition and cmd.rule.source
+            high = cmd.type is CommandType.REQUEST_PAYMENT_METHOD_UPDATE
+            if cmd.type is CommandType.ESCALATE or (high and cmd.rule.id == "tenant.high_risk"):
+                once = (cmd.type.value, cmd.invoice_ref, episode)
+                assert once not in self.once, f"a second {once} in one episode"
+                self.once.add(once)
             if cmd.type is CommandType.RETRY_PAYMENT:
                 check_retry(cmd, now, self.world, self.truth, self.shell.policy)
                 self.retried(cmd, now)
@@ -522,6 +562,7 @@ class Harness:
             provider=inv.provider,
             source_type="paywatch.retry",
             occurred_at=cmd.due_at,
+            customer_ref=customer(inv),
             invoice_ref=inv.ref,
             amount_minor=inv.amount,
             currency="USD",
@@ -550,6 +591,8 @@ class Harness:
         self.truth.deliver(d, self.world_card(event), self.shell.policy.visa_edition)
         ref = event.invoice_ref
         prior = self.shell.sagas.get(("acme", ref))
+        assert event.customer_ref is not None
+        self.shell.risk = {event.customer_ref: d.band} if d.band else {}
         decision = self.shell.receive(event, now)
         self.after(decision, now, event, prior)
         seen = self.failed_at if event.type is EventType.PAYMENT_FAILED else self.closed_at

@@ -34,6 +34,7 @@ from paywatch.risk.alerts import (
     encode_signal,
     signal_of,
     step,
+    tick_signal,
 )
 from paywatch.schemas.models import (
     Alert,
@@ -161,6 +162,27 @@ def test_a_processor_burst_is_one_incident_that_resolves_after_quiet() -> None:
     ends = [r.window.end for r in records if r.status is AlertStatus.OPEN]
     assert all(b - a >= MIN for a, b in pairwise(ends))  # no storm
     assert any(r.severity is Severity.CRITICAL for r in records)
+
+
+def test_an_outage_after_which_traffic_stops_resolves_on_clock_ticks() -> None:
+    rng = random.Random(2)
+    start = T0 + 3 * 60 * MIN
+    outage = burst(rng, start, 200, 5, "err", code="processing_error", category=C.SOFT)
+    state, alerts = run(merge(background(rng, T0, 3 * 60, "bg"), outage))
+    assert [a.status for a in alerts][:1] == [AlertStatus.OPEN]
+    assert state.providers[-1].incident is not None  # stripe: open, and no traffic comes
+    seen = state.seen
+    ticks = [(tick_signal(str(i)), start + (5 + i) * MIN) for i in range(1, 40)]
+    state, after = run(ticks, state=state)
+    resolved = [a for a in after if a.status is AlertStatus.RESOLVED]
+    assert len(resolved) == 1 and resolved[0].alert_id == alerts[0].alert_id
+    assert start + 15 * MIN <= resolved[0].resolved_at <= start + 25 * MIN  # type: ignore[operator]
+    assert state.seen == seen  # ticks are not payments: no id remembered, nothing counted
+    assert all(s.incident is None for s in state.providers)
+    # A tick for a tenant never seen keeps it unseen; with nothing open a tick says nothing.
+    assert step(None, "acme", tick_signal("x"), T0) == (None, [])
+    assert step(state, "acme", tick_signal("y"), start + 60 * MIN)[1] == []
+    assert decode_signal(encode_signal(tick_signal("z"))).kind == "tick"
 
 
 def test_a_busy_new_tenant_is_not_an_incident() -> None:

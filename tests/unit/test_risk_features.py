@@ -28,6 +28,7 @@ from paywatch.risk.features import (
     ref_key,
     vector,
 )
+from paywatch.risk.renewals import MAX_RENEWALS, MAX_SUBS
 from paywatch.schemas.models import (
     Decline,
     DeclineCategory,
@@ -414,6 +415,7 @@ def _adversarial(n: int) -> list[PaymentEvent]:
                 attempt=100,
                 event_id=WIDE[:-6] + f"{i:06}",
                 payment_method=PaymentMethod(exp_month=12, exp_year=9999),
+                subscription_ref=WIDE[:-3] + f"{i % 11:03}",  # more than risk.renewals keeps
             )
         )
     return out
@@ -428,6 +430,7 @@ def test_encoded_size_stays_under_the_bound_for_adversarial_streams() -> None:
     assert len(open_invoices(state)) == rf.MAX_OPEN
     assert len(state.invoices) - rf.MAX_OPEN == rf.MAX_CLOSED
     assert len(state.providers) == rf.MAX_PROVIDERS
+    assert len(state.subs) == MAX_SUBS and all(len(s.renewals) == MAX_RENEWALS for s in state.subs)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

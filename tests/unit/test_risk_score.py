@@ -201,7 +201,7 @@ def test_score_is_a_probability_explained_by_its_contributions(features: Custome
 def _extreme_model(sign: float) -> RiskModel:
     """A legal model at the logit bound: every weight pushes the same way."""
     n = len(FEATURE_NAMES)
-    weight = (MAX_LOGIT - 3.0) / (2.0 * n)
+    weight = (MAX_LOGIT - 3.0) / (2.0 * n) * (1 - 1e-12)  # at the bound, not above by rounding
     features = {name: {"weight": weight, "mean": 0.0, "scale": 1.0} for name in FEATURE_NAMES}
     return parse_model(json.dumps(model_json(intercept=3.0 * sign, clip=2.0, features=features)))
 

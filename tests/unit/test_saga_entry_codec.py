@@ -17,6 +17,8 @@ from paywatch.schemas.models import (
     EventType,
     PaymentEvent,
     PaymentMethod,
+    RiskBand,
+    SagaState,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -161,3 +163,30 @@ def test_every_stored_model_field_has_a_code() -> None:
     for cls, names in entry_codec.FIELDS.items():
         assert set(cls.model_fields) <= set(names), cls
         assert len(set(names)) == len(names), cls
+
+
+OLD_ENTRY = bytes.fromhex(
+    "0203000000009015ef2f53060000000000000000000000008900a461636d6501a6696e5f6f6c6402b161"
+    "77616974696e675f637573746f6d6572030104cf0006532fef15900009a56375735f3119011c022091a4"
+    "65762d31"
+)
+"""A value written before ``Saga.high_risk`` existed (field codes 0-36 only)."""
+
+
+def test_a_high_risk_saga_round_trips_and_an_older_entry_reads_as_not_high_risk() -> None:
+    policy = TenantPolicy.model_validate({"high_risk": {}})
+    entry = step(
+        None, failure("in_7"), partition=3, wall_now=NOW, clock=CLOCK, policy=policy,
+        risk=RiskBand.CRITICAL,
+    ).entry  # fmt: skip
+    saga = saga_of(entry)
+    assert saga is not None and saga.high_risk is RiskBand.CRITICAL
+    assert entry_codec.decode(entry_codec.encode(saga, 3, NOW, [])) == saga
+    old = entry_codec.decode(OLD_ENTRY)
+    assert old == Saga(
+        tenant="acme", invoice_ref="in_old", status=SagaState.awaiting_customer, episode=1,
+        opened_at=datetime(2026, 6, 1, 12, tzinfo=UTC), customer_ref="cus_1",
+        update_requests=1, retries=2, seen=("ev-1",),
+    )  # fmt: skip
+    assert old.high_risk is None
+    assert entry_codec.encode(old, 3, datetime(2026, 6, 1, 12, tzinfo=UTC), []) == OLD_ENTRY
