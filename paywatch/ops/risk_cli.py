@@ -3,7 +3,8 @@
 ``demo generate`` writes a generated population (``paywatch.risk.population``) as generic
 webhooks: ``--via raw`` appends RawWebhook records to ``webhooks.raw`` as ingest would
 (headers ``webhook-id`` / ``webhook-timestamp``; no signature, since nothing after ingest
-verifies one), ``--via ingest`` POSTs them signed with the tenant's generic secret. Event ids
+verifies one), ``--via ingest`` POSTs them signed with the tenant's generic secret, a few at a
+time; the first refusal or unreachable ingest stops the run with the ingest's answer. Event ids
 are deterministic, so writing the same population twice is deduplicated by normalize.
 
 ``risk train`` reads the whole ``payments.events`` log without a consumer group (nothing is
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from paywatch.errors import ConfigError
+from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.infra import resolve_endpoints
 from paywatch.risk import population as pop
 from paywatch.risk.model import load_model, parse_model
@@ -32,9 +33,14 @@ from paywatch.schemas.models import PaymentEvent, RawWebhook
 from paywatch.settings import Settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from paywatch.risk.train import Example, Metrics
 
 MIN_TRAIN, MIN_TEST = 50, 20
+POST_CONCURRENCY = 8  # webhooks in flight to the ingest at once
+POST_TIMEOUT_S = 30.0  # per request: a stuck ingest fails the command instead of hanging it
+USER_AGENT = "paywatch-demo-generate"
 
 
 def _date(text: str) -> datetime:
@@ -76,15 +82,18 @@ def _default_start(months: int) -> datetime:
 
 
 def _raw(tenant: str, hook: pop.Webhook, now: datetime) -> RawWebhook:
+    """The record ingest would append for ``hook`` (its key subject chosen as ingest does)."""
+    from paywatch.providers.generic import generic
+
     headers = {
         "content-type": "application/json",
-        "user-agent": "paywatch-demo-generate",
+        "user-agent": USER_AGENT,
         "webhook-id": hook.msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
     }
     return RawWebhook(
         ingest_id=str(uuid.uuid4()), tenant=tenant, provider=pop.PROVIDER, received_at=now,
-        headers=headers, body=hook.body, subject=hook.event.invoice_ref,
+        headers=headers, body=hook.body, subject=generic.subject(generic.parse(hook.body)),
     )  # fmt: skip
 
 
@@ -112,33 +121,90 @@ async def _append_raw(settings: Settings, tenant: str, hooks: list[pop.Webhook])
 async def _post_ingest(
     settings: Settings, args: argparse.Namespace, hooks: list[pop.Webhook]
 ) -> int:
-    """POST every webhook, signed, to the ingest; ConfigError on the first refusal."""
+    """POST every webhook, signed, to the ingest; the first refusal stops them all."""
     import httpx
 
-    from paywatch.providers.generic.signature import secret_key, sign
+    from paywatch.providers.generic.signature import secret_key
 
     key = secret_key(await _generic_secret(settings, args.tenant))
     if key is None:
         raise ConfigError(f"tenant {args.tenant}'s generic signing_secret is not whsec_<base64>")
-    url = f"{args.url or f'http://127.0.0.1:{settings.ingest_port}'}/webhooks/generic/{args.tenant}"
-    gate = asyncio.Semaphore(8)
+    base = (args.url or f"http://127.0.0.1:{settings.ingest_port}").rstrip("/")
+    url = f"{base}/webhooks/{pop.PROVIDER}/{args.tenant}"
+    pending, accepted = iter(hooks), 0
 
-    async def post(client: httpx.AsyncClient, hook: pop.Webhook) -> None:
-        stamp = str(int(time.time()))
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": hook.msg_id,
-            "webhook-timestamp": stamp,
-            "webhook-signature": sign(key, hook.msg_id, stamp, hook.body),
-        }
-        async with gate:
-            reply = await client.post(url, content=hook.body, headers=headers)
-        if reply.status_code != 200:
-            raise ConfigError(f"ingest answered {reply.status_code} to {hook.msg_id}: {reply.text}")
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        for hook in pending:  # one iterator shared by the workers: each hook is sent once
+            await _post(client, url, key, hook)
+            accepted += 1
 
-    async with httpx.AsyncClient(timeout=30) as client:
-        await asyncio.gather(*(post(client, hook) for hook in hooks))
-    return len(hooks)
+    try:
+        # A TaskGroup cancels the other workers at the first failure: no hook is sent after it.
+        async with httpx.AsyncClient(timeout=POST_TIMEOUT_S) as client, asyncio.TaskGroup() as tg:
+            for _ in range(POST_CONCURRENCY):
+                tg.create_task(worker(client))
+    except ExceptionGroup as group:
+        first = group.exceptions[0]
+        error = _stopped(first, url, accepted, len(hooks))
+        if error is None:
+            raise  # not a refusal but a bug: its traceback is wanted
+        raise error from first
+    return accepted
+
+
+async def _post(client: httpx.AsyncClient, url: str, key: bytes, hook: pop.Webhook) -> None:
+    """POST one webhook signed now (the ingest refuses timestamps over 5 minutes old)."""
+    from paywatch.providers.generic.signature import sign
+
+    stamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": hook.msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": sign(key, hook.msg_id, stamp, hook.body),
+    }
+    reply = await client.post(url, content=hook.body, headers=headers)
+    if not 200 <= reply.status_code < 300:  # 2xx is also the answer to a duplicate
+        raise _Refused(reply.status_code, hook.msg_id, reply.text)
+
+
+class _Refused(Exception):
+    """The ingest answered a webhook with a non-2xx status."""
+
+    def __init__(self, status: int, msg_id: str, text: str) -> None:
+        super().__init__(f"answered {status} to webhook {msg_id}: {text}")
+        self.status = status
+
+
+def _stopped(exc: Exception, url: str, done: int, total: int) -> PaywatchError | None:
+    """The CLI error for the first failure of a run: a refusal (4xx: ConfigError, exit 2;
+    5xx: InfraError, exit 1) or an unreachable ingest; None for anything else (a bug)."""
+    import httpx
+
+    after = "no webhook was accepted"
+    if done:
+        after = (
+            f"{done} of {total} webhooks were accepted before it; running the same command again "
+            "(same --seed and --start) resends those as duplicates, which normalize drops"
+        )
+    if isinstance(exc, _Refused):
+        kind = ConfigError if exc.status < 500 else InfraError
+        hint = _HINTS.get(exc.status, "")
+        return kind(f"ingest at {url} {exc}{hint}; {after}")
+    if isinstance(exc, httpx.HTTPError):
+        return InfraError(
+            f"no answer from the ingest at {url} ({type(exc).__name__}: {exc}); {after}. Is it "
+            "running (`paywatch up` or `paywatch run ingest`), and does --url name it?"
+        )
+    return None
+
+
+_HINTS = {
+    401: " (does the ingest's generic signing_secret for this tenant match this stack's?)",
+    404: " (the ingest's stack has no such tenant, or --url names something else)",
+}
 
 
 async def _generic_secret(settings: Settings, tenant: str) -> str:
@@ -153,6 +219,8 @@ async def _generic_secret(settings: Settings, tenant: str) -> str:
             sets = await valid_secrets(conn, box, tenant, "generic", timedelta(0))
     finally:
         await pool.close()
+    if sets is None:
+        raise ConfigError(f"unknown tenant {tenant} (paywatch tenant create)")
     if not sets or not sets[0].get("signing_secret"):
         raise ConfigError(f"tenant {tenant} has no generic signing_secret (paywatch tenant secret)")
     return sets[0]["signing_secret"]

@@ -1,12 +1,24 @@
-"""`paywatch risk train` and `paywatch demo generate --via raw` on the real broker."""
+"""`paywatch risk train` and `paywatch demo generate` (--via raw and --via ingest) for real.
+
+Real broker and Postgres; ``--via ingest`` posts to a real `paywatch run ingest` process.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import subprocess
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
+import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
 from paywatch.kafka.codec import make_codec
 from paywatch.providers.generic import generic
@@ -16,7 +28,8 @@ from paywatch.schemas.models import PaymentEvent, RawWebhook
 from paywatch.settings import Settings
 from paywatch.streams.normalize import event_key
 from tests.integration.test_cli import paywatch
-from tests.kafka_helpers import topic_records
+from tests.kafka_helpers import eventually, topic_records
+from tests.procs import log_tail, paywatch_process
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 METRICS = re.compile(
@@ -87,6 +100,155 @@ async def test_demo_generate_raw_lands_generic_webhooks_in_webhooks_raw(
     normalized = {}
     for record, raw in zip(records, raws, strict=True):
         assert record.key == f"{unique}/generic/{raw.subject}".encode()
+        assert raw.subject == generic.subject(generic.parse(raw.body))  # as ingest keys it
         [event] = generic.normalize(raw, topic, record.partition, record.offset)
         normalized[event.event_id] = event.model_copy(update={"raw": None})
     assert normalized == {e.event_id: e for e in people.events}
+
+
+DEMO = ("--customers", "20", "--months", "2", "--seed", "5", "--start", "2025-01-01")
+WROTE = re.compile(r"^wrote (\d+) generic webhooks for tenant (\S+) via (raw|ingest):", re.M)
+Sent = tuple[bytes, str, bytes]  # key subject, webhook-id header, body
+Failed = tuple[int, str]  # exit code, stderr
+
+
+def _secret(label: str) -> str:
+    """A Standard Webhooks secret (``whsec_<base64>``) of its own for each label."""
+    return "whsec_" + base64.b64encode(hashlib.sha256(label.encode()).digest()).decode()
+
+
+def _tenant(settings: Settings, name: str, *secrets: tuple[str, str]) -> None:
+    """Create a tenant and store (provider, signing_secret) pairs with the CLI, as a user does."""
+    steps: list[tuple[str, ...]] = [("tenant", "create", name)]
+    steps += [("tenant", "secret", name, p, f"signing_secret={s}") for p, s in secrets]
+    for step in steps:
+        run = paywatch(settings, *step)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _written(run: subprocess.CompletedProcess[str], tenant: str, via: str) -> int:
+    """The count the CLI says it wrote (it must have succeeded and said it)."""
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = WROTE.search(run.stdout)
+    assert found is not None and found.group(2, 3) == (tenant, via), run.stdout
+    return int(found[1])
+
+
+async def _raw_webhooks(settings: Settings) -> list[tuple[bytes, RawWebhook, int, int]]:
+    """Every webhooks.raw record of this test: (key, decoded value, partition, offset)."""
+    codec, topic = make_codec(settings), settings.topic("webhooks.raw")
+    records = await topic_records(str(settings.kafka_bootstrap), topic)
+    return [
+        (r.key, codec.decode(r.value, RawWebhook, topic=topic), r.partition, r.offset)
+        for r in records
+    ]
+
+
+def _as_sent(rows: list[tuple[bytes, RawWebhook, int, int]], tenant: str) -> list[Sent]:
+    """What a tenant's webhooks carry that ingest must keep: key subject, webhook id, body."""
+    prefix = f"{tenant}/generic/".encode()
+    found = [
+        (key.removeprefix(prefix), raw.headers["webhook-id"], raw.body)
+        for key, raw, _, _ in rows
+        if raw.tenant == tenant
+    ]
+    return sorted(found)
+
+
+@pytest.fixture
+async def ingest(
+    test_settings: Settings, free_port: Callable[[], int], tmp_path: Path
+) -> AsyncIterator[str]:
+    """A real `paywatch run ingest` on a free port, answering /health; its base URL."""
+    settings = test_settings.model_copy(update={"ingest_port": free_port()})
+    url, log = f"http://127.0.0.1:{settings.ingest_port}", tmp_path / "ingest.log"
+    with paywatch_process(settings, "run", "ingest", log=log) as proc:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def healthy() -> bool:
+                assert proc.poll() is None, f"ingest exited {proc.returncode}:\n{log_tail(log)}"
+                try:
+                    return (await client.get(f"{url}/health")).status_code == 200
+                except httpx.TransportError:
+                    return False  # not listening yet
+
+            await eventually(healthy, timeout=120, what=f"ingest /health on {url}")
+        yield url
+        assert proc.poll() is None, f"ingest died during the test:\n{log_tail(log)}"
+
+
+@pytest.fixture
+async def elsewhere(pg_dsn: str, unique: str) -> AsyncIterator[str]:
+    """The DSN of a second, empty database on the test server: another deployment's Postgres
+    (the CLI migrates it on first use), dropped afterwards."""
+    name = f"{unique}_elsewhere"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(pg_dsn)._replace(path=f"/{name}").geturl()
+        finally:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def test_demo_generate_via_ingest_lands_what_via_raw_writes(
+    test_settings: Settings, unique: str, ingest: str
+) -> None:
+    _tenant(test_settings, unique, ("generic", _secret(unique)))
+    run = paywatch(test_settings, "demo", "generate", "--tenant", unique, *DEMO,
+                   "--via", "ingest", "--url", ingest)  # fmt: skip
+    people = generate(20, 2, 5, START, tenant=unique)
+    written = _written(run, unique, "ingest")
+    assert written == len(people.events) > 0
+    rows = await _raw_webhooks(test_settings)
+    assert len(rows) == written
+    assert {(raw.tenant, raw.provider) for _, raw, _, _ in rows} == {(unique, "generic")}
+    topic = test_settings.topic("webhooks.raw")
+    normalized = {}
+    for key, raw, partition, offset in rows:  # what ingest verified and kept normalizes back
+        assert key == f"{unique}/generic/{raw.subject}".encode()
+        assert raw.headers["webhook-signature"].startswith("v1,")
+        [event] = generic.normalize(raw, topic, partition, offset)
+        normalized[event.event_id] = event.model_copy(update={"raw": None})
+    assert normalized == {e.event_id: e for e in people.events}
+
+    other = f"{unique}r"  # the same population via raw, for another tenant
+    raw_run = paywatch(test_settings, "demo", "generate", "--tenant", other, *DEMO, "--via", "raw")
+    assert _written(raw_run, other, "raw") == written
+    rows = await _raw_webhooks(test_settings)
+    assert len(rows) == 2 * written
+    assert len(set(_as_sent(rows, unique))) == written
+    assert _as_sent(rows, unique) == _as_sent(rows, other)
+
+
+async def test_demo_generate_via_ingest_fails_fast_and_clearly_when_refused(
+    test_settings: Settings, unique: str, ingest: str, elsewhere: str, free_port: Callable[[], int]
+) -> None:
+    def demo(tenant: str, url: str, settings: Settings = test_settings) -> Failed:
+        run = paywatch(settings, "demo", "generate", "--tenant", tenant, *DEMO,
+                       "--via", "ingest", "--url", url)  # fmt: skip
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stdout + run.stderr
+        assert "wrote" not in run.stdout, run.stdout
+        return run.returncode, run.stderr
+
+    bare = f"{unique}n"  # a tenant with a Stripe secret but no generic one
+    _tenant(test_settings, bare, ("stripe", "whsec_stripe_only"))
+    code, err = demo(bare, ingest)
+    assert code == 2 and f"tenant {bare} has no generic signing_secret" in err, err
+    code, err = demo(f"{unique}u", ingest)
+    assert code == 2 and f"unknown tenant {unique}u" in err, err
+
+    wrong = f"{unique}w"  # the CLI's stack holds another secret than the ingest's stack
+    _tenant(test_settings, wrong, ("generic", _secret(wrong)))
+    theirs = test_settings.model_copy(update={"database_url": SecretStr(elsewhere)})
+    _tenant(theirs, wrong, ("generic", _secret(f"{wrong}-elsewhere")))
+    code, err = demo(wrong, ingest, theirs)
+    assert code == 2 and "answered 401" in err and "bad_signature" in err, err
+    assert "no webhook was accepted" in err, err  # every one was refused
+
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code, err = demo(wrong, nobody, theirs)
+    assert code == 1 and f"no answer from the ingest at {nobody}" in err, err
+    assert await _raw_webhooks(test_settings) == []
