@@ -79,7 +79,7 @@ def cases(now: datetime) -> list[Case]:
         Case(
             "paypal",
             pp_body,
-            sign_paypal(pp_body, pp.WEBHOOK_ID, pki.leaf_key),
+            sign_paypal(pp_body, pp.WEBHOOK_ID, pki.leaf_key, transmission_time=now.isoformat()),
             {"webhook_id": pp.WEBHOOK_ID},
             paypal,
         ),

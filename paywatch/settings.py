@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     ingest_ack_timeout_s: float = Field(5.0, gt=0)
     stripe_tolerance_s: int = Field(300, ge=0)
     generic_tolerance_s: int = Field(300, ge=0)  # Standard Webhooks: ±5 min
+    # PayPal: oldest paypal-transmission-time accepted (retries keep it for 3 days); 0 = off,
+    # unsafe (CRC-32 forgery: paywatch/providers/paypal/signature.py).
+    paypal_tolerance_s: int = Field(4 * 86_400, ge=0)
     # Authorize.Net: the Signature Key is used as its ASCII text by default; some accounts
     # need the hex-decoded bytes (reference/webhooks.md §2.4, unverified). Its payloads
     # carry no currency, so amounts are read in this one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -116,7 +117,22 @@ def _paypal() -> Case:
         pp.paypal_body(pp.paypal_payment_failed()),
         pp.paypal_body(pp.paypal_sale_completed()),
     ]
-    deliveries = [(b, sign_paypal(b, pp.WEBHOOK_ID, pki.leaf_key)) for b in bodies]
+    # One transmission per delivery, sent now: PayPal certificate mode refuses an old
+    # transmission time and a transmission id seen before with another body.
+    sent = now.isoformat().replace("+00:00", "Z")
+    deliveries = [
+        (
+            b,
+            sign_paypal(
+                b,
+                pp.WEBHOOK_ID,
+                pki.leaf_key,
+                transmission_id=str(uuid.uuid1()),
+                transmission_time=sent,
+            ),
+        )
+        for b in bodies
+    ]
     return Case(
         "paypal",
         {"webhook_id": pp.WEBHOOK_ID},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 
 from paywatch.errors import UnknownProvider
@@ -59,7 +61,9 @@ def configured_providers(
         ),
     }
     if http is not None:
-        configured["paypal"] = PayPalProvider(http)
+        seconds = settings.paypal_tolerance_s
+        tolerance = timedelta(seconds=seconds) if seconds else None  # 0: off
+        configured["paypal"] = PayPalProvider(http, tolerance=tolerance)
     return configured
 
 

@@ -17,6 +17,7 @@ from tests.builders.paypal import WEBHOOK_ID, make_test_pki, sign_paypal
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "paypal"
 NOW = datetime(2025, 6, 20, tzinfo=UTC)
+SENT = "2025-06-20T00:00:00Z"  # paypal-transmission-time of the deliveries signed here
 
 EXPECTED: dict[str, tuple[EventType, str, DeclineCategory | None]] = {
     "billing.subscription.payment.failed.json": (
@@ -82,7 +83,8 @@ async def test_fixtures_verify_when_signed_and_fail_when_altered() -> None:
         provider = PayPalProvider(client)
         for name in EXPECTED:
             body = _body(name)
-            headers = sign_paypal(body, WEBHOOK_ID, pki.leaf_key)
+            # Sent now: a transmission older than the freshness window is refused anyway.
+            headers = sign_paypal(body, WEBHOOK_ID, pki.leaf_key, transmission_time=SENT)
             await provider.verify_async(body, headers, [{"webhook_id": WEBHOOK_ID}], NOW)
             with pytest.raises(VerificationError, match="does not match"):
                 await provider.verify_async(

@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 
 from paywatch.errors import VerificationError
 from paywatch.providers.paypal import PayPalProvider, verify_signature
-from paywatch.providers.paypal.signature import crc32_decimal, read_transmission
+from paywatch.providers.paypal.signature import (
+    DEFAULT_TOLERANCE,
+    crc32_decimal,
+    read_transmission,
+)
 from tests.builders.paypal import (
     CERT_URL,
     WEBHOOK_ID,
@@ -196,7 +200,9 @@ def test_expired_certificate_is_rejected_even_with_a_good_signature() -> None:
     headers = _headers(BODY, key=short.leaf_key)
     with pytest.raises(VerificationError, match="has expired"):
         _verify(headers=headers, bundle=short.bundle)
-    _verify(headers=headers, bundle=short.bundle, now=NOW - timedelta(days=25))
+    earlier = NOW - timedelta(days=25)  # inside the leaf's validity, sent then
+    sent = _headers(BODY, key=short.leaf_key, time=earlier.isoformat())
+    _verify(headers=sent, bundle=short.bundle, now=earlier)
 
 
 @pytest.mark.parametrize(
@@ -311,14 +317,14 @@ def test_sync_verify_cannot_be_misused() -> None:
         (timedelta(0), True),
         (-timedelta(days=3), True),
         (-timedelta(days=3, seconds=1), False),
-        (timedelta(days=3), True),
-        (timedelta(days=3, seconds=1), False),
+        (timedelta(minutes=5), True),  # clock skew
+        (timedelta(minutes=5, seconds=1), False),  # a future time is no retry: no 3 days
     ],
 )
-def test_optional_tolerance_bounds_the_transmission_time(skew: timedelta, accepted: bool) -> None:
+def test_tolerance_bounds_the_transmission_time(skew: timedelta, accepted: bool) -> None:
     window = timedelta(days=3)
     headers = _headers(BODY, time=(NOW + skew).isoformat().replace("+00:00", "Z"))
-    _verify(headers=headers)  # no tolerance: any transmission time passes
+    _verify(headers=headers, tolerance=None)  # no window: any transmission time passes
     if accepted:
         _verify(headers=headers, tolerance=window)
     else:
@@ -326,11 +332,38 @@ def test_optional_tolerance_bounds_the_transmission_time(skew: timedelta, accept
             _verify(headers=headers, tolerance=window)
 
 
+def test_a_window_under_the_clock_skew_bounds_the_future_too() -> None:
+    ahead = _headers(BODY, time=(NOW + timedelta(seconds=61)).isoformat())
+    _verify(headers=ahead, tolerance=timedelta(minutes=2))
+    with pytest.raises(VerificationError, match="in the future"):
+        _verify(headers=ahead, tolerance=timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(
+    ("age", "accepted"),
+    [
+        (timedelta(days=3, hours=23), True),  # PayPal's last retries (3 days) keep the time
+        (timedelta(days=4), True),
+        (timedelta(days=4, seconds=1), False),
+    ],
+)
+def test_freshness_is_on_by_default_and_covers_the_retry_days(
+    age: timedelta, accepted: bool
+) -> None:
+    assert DEFAULT_TOLERANCE == timedelta(days=4)
+    headers = _headers(BODY, time=(NOW - age).isoformat())
+    if accepted:
+        _verify(headers=headers)
+    else:
+        with pytest.raises(VerificationError, match="older than"):
+            _verify(headers=headers)
+
+
 def test_tolerance_needs_a_readable_transmission_time() -> None:
     headers = _headers(BODY, time="yesterday")
-    _verify(headers=headers)  # what PayPal signed is opaque to paywatch without tolerance
+    _verify(headers=headers, tolerance=None)  # what PayPal signed is opaque without a window
     with pytest.raises(VerificationError, match="not an RFC 3339 time"):
-        _verify(headers=headers, tolerance=timedelta(days=3))
+        _verify(headers=headers)
 
 
 def test_read_transmission_keeps_header_values_verbatim() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -20,12 +21,16 @@ from paywatch.api.ingest.webhooks import WebhookEndpoint, webhook_target
 from paywatch.db import create_pool
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
+from paywatch.providers.base import Provider
+from paywatch.providers.paypal import PayPalProvider
+from paywatch.providers.paypal.replay import replay_retention
 from paywatch.providers.registry import configured_providers
 from paywatch.schemas.topics import WEBHOOKS_RAW
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SecretCache
 from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.store import valid_secrets
+from paywatch.tenants.transmissions import TransmissionLedger
 
 # Providers answer within seconds or the webhook is retried later (503): never hang ingest.
 PROVIDER_HTTP_TIMEOUT_S = 5.0
@@ -81,6 +86,7 @@ def create_app(
         )
         appender = KafkaAppender(bootstrap, settings.ingest_ack_timeout_s)
         await appender.start()
+        providers = configured_providers(settings, http)
         app.state.health_pool = pool  # GET /health reads the processes' heartbeats
         app.state.ingest = IngestContext(
             settings=settings,
@@ -88,7 +94,8 @@ def create_app(
             secrets=SecretCache(load),
             codec=make_codec(settings),
             raw_topic=settings.topic(WEBHOOKS_RAW),
-            providers=configured_providers(settings, http),
+            providers=providers,
+            paypal_transmissions=_paypal_ledger(pool, providers),
         )
         try:
             yield
@@ -105,6 +112,14 @@ def create_app(
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     return app
+
+
+def _paypal_ledger(pool: asyncpg.Pool, providers: dict[str, Provider]) -> TransmissionLedger | None:
+    """The replay guard of PayPal certificate mode, kept as long as its freshness window."""
+    paypal = providers.get("paypal")
+    if not isinstance(paypal, PayPalProvider):
+        return None
+    return TransmissionLedger(pool, replay_retention(paypal.tolerance))
 
 
 async def metrics() -> Response:

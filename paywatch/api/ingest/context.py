@@ -9,11 +9,13 @@ from paywatch.providers.base import Provider
 from paywatch.schemas.codec import Codec
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SecretCache
+from paywatch.tenants.transmissions import TransmissionLedger
 
 
 @dataclass(frozen=True)
 class IngestContext:
-    """The appender, secret cache, codec, raw topic and enabled providers."""
+    """The appender, secret cache, codec, raw topic, enabled providers and the PayPal
+    transmission ledger (None: no replay guard, e.g. PayPal not enabled)."""
 
     settings: Settings
     appender: KafkaAppender
@@ -21,3 +23,4 @@ class IngestContext:
     codec: Codec
     raw_topic: str
     providers: dict[str, Provider]
+    paypal_transmissions: TransmissionLedger | None = None

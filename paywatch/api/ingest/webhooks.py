@@ -36,7 +36,9 @@ from paywatch.errors import (
     UnknownTenant,
     VerificationError,
 )
-from paywatch.providers.base import Provider
+from paywatch.providers.base import Provider, Secrets
+from paywatch.providers.paypal import PayPalProvider
+from paywatch.providers.paypal.replay import TransmissionReplayed
 from paywatch.providers.registry import get_provider
 from paywatch.schemas.models import RawWebhook
 from paywatch.schemas.topics import raw_key
@@ -160,6 +162,40 @@ async def _handle(
         )
 
 
+async def _verify(
+    ctx: IngestContext,
+    provider: Provider,
+    tenant: str,
+    body: bytes,
+    headers: dict[str, str],
+    secrets: Secrets,
+    now: datetime,
+) -> None:
+    """The provider's check (PayPal calls out), then PayPal certificate mode's replay guard.
+
+    Certificate mode signs only a CRC-32 of the body, so a transmission id seen before with
+    other bytes is a forged body (paywatch/providers/paypal/replay.py): 401 like any bad
+    signature. It is recorded before the append, so a 503 leaves the genuine bytes known
+    and PayPal's retry of them passes.
+    """
+    ledger = ctx.paypal_transmissions
+    if ledger is None or not isinstance(provider, PayPalProvider):
+        await provider.verify_async(body, headers, secrets, now)
+        return
+    verified = await provider.verify_delivery(body, headers, secrets, now)
+    if verified.needs_replay_guard:
+        try:
+            await ledger.check(tenant, verified.transmission_id, body, now)
+        except TransmissionReplayed:
+            # No reason label on the request metric: this 401 counts as bad_signature.
+            log.warning(
+                "PayPal transmission %s for %s replayed with another body: refused",
+                verified.transmission_id,
+                tenant,
+            )
+            raise
+
+
 async def _accept(
     ctx: IngestContext, provider: Provider, tenant: str, scope: Scope, receive: Receive
 ) -> Reply:
@@ -170,7 +206,7 @@ async def _accept(
     if secrets is None:
         raise UnknownTenant(tenant)
     now = datetime.now(UTC)
-    await provider.verify_async(body, headers, secrets, now)  # PayPal calls out
+    await _verify(ctx, provider, tenant, body, headers, secrets, now)
     doc = provider.read(body)  # card numbers (422), then the one parse (400)
     if provider.handshake(doc):  # Xero intent-to-receive
         return _EMPTY_OK  # verified, nothing to store

@@ -3,7 +3,8 @@
 Modules: ``signature`` (headers, signed string, certificate checks: pure), ``certs``
 (allow-listed, capped, cached certificate downloads), ``verify_api`` (PayPal's
 verify-webhook-signature API), ``normalize`` (event types -> PaymentEvent fields),
-``declines`` (classification tables), ``provider`` (the Provider port + ``verify_async``).
+``declines`` (classification tables), ``replay`` (the certificate mode's transmission-id
+replay guard, pure part), ``provider`` (the Provider port + ``verify_async``).
 """
 
 from __future__ import annotations

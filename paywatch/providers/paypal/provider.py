@@ -12,9 +12,11 @@ PayPal's signature is asymmetric: checking it needs PayPal's certificate (fetche
 ``webhook_id`` is required in both. Several secret sets (rotation) are tried newest first;
 one that verifies accepts. When none does and one of them failed transiently (cert URL or
 PayPal API down), ``Retryable`` is raised so the ingest answers 503 and PayPal redelivers;
-otherwise the newest set's VerificationError. PayPal documents no freshness window (§2.2),
-so ``tolerance`` is off by default and replays are caught by the event-id dedupe; set it to
-bound the age of ``paypal-transmission-time`` (see the CRC caveat in ``signature``).
+otherwise the newest set's VerificationError. ``tolerance`` bounds the age of
+``paypal-transmission-time`` in both modes (default ``DEFAULT_TOLERANCE``, 4 days: PayPal
+retries for 3; None turns it off, which is unsafe: see the CRC caveat in ``signature``).
+``verify_delivery`` also says which mode accepted, so the ingest runs the transmission-id
+replay guard (``replay``) in certificate mode, where only a CRC-32 of the body is signed.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from paywatch.errors import PayloadError, Retryable, VerificationError
 from paywatch.providers.base import Provider, Secrets, envelope, load_json
 from paywatch.providers.paypal import normalize as fields_of
 from paywatch.providers.paypal.certs import DEFAULT_CERT_HOSTS, CertFetcher
+from paywatch.providers.paypal.replay import Verified
 from paywatch.providers.paypal.signature import (
     DEFAULT_CERT_CNS,
+    DEFAULT_TOLERANCE,
     check_transmission_time,
     read_transmission,
     verify_signature,
@@ -63,7 +67,7 @@ class PayPalProvider(Provider):
         cert_hosts: Collection[str] = DEFAULT_CERT_HOSTS,
         default_api_base: str = DEFAULT_API_BASE,
         reason_overrides: Mapping[str, DeclineCategory] | None = None,
-        tolerance: timedelta | None = None,
+        tolerance: timedelta | None = DEFAULT_TOLERANCE,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self._http = http
@@ -88,6 +92,12 @@ class PayPalProvider(Provider):
         self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
     ) -> None:
         """Raise VerificationError (or Retryable) unless a secret set verifies the raw body."""
+        await self.verify_delivery(body, headers, secrets, now)
+
+    async def verify_delivery(
+        self, body: bytes, headers: Mapping[str, str], secrets: Secrets, now: datetime
+    ) -> Verified:
+        """``verify_async``, saying which transmission verified and in which mode."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         transmission = read_transmission(headers)
@@ -104,10 +114,10 @@ class PayPalProvider(Provider):
                     api = self.verify_api()
                     await api.verify(credentials, transmission, webhook_id, body, now)
                     check_transmission_time(transmission, now, self.tolerance)
-                else:
-                    pem = await self._bundle(bundle, transmission.cert_url, now)
-                    self._verify_cert(webhook_id, pem, body, headers, now)
-                return
+                    return Verified(transmission.transmission_id, "api")
+                pem = await self._bundle(bundle, transmission.cert_url, now)
+                self._verify_cert(webhook_id, pem, body, headers, now)
+                return Verified(transmission.transmission_id, "cert")
             except (VerificationError, Retryable) as exc:
                 failures.append(exc)
         transient = next((f for f in failures if isinstance(f, Retryable)), None)
