@@ -12,8 +12,11 @@ Capabilities and their defaults (a provider overrides only what differs):
 
 ==========================  =========================================================
 ``verify_async``            calls the pure ``verify`` (PayPal calls out instead)
-``contains_pan(body)``      the raw-byte scan of :mod:`paywatch.providers.pan`
-``scans_card_numbers``      False; True when ``parse`` scans the decoded document
+``contains_pan(body)``      the raw-byte scan of :mod:`paywatch.providers.pan`, with the
+                            values of ``not_card_numbers`` masked
+``not_card_numbers``        none; JSON keys whose digit-only values are provider-issued
+                            ids that pass Luhn by chance (network ids, realm ids)
+``scans_card_numbers``      False; True when ``parse`` also scans the decoded document
 ``handshake(doc)``          False; True for a delivery to acknowledge, not store (Xero)
 ``answers_challenge``       False; True for ``GET ?bt_challenge=`` (Braintree)
 ``success_body``            None (JSON acknowledgement); plain text otherwise (Adyen)
@@ -113,16 +116,17 @@ def load_json(body: bytes, *, exact: bool = False) -> Any:
 def reject_card_numbers(doc: object, what: str, skip: frozenset[str] = frozenset()) -> None:
     """CardDataError when a decoded document holds a card number.
 
-    The ingest's raw-byte check cannot see JSON escapes (``\\u0034...``); they only show
-    once decoded. Values under the ``skip`` keys (network ids that pass Luhn by chance)
-    are left out.
+    The raw-byte scan cannot see JSON escapes (``\\u0034...``, ``\\/``); they only show
+    once decoded. Numbers count by their integer part (``4111111111111111.0``). Digit-only
+    values under the ``skip`` keys (network ids that pass Luhn by chance) are left out;
+    anything else under them is scanned, since a provider never sends such an id otherwise.
     """
-    if pan.contains_pan("\n".join(_strings(doc, skip)).encode("utf-8", "surrogatepass")):
+    if pan.contains_pan("\n".join(_texts(doc, skip)).encode("utf-8", "surrogatepass")):
         raise CardDataError(f"{what} contains a card number")
 
 
-def _strings(doc: object, skip: frozenset[str]) -> list[str]:
-    """Every string (keys included) in a JSON document, without recursion."""
+def _texts(doc: object, skip: frozenset[str]) -> list[str]:
+    """Every string (keys included) and long number in a JSON document, without recursion."""
     found: list[str] = []
     stack = [doc]
     while stack:
@@ -131,10 +135,20 @@ def _strings(doc: object, skip: frozenset[str]) -> list[str]:
             found.append(node)
         elif isinstance(node, dict):
             stack.extend(node.keys())
-            stack.extend(v for k, v in node.items() if k not in skip)
+            stack.extend(v for k, v in node.items() if k not in skip or not _is_digit_id(v))
         elif isinstance(node, list):
             stack.extend(node)
+        elif isinstance(node, int | float | Decimal) and not isinstance(node, bool):
+            digits = pan.integral_digits(node)  # "" unless it has 13-19 digits
+            if digits:
+                found.append(digits)
     return found
+
+
+def _is_digit_id(value: object) -> bool:
+    if isinstance(value, str):
+        return value.isascii() and value.isdigit()
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Provider(ABC):
@@ -146,6 +160,7 @@ class Provider(ABC):
     optional_secret_names: tuple[str, ...] = ()
 
     scans_card_numbers: bool = False
+    not_card_numbers: frozenset[str] = frozenset()
     answers_challenge: bool = False
     success_body: str | None = None
     empty_ack: bool = False
@@ -164,12 +179,20 @@ class Provider(ABC):
         self.verify(body, headers, secrets, now)
 
     def contains_pan(self, body: bytes) -> bool:
-        """True when the raw body holds a card number (skipped when ``scans_card_numbers``)."""
-        return pan.contains_pan(body)
+        """True when the raw body holds a card number outside the ``not_card_numbers``."""
+        return pan.contains_pan(body, self.not_card_numbers)
 
     def read(self, body: bytes) -> dict[str, Any]:
-        """A verified body -> its document: card numbers first (422), then ``parse`` (400)."""
-        if not self.scans_card_numbers and self.contains_pan(body):
+        """A verified body -> its document: card numbers first (422), then ``parse`` (400).
+
+        The raw-byte scan runs for every provider, also those whose ``parse`` scans the
+        decoded document: it is the one line every body crosses, whatever ``parse`` does.
+        A body with a backslash may hide digits behind JSON escapes (``\\u0034``), so it is
+        scanned once more with them resolved (a cheap ``in`` test keeps that off the common
+        path; resolving them costs a few µs where walking the document would cost ~30).
+        """
+        escaped = b"\\" in body
+        if self.contains_pan(body) or (escaped and self.contains_pan(pan.json_unescaped(body))):
             raise CardDataError("body contains a card number")
         return self.parse(body)
 

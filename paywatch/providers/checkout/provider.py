@@ -61,8 +61,9 @@ class CheckoutProvider(Provider):
     secret_names: tuple[str, ...] = ("signature_key",)
 
     scans_card_numbers: bool = True
-    """parse() scans the decoded JSON, skipping NOT_CARD_NUMBERS (network transaction ids
-    that pass Luhn by chance), so ingest skips its raw-byte scan for this provider."""
+    """parse() also scans the decoded JSON (the normalize agent parses too)."""
+    not_card_numbers: frozenset[str] = NOT_CARD_NUMBERS
+    """Digit-only values masked in ingest's raw-byte scan and skipped in parse's scan."""
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class CheckoutProvider(Provider):
                 raise PayloadError(f"Checkout.com event has no string {key!r}")
         if not isinstance(doc.get("data"), dict):
             raise PayloadError("Checkout.com event has no object 'data'")
-        reject_card_numbers(doc, "event", NOT_CARD_NUMBERS)
+        reject_card_numbers(doc, "event", self.not_card_numbers)
         return doc
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:

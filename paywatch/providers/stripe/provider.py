@@ -20,6 +20,9 @@ class StripeProvider(Provider):
 
     name: str = "stripe"
     secret_names: tuple[str, ...] = ("signing_secret",)
+    not_card_numbers = frozenset({"network_transaction_id"})
+    """Card networks' transaction ids (Visa's are 15 digits, Luhn-valid one time in ten) sit
+    in ``payment_method_details.card``: issued by the network, never a card number."""
 
     def __init__(self, tolerance: int = DEFAULT_TOLERANCE) -> None:
         if tolerance < 0:
