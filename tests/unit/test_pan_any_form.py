@@ -388,3 +388,13 @@ def test_stripe_network_transaction_ids_are_not_card_numbers_elsewhere_they_are(
     assert not stripe.contains_pan(json.dumps(doc).encode())
     doc["data"]["object"]["description"] = network_id
     assert stripe.contains_pan(json.dumps(doc).encode())
+
+
+def test_fetched_thin_documents_are_scanned_with_json_escapes_resolved() -> None:
+    """Xero and QuickBooks documents come from their APIs, not the webhook: the fetch
+    refuses a card number in them, JSON-escaped digits included."""
+    from paywatch.providers.thin.client import _holds_pan
+
+    assert _holds_pan(b'{"Memo": "4111111111111111"}')
+    assert _holds_pan(b'{"Memo": "\\u0034111111111111111"}')
+    assert not _holds_pan(b'{"Memo": "\\u0034 is four", "Id": "145"}')

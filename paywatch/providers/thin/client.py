@@ -31,9 +31,15 @@ import httpx
 
 from paywatch.errors import CardDataError, PayloadError, Retryable, VerificationError
 from paywatch.providers.base import Secrets
-from paywatch.providers.pan import contains_pan
+from paywatch.providers.pan import contains_pan, json_unescaped
 from paywatch.providers.thin.oauth import OAuthApp, TokenCache
 from paywatch.providers.thin.refs import NOT_FETCHED, FetchResult, RateLimited, ResourceRef
+
+
+def _holds_pan(body: bytes) -> bool:
+    """The raw-byte scan, and again with JSON escapes resolved (``\u0034...`` hides digits)."""
+    return contains_pan(body) or (b"\\" in body and contains_pan(json_unescaped(body)))
+
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """Largest fetched document kept (an invoice with hundreds of lines is far below)."""
@@ -121,7 +127,7 @@ class ThinApi:
                     f"{self.provider} API refused a freshly refreshed access token (HTTP 401)"
                 )
         status = self._outcome(status, body, retry_after)
-        if status == 200 and contains_pan(body):
+        if status == 200 and _holds_pan(body):
             raise CardDataError(f"fetched {self.provider} {ref.kind} contains a card number")
         return FetchResult(body, status, content_type, rotated)
 
