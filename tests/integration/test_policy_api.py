@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -384,3 +385,56 @@ async def test_projector_rebuilds_the_same_rows_and_newest_wins(
     finally:
         await run.stop()
     assert await _row(pool, tenants.b) == b_row
+
+
+async def test_values_of_the_wrong_json_type_are_422_not_guessed(
+    api: httpx.AsyncClient, tenants: Tenants, test_settings: Settings
+) -> None:
+    """What PUT takes is what the schema says: no "30" or 30.5 for 30, no 0 for false."""
+    for body, field in [
+        ({"window_days": "30"}, "window_days"),
+        ({"window_days": 30.5}, "window_days"),
+        ({"card_expiry": {"notify": 0}}, "card_expiry.notify"),
+        ({"retry": {"at": 36000}}, "retry.at"),
+        ({"retry": {"days": ["1"]}}, "retry.days[0]"),
+    ]:
+        got = await put(api, tenants.operator, body)
+        assert got.status_code == 422, (body, got.text)
+        assert got.json()["error"] == "invalid_policy"
+        assert [e["field"] for e in got.json()["errors"]] == [field], got.text
+    ok = await put(api, tenants.operator, {"retry": {"days": [1, 3], "at": "09:30"}})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["policy"]["retry"]["at"] == "09:30:00"
+    assert len(await changes(test_settings)) == 1
+
+
+async def test_deep_huge_and_oversized_bodies_are_client_errors(
+    api: httpx.AsyncClient, tenants: Tenants, test_settings: Settings
+) -> None:
+    """Never a 500: nested past what a JSON parser takes is 400, past 64 KiB 413."""
+    for raw in (
+        b"[" * 5000 + b"]" * 5000,  # json.loads: RecursionError
+        b'{"a":' * 300 + b"1" + b"}" * 300,  # Python reads it, pydantic's parser does not
+        b'{"window_days": ' + b"9" * 5000 + b"}",  # an int of 4300+ digits
+    ):
+        got = await api.put("/v1/policy", content=raw, headers=auth(tenants.operator))
+        assert got.status_code == 400, got.text[:300]
+        assert set(got.json()) == {"error", "detail"}
+        assert got.json()["error"] == "invalid_request"
+    huge = await put(api, tenants.operator, {"window_days": 10**400})
+    assert huge.status_code == 422 and huge.json()["errors"][0]["field"] == "window_days"
+    big = b'{"owners": {}, "x": "' + b"a" * 70_000 + b'"}'
+    too_large = await api.put("/v1/policy", content=big, headers=auth(tenants.operator))
+    assert (too_large.status_code, too_large.json()["error"]) == (413, "too_large")
+    assert await changes(test_settings) == []
+
+
+async def test_policy_answers_match_their_schema_time_and_all(api: httpx.AsyncClient) -> None:
+    """GET/PUT bodies write `at` as HH:MM:SS, which the published schema now says (it said
+    format: time, which requires an offset)."""
+    spec = (await api.get("/openapi.json")).json()
+    at = spec["components"]["schemas"]["RetrySchedule"]["properties"]["at"]
+    assert "format" not in at
+    assert re.fullmatch(at["pattern"], TenantPolicy().model_dump(mode="json")["retry"]["at"])
+    put_responses = spec["paths"]["/v1/policy"]["put"]["responses"]
+    assert {"400", "401", "403", "413", "422", "503"} <= set(put_responses)

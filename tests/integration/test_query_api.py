@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -282,3 +283,111 @@ async def test_health_503_when_database_is_gone(app: FastAPI, api: httpx.AsyncCl
     await app.state.pool.close()
     down = await api.get("/health")
     assert down.status_code == 503 and down.json()["status"] == "unavailable"
+
+
+def _cursor(key: list[Any]) -> str:
+    return _b64(json.dumps(key).encode())
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("/v1/invoices", ["9999-12-31T23:59:59.999999Z", "\u2603 snow"]),
+        ("/v1/invoices", ["0001-01-01T00:00:00Z", "in_1"]),
+        ("/v1/invoices", ["2024-05-01T23:00:00+14:00", "in_1"]),
+        ("/v1/failures", ["9999-12-31T23:59:59Z", str(uuid.UUID(int=2**128 - 1))]),
+        ("/v1/customers", [1.7976931348623157e308, "c"]),
+        ("/v1/alerts", ["0001-01-01T00:00:00Z", "a/b"]),
+        ("/v1/policy/history", ["2024-05-01T00:00:00Z", "t", 2**31 - 1, 2**63 - 1]),
+        ("/v1/invoices/in_1/timeline", ["asc", "0001-01-01T00:00:00Z", 2, "t", 2**31 - 1, 0]),
+    ],
+)  # fmt: skip
+async def test_cursors_at_the_edges_of_the_columns_are_served(
+    api: httpx.AsyncClient, world: World, url: str, key: list[Any]
+) -> None:
+    """Keys a listing could hold, however extreme, reach Postgres and page (never a 500)."""
+    r = await api.get(url, params={"cursor": _cursor(key)}, headers=auth(world.key_a))
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"data", "next_cursor"}
+
+
+@pytest.mark.parametrize(
+    ("url", "cursor", "needle"),
+    [
+        ("/v1/invoices", "s\u00cb", "base64"),  # non-ASCII: was a 500
+        ("/v1/failures", "\U0001f600" * 3, "base64"),
+        ("/v1/alerts", _b64("[\u00e9]".encode()), "JSON"),
+        ("/v1/customers", _b64(b'[1e400, "c"]'), "finite"),
+        ("/v1/policy/history", _cursor([T0.isoformat(), "t", 2**31, 0]), "2147483647"),
+        ("/v1/invoices/in_1/timeline", _cursor(["asc", T0.isoformat(), 0, "t", 0, 2**64]), "9223"),
+        ("/v1/invoices/in_1/timeline", _cursor(["desc", T0.isoformat(), 0, "t", 0, 0]), "order"),
+        ("/v1/invoices", _cursor(["9999-12-31T23:00:00-05:00", "in_1"]), "years 1..9999"),
+        ("/v1/invoices", _cursor([T0.isoformat(), "in\x00"]), "NUL"),
+        ("/v1/invoices", _b64(b"[" * 300 + b"]" * 300), "recursion"),
+    ],
+)  # fmt: skip
+async def test_malformed_cursors_are_400_invalid_cursor(
+    api: httpx.AsyncClient, world: World, url: str, cursor: str, needle: str
+) -> None:
+    r = await api.get(url, params={"cursor": cursor}, headers=auth(world.key_a))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail"} and body["error"] == "invalid_cursor"
+    assert needle in body["detail"]
+
+
+async def test_nul_in_a_filter_is_400_and_in_a_ref_is_404(
+    api: httpx.AsyncClient, world: World
+) -> None:
+    """Postgres text cannot hold NUL: never sent to it (it answered 500 before)."""
+    for url, params in [
+        ("/v1/invoices", {"provider": "a\x00"}),
+        ("/v1/invoices", {"customer_ref": "\x00"}),
+        ("/v1/failures", {"invoice_ref": "in_1\x00"}),
+        ("/v1/alerts", {"provider": "\x00"}),
+    ]:
+        r = await api.get(url, params=params, headers=auth(world.key_a))
+        assert r.status_code == 400, (url, r.text)
+        assert r.json()["error"] == "invalid_request" and "NUL" in r.json()["detail"]
+    for url in ("/v1/invoices/in%00", "/v1/invoices/%00/timeline", "/v1/customers/c%00"):
+        r = await api.get(url, headers=auth(world.key_a))
+        assert (r.status_code, r.json()["error"]) == (404, "not_found"), (url, r.text)
+    alert = await api.get("/v1/alerts/a%00b", headers=auth(world.key_a))
+    assert alert.status_code == 404, alert.text
+
+
+async def test_time_windows_beyond_utc_are_open_ended(api: httpx.AsyncClient, world: World) -> None:
+    """An offset that pushes a bound past year 1 or 9999 in UTC is -infinity / infinity."""
+    wide = {"since": "0001-01-01T00:00:00+05:00", "until": "9999-12-31T23:59:59-05:00"}
+    every = await walk(api, world.key_a, "/v1/failures", **wide)
+    assert len(every) == len(await walk(api, world.key_a, "/v1/failures")) == 4
+    none = {"since": "9999-12-31T23:00:00-05:00"}
+    assert await walk(api, world.key_a, "/v1/failures", **none) == []
+    for value in ("0.5", "1714521600", "2024-05-01", "2024-05-01T00:00:00+0100"):
+        r = await api.get("/v1/failures", params={"since": value}, headers=auth(world.key_a))
+        assert r.status_code == 400 and "RFC 3339" in r.json()["detail"], (value, r.text)
+
+
+async def test_choice_parameters_are_400_naming_the_choices(
+    api: httpx.AsyncClient, world: World
+) -> None:
+    for url, params, named in [
+        ("/v1/customers", {"band": ""}, "low, medium, high, critical"),
+        ("/v1/alerts", {"kind": "spike"}, "PROVIDER_FAILURE_SPIKE"),
+        ("/v1/alerts", {"status": "closed"}, "open, resolved"),
+    ]:
+        r = await api.get(url, params=params, headers=auth(world.key_a))
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_request" and named in r.json()["detail"]
+    ok = await api.get("/v1/customers", params={"band": "HiGh"}, headers=auth(world.key_a))
+    assert ok.status_code == 200, ok.text
+
+
+async def test_405_allows_every_method_of_the_path(api: httpx.AsyncClient, world: World) -> None:
+    for method in ("OPTIONS", "DELETE", "POST"):
+        r = await api.request(method, "/v1/policy", headers=auth(world.key_a))
+        assert r.status_code == 405, r.text
+        assert r.headers["allow"] == "GET, PUT"
+        assert r.json()["error"] == "method_not_allowed"
+    one = await api.request("DELETE", "/v1/invoices", headers=auth(world.key_a))
+    assert (one.status_code, one.headers["allow"]) == (405, "GET")

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from paywatch.api.ingest.context import IngestContext
-from paywatch.errors import UnknownProvider, VerificationError
+from paywatch.api.ingest.webhooks import RETRY_AFTER_S, tenant_secrets
+from paywatch.errors import Retryable, UnknownProvider, VerificationError
 from paywatch.providers.registry import get_provider
 
 router = APIRouter()
@@ -32,7 +33,12 @@ async def handshake(provider: str, tenant: str, request: Request) -> Response:
     challenge = request.query_params.get("bt_challenge")
     if not challenge:
         return _error(400, "malformed", "missing bt_challenge query parameter")
-    secrets = await ctx.secrets.get(tenant, module.name)
+    try:
+        secrets = await tenant_secrets(ctx, tenant, module.name)
+    except Retryable:
+        reply = _error(503, "unavailable", "the tenant could not be looked up right now; retry")
+        reply.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return reply
     if secrets is None:
         return _error(404, "unknown_tenant", f"no tenant {tenant!r}")
     try:

@@ -2,7 +2,9 @@
 
 Order of checks (ARCHITECTURE §6): size (413) -> provider/tenant (404) ->
 signature on the raw bytes (401) -> card number (422) -> parse (400) ->
-append with broker ack (503 when Kafka is unavailable) -> 200.
+append with broker ack (503 when Kafka is unavailable) -> 200. Postgres down while the
+tenant's secrets are looked up is a 503 too: nothing is known, so nothing is refused for
+good; every 503 carries ``Retry-After``.
 
 This is the hot path of the ingest process, so it is a plain ASGI endpoint rather than a
 FastAPI route: no request object, dependency solving, path-parameter validation or
@@ -23,6 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from starlette.types import Receive, Scope, Send
 
 from paywatch.api.ingest.body import BodyTooLarge, ClientGone, read_capped
@@ -60,6 +63,9 @@ _DROP_HEADERS = frozenset(
 )
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
+RETRY_AFTER_S = 5
+"""Retry-After of a 503: Kafka or Postgres is expected back within seconds."""
+_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 Reply = tuple[int, bytes, bytes | None]
 """Status, body and content type (None: no Content-Type header) of an answer."""
@@ -125,6 +131,8 @@ class WebhookEndpoint:
         headers = [(b"content-length", str(len(body)).encode("latin-1"))]
         if content_type is not None:
             headers.append((b"content-type", content_type))
+        if status == 503:
+            headers.append((b"retry-after", str(RETRY_AFTER_S).encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -160,6 +168,15 @@ async def _handle(
         return "unavailable", _error(
             503, "unavailable", "the webhook could not be verified or stored right now; retry"
         )
+
+
+async def tenant_secrets(ctx: IngestContext, tenant: str, provider: str) -> Secrets | None:
+    """The tenant's secret sets for ``provider`` (None: no such tenant); Retryable (503) when
+    Postgres cannot be asked, never a 500: whether the tenant exists is not known."""
+    try:
+        return await ctx.secrets.get(tenant, provider)
+    except _DB_ERRORS as exc:
+        raise Retryable(f"tenant secrets unavailable: {type(exc).__name__}") from exc
 
 
 async def _verify(
@@ -202,7 +219,7 @@ async def _accept(
     # ASGI servers lowercase header names; lowered again so no transport can differ.
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     body = await read_capped(headers.get("content-length"), receive, BODY_LIMIT_BYTES)
-    secrets = await ctx.secrets.get(tenant, provider.name)
+    secrets = await tenant_secrets(ctx, tenant, provider.name)
     if secrets is None:
         raise UnknownTenant(tenant)
     now = datetime.now(UTC)

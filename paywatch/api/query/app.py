@@ -21,9 +21,11 @@ from prometheus_client import (
     ProcessCollector,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from paywatch.api.query.deps import ApiError
+from paywatch.api.query.deps import ApiError, pattern_meaning
+from paywatch.api.query.openapi import corrected
 from paywatch.api.query.routes import (
     alerts,
     customers,
@@ -102,18 +104,39 @@ def _error(status: int, error: str, detail: str, headers: Any = None) -> JSONRes
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names only the first route of the path (GET of /v1/policy, not PUT):
+    # ask every route whether it would take the path with each method instead.
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, ApiError):
         code = exc.error
     else:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    return _error(exc.status_code, code, str(exc.detail), exc.headers)
+    headers = exc.headers
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return _error(exc.status_code, code, str(exc.detail), headers)
 
 
 def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
-    text = f"{where}: {error['msg']}"
+    meaning = None
+    if error["type"] == "string_pattern_mismatch":
+        meaning = pattern_meaning(error.get("ctx", {}).get("pattern", ""))
+    said = meaning or error["msg"].removeprefix("Value error, ")
+    text = f"{where}: {said}"
     if "input" in error and error["input"] is not None:
         given = repr(error["input"])
         if len(given) > _MAX_INPUT_CHARS:
@@ -137,6 +160,16 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
+class QueryApp(FastAPI):
+    """The query API's FastAPI app, publishing the corrected OpenAPI document (openapi.py)."""
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, built once."""
+        if self.openapi_schema is None:
+            self.openapi_schema = corrected(super().openapi())
+        return self.openapi_schema
+
+
 def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> FastAPI:
     """Build the query API; the lifespan opens (and closes) the Postgres pool.
 
@@ -155,7 +188,7 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
                 app.state.policy_log = await stack.enter_async_context(log)
             yield
 
-    app = FastAPI(
+    app = QueryApp(
         title="paywatch query API",
         summary="Payment failures, invoices and recovery read models, per tenant.",
         lifespan=lifespan,

@@ -5,7 +5,8 @@ The tenant of every request comes from its API key, never from the URL or query.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
@@ -94,6 +95,40 @@ def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
 V = TypeVar("V")
 _MAX_SHOWN = 80
 """How much of a rejected parameter value an error repeats."""
+
+NO_NUL = r"^[^\x00]*$"
+"""Pattern of text parameters: Postgres text cannot hold NUL, so a value with one matches
+nothing and is refused as malformed (400) instead of reaching the database (an error)."""
+
+_MEANINGS: dict[str, str] = {NO_NUL: "must not contain a NUL character"}
+"""What a parameter pattern asks for, in words: error details say this, not the regex."""
+
+
+def pattern_meaning(pattern: str) -> str | None:
+    """The words for a pattern of this module (None for another one)."""
+    return _MEANINGS.get(pattern)
+
+
+def any_case(choices: Iterable[str]) -> str:
+    """Pattern matching exactly ``choices`` in any letter case, e.g. ``^(?:[Ll][Oo][Ww])$``.
+
+    JSON Schema patterns have no case-insensitive flag, and the OpenAPI document must say
+    precisely what a case-insensitive choice parameter accepts.
+    """
+    listed = list(choices)
+    spelled = (
+        "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in choice)
+        for choice in listed
+    )
+    pattern = f"^(?:{'|'.join(spelled)})$"
+    _MEANINGS[pattern] = f"must be one of {', '.join(listed)} (any case)"
+    return pattern
+
+
+def storable(ref: str) -> bool:
+    """False for a path ref with a NUL: no row can have it (404), and Postgres would refuse
+    the query (a 500), so the route answers without asking."""
+    return "\x00" not in ref
 
 
 def one_of(name: str, given: str | None, allowed: Mapping[str, V], shown: str) -> V | None:

@@ -2,7 +2,12 @@
 
 A cursor is the urlsafe-base64 (unpadded) JSON of the sort key of the last row
 served, e.g. ``["2024-05-01T10:00:00Z","in_123"]``; the next page is the rows
-strictly after it in the listing's order. Clients treat it as opaque.
+strictly after it in the listing's order. Clients treat it as opaque: the OpenAPI
+document promises only "a next_cursor this listing issued", so the format may change.
+
+Decoding never trusts the string: anything that is not a cursor this listing could have
+issued (non-ASCII, bad base64, not JSON, the wrong shape, numbers or instants Postgres
+cannot hold, NUL characters) is ApiError 400 ``invalid_cursor`` before any query runs.
 """
 
 from __future__ import annotations
@@ -11,12 +16,21 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
-from paywatch.api.query.deps import ApiError
+from paywatch.api.query.deps import NO_NUL, ApiError, pattern_meaning
 from paywatch.api.query.schemas import Page
 
 K = TypeVar("K")
@@ -25,12 +39,47 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _MAX_CURSOR_CHARS = 1024
+_INT4_MAX = 2**31 - 1
+_INT8_MAX = 2**63 - 1
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1..{MAX_LIMIT}.")]
-CursorParam = Annotated[
-    str | None,
-    Query(min_length=1, max_length=_MAX_CURSOR_CHARS, description="next_cursor of the last page."),
-]
+
+CURSOR_DOC = (
+    "Opaque: the `next_cursor` of the previous page of this same listing, passed back"
+    " unchanged (its content is not part of the contract and may change between releases)."
+    " Any other value is answered 400 `invalid_cursor`."
+)
+
+
+def _in_utc(value: datetime) -> datetime:
+    # An offset can push an instant past year 1 or 9999 in UTC: Python cannot convert it and
+    # asyncpg cannot send it, so such a key can never come from a row.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("instant outside years 1..9999 in UTC") from exc
+
+
+def instant_bound(value: datetime | None) -> datetime | None:
+    """A time filter in UTC; beyond what Python holds in UTC it is +-infinity in Postgres.
+
+    A bound before year 1 (or after 9999) in UTC keeps (or drops) every row, exactly what
+    asyncpg's datetime.min/max (sent as -infinity/infinity) do.
+    """
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if value.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
+# Parts of cursor keys: exactly the values the columns they are compared with can hold.
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Ref = Annotated[str, StringConstraints(min_length=1, pattern=NO_NUL)]
+Partition = Annotated[int, Field(ge=0, le=_INT4_MAX)]
+Offset = Annotated[int, Field(ge=0, le=_INT8_MAX)]
 
 
 class CursorCodec(Generic[K]):
@@ -47,6 +96,8 @@ class CursorCodec(Generic[K]):
 
     def decode(self, cursor: str) -> K:
         """Sort key of a cursor; ApiError 400 with the reason when it is malformed."""
+        if not cursor.isascii():  # b64decode raises ValueError, not binascii.Error, on these
+            raise _bad_cursor("not urlsafe base64")
         padded = cursor + "=" * (-len(cursor) % 4)
         try:
             raw = base64.b64decode(padded, altchars=b"-_", validate=True)
@@ -57,8 +108,18 @@ class CursorCodec(Generic[K]):
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in first["loc"])
-            reason = f"{first['msg']} at [{where}]" if where else first["msg"]
+            said = pattern_meaning(first.get("ctx", {}).get("pattern", "")) or first["msg"]
+            reason = f"{said} at [{where}]" if where else said
             raise _bad_cursor(reason) from exc
+
+    def query(self, example: K) -> Any:
+        """The ``cursor`` query parameter of a listing: opaque, with one of its cursors."""
+        return Query(
+            min_length=1,
+            max_length=_MAX_CURSOR_CHARS,
+            description=CURSOR_DOC,
+            examples=[self.encode(example)],
+        )
 
 
 def _bad_cursor(reason: str) -> ApiError:

@@ -173,7 +173,9 @@ class Page(Public, Generic[T]):
     """One page of a list; next_cursor is null on the last page."""
 
     data: list[T]
-    next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page.")
+    next_cursor: str | None = Field(
+        description="Opaque: pass it back unchanged as ?cursor= for the next page (null: last)."
+    )
 
 
 class Timeline(Page[TimelineItem]):

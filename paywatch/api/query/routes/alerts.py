@@ -8,19 +8,19 @@ the rest of the path (``{alert_id:path}``), so a client may send the id as is or
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, StringConstraints
+from fastapi import APIRouter, Path, Query
 
-from paywatch.api.query.deps import ApiError, Caller, Pool, one_of
+from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool, any_case, one_of, storable
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
+    Instant,
     Limit,
     Listing,
+    Ref,
     Where,
 )
 from paywatch.api.query.schemas import AlertItem, ErrorBody, Page
@@ -33,9 +33,14 @@ from paywatch.schemas.topics import ALERTS
 router = APIRouter(prefix="/v1/alerts", tags=[ALERTS])
 
 # Sort key (updated_at DESC, alert_id DESC), served by alerts_status_page / alerts_page.
-CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(
-    tuple[AwareDatetime, Annotated[str, StringConstraints(min_length=1)]]
-)
+CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(tuple[Instant, Ref])
+_EXAMPLE_ID = "acme/PROVIDER_FAILURE_SPIKE/stripe/1714557600000"
+Cursor = Annotated[str | None, CURSOR.query((datetime(2024, 5, 1, 10, tzinfo=UTC), _EXAMPLE_ID))]
+# The example with '/' also tells OpenAPI tools that the id may hold them (percent-encoded).
+AlertId = Annotated[
+    str,
+    Path(description="tenant/kind/subject/opened ms, as listed.", examples=[_EXAMPLE_ID]),
+]
 STATUSES: dict[str, str] = {status.value.lower(): status.value for status in AlertStatus}
 """The API's status names (lowercase) -> the status stored in the read model."""
 KINDS: dict[str, str] = {kind.lower(): kind for kind in (PROVIDER_SPIKE, CODE_SPIKE, HIGH_RISK)}
@@ -51,12 +56,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
 }
-StatusParam = Annotated[str | None, Query(description="Only open or resolved ones (any case).")]
+StatusParam = Annotated[
+    str | None,
+    Query(pattern=any_case(STATUSES), description="Only open or resolved ones (any case)."),
+]
 KindParam = Annotated[
     str | None,
-    Query(description=f"Only this kind: {', '.join(KINDS.values())} (any case)."),
+    Query(
+        pattern=any_case(KINDS.values()),
+        description=f"Only this kind: {', '.join(KINDS.values())} (any case).",
+    ),
 ]
-ProviderParam = Annotated[str | None, Query(min_length=1, max_length=256)]
+ProviderParam = Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 def parse_status(given: str | None) -> str | None:
@@ -99,7 +110,7 @@ async def list_alerts(
     kind: KindParam = None,
     provider: ProviderParam = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    cursor: Cursor = None,
 ) -> Page[AlertItem]:
     """Incidents of the caller's tenant, filtered, by (updated_at, alert_id) descending."""
     where = Where(caller.tenant)
@@ -114,9 +125,9 @@ async def list_alerts(
     responses={**_ERRORS, 404: {"model": ErrorBody}},
     summary="One alert (its id contains '/': send it as is or percent-encoded)",
 )
-async def get_alert(pool: Pool, caller: Caller, alert_id: str) -> AlertItem:
+async def get_alert(pool: Pool, caller: Caller, alert_id: AlertId) -> AlertItem:
     """The caller's tenant's incident; 404 when it has none by that id (even if another does)."""
-    row = await pool.fetchrow(_ONE, caller.tenant, alert_id)
+    row = await pool.fetchrow(_ONE, caller.tenant, alert_id) if storable(alert_id) else None
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id!r}")
     return _alert(row)

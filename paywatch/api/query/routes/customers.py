@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import FiniteFloat, StringConstraints
+from pydantic import FiniteFloat
 
-from paywatch.api.query.deps import ApiError, Caller, Pool, one_of
+from paywatch.api.query.deps import ApiError, Caller, Pool, any_case, one_of, storable
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
     Limit,
     Listing,
+    Ref,
     Where,
 )
 from paywatch.api.query.schemas import (
@@ -35,9 +35,8 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 # Sort key (score DESC, customer_ref DESC), served by customers_band_page / customers_page.
 # A finite float: the cursor carries the score exactly (JSON floats round-trip).
-CURSOR: CursorCodec[tuple[float, str]] = CursorCodec(
-    tuple[FiniteFloat, Annotated[str, StringConstraints(min_length=1)]]
-)
+CURSOR: CursorCodec[tuple[float, str]] = CursorCodec(tuple[FiniteFloat, Ref])
+Cursor = Annotated[str | None, CURSOR.query((0.82, "cus_123"))]
 BANDS: dict[str, RiskBand] = {band.value.lower(): band for band in RiskBand}
 """The API's band names (lowercase) -> the band stored in the read model."""
 CLOSED = [s.value for s in (SagaState.recovered, SagaState.exhausted, SagaState.canceled)]
@@ -68,7 +67,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody},
 }
 BandParam = Annotated[
-    str | None, Query(description="Only this band: low, medium, high or critical (any case).")
+    str | None,
+    Query(
+        pattern=any_case(BANDS),
+        description="Only this band: low, medium, high or critical (any case).",
+    ),
 ]
 
 
@@ -96,7 +99,7 @@ async def list_customers(
     caller: Caller,
     band: BandParam = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    cursor: Cursor = None,
 ) -> Page[CustomerRisk]:
     """Scored customers of the caller's tenant, by (score, customer_ref) descending."""
     wanted = parse_band(band)
@@ -116,6 +119,8 @@ def _customer_risk(row: Any) -> CustomerRisk:
 )
 async def get_customer(pool: Pool, caller: Caller, customer_ref: str) -> Customer:
     """The caller's tenant's customer; 404 when it has neither a score nor an invoice."""
+    if not storable(customer_ref):
+        raise ApiError(404, "not_found", f"no customer {customer_ref!r}")
     async with pool.acquire() as conn:
         scored = await conn.fetchrow(_ONE, caller.tenant, customer_ref)
         owed = await conn.fetchrow(_OWED, caller.tenant, customer_ref, CLOSED)

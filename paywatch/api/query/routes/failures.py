@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
-from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
+    Instant,
     Limit,
     Listing,
     Where,
+    instant_bound,
 )
 from paywatch.api.query.schemas import (
     Card,
@@ -31,7 +33,9 @@ from paywatch.schemas.models import DeclineCategory
 router = APIRouter(prefix="/v1/failures", tags=["failures"])
 
 # Sort key (occurred_at DESC, event_id DESC), served by index failures_page.
-CURSOR: CursorCodec[tuple[datetime, UUID]] = CursorCodec(tuple[AwareDatetime, UUID])
+CURSOR: CursorCodec[tuple[datetime, UUID]] = CursorCodec(tuple[Instant, UUID])
+_EXAMPLE = (datetime(2024, 5, 1, 10, tzinfo=UTC), UUID("0f8fad5b-d9cb-469f-a165-70867728950e"))
+Cursor = Annotated[str | None, CURSOR.query(_EXAMPLE)]
 
 _COLUMNS = (
     "event_id, invoice_ref, provider, customer_ref, payment_ref, occurred_at, amount_minor,"
@@ -39,9 +43,24 @@ _COLUMNS = (
     ' advice_code, decline_message, card_brand, card_last4, topic, partition, "offset"'
 )
 
-Filter = Annotated[str | None, Query(min_length=1, max_length=256)]
-Instant = Annotated[
-    AwareDatetime | None, Query(description="ISO 8601 with a UTC offset, e.g. 2024-05-01T00:00:00Z")
+Filter = Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)]
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_EXAMPLE_AT = "2024-05-01T00:00:00Z"
+
+
+def _rfc3339(value: object) -> object:
+    # The OpenAPI `date-time` format: pydantic alone would also read "0.5" as a Unix time.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError(f"must be RFC 3339 with a timezone offset, e.g. {_EXAMPLE_AT}")
+    return value
+
+
+InstantParam = Annotated[
+    AwareDatetime | None,
+    BeforeValidator(_rfc3339),
+    Query(description=f"RFC 3339 with a UTC offset, e.g. {_EXAMPLE_AT}"),
 ]
 
 
@@ -89,10 +108,10 @@ async def list_failures(
     customer_ref: Filter = None,
     category: DeclineCategory | None = None,
     provider: Filter = None,
-    since: Instant = None,
-    until: Instant = None,
+    since: InstantParam = None,
+    until: InstantParam = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    cursor: Cursor = None,
 ) -> Page[Failure]:
     """The tenant's failures with since <= occurred_at < until, newest first."""
     if since is not None and until is not None and until <= since:
@@ -102,6 +121,6 @@ async def list_failures(
     where.add_if("customer_ref = {}", customer_ref)
     where.add_if("decline_category = {}", category.value if category else None)
     where.add_if("provider = {}", provider)
-    where.add_if("occurred_at >= {}", since)
-    where.add_if("occurred_at < {}", until)
+    where.add_if("occurred_at >= {}", instant_bound(since))
+    where.add_if("occurred_at < {}", instant_bound(until))
     return await LISTING.page(pool, where, cursor, limit, _failure)

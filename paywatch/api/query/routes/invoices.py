@@ -5,19 +5,19 @@ The single invoice also carries its recovery workflow (`recovery_workflows`), if
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, StringConstraints
 
-from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool, storable
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
+    Instant,
     Limit,
     Listing,
+    Ref,
     Where,
 )
 from paywatch.api.query.schemas import (
@@ -34,9 +34,8 @@ from paywatch.schemas.models import CommandType, DeclineCategory, SagaState
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 
 # Sort key (last_event_at DESC, invoice_ref DESC), served by index invoices_page.
-CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(
-    tuple[AwareDatetime, Annotated[str, StringConstraints(min_length=1)]]
-)
+CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(tuple[Instant, Ref])
+Cursor = Annotated[str | None, CURSOR.query((datetime(2024, 5, 1, 10, tzinfo=UTC), "in_123"))]
 
 _COLUMNS = (
     "invoice_ref, status, provider, customer_ref, subscription_ref, amount_minor, currency,"
@@ -55,7 +54,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody},
 }
 
-Filter = Annotated[str | None, Query(min_length=1, max_length=256)]
+Filter = Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 def _decline(row: Any) -> Decline | None:
@@ -105,7 +104,7 @@ async def list_invoices(
     provider: Filter = None,
     customer_ref: Filter = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    cursor: Cursor = None,
 ) -> Page[Invoice]:
     """Invoices of the caller's tenant, filtered, by (last_event_at, invoice_ref) descending."""
     where = Where(caller.tenant)
@@ -122,7 +121,7 @@ async def list_invoices(
 )
 async def get_invoice(pool: Pool, caller: Caller, invoice_ref: str) -> InvoiceDetail:
     """The caller's tenant's invoice; 404 when it has none by that ref (even if another does)."""
-    row = await pool.fetchrow(_ONE, caller.tenant, invoice_ref)
+    row = await pool.fetchrow(_ONE, caller.tenant, invoice_ref) if storable(invoice_ref) else None
     if row is None:
         raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
     workflow = await pool.fetchrow(_WORKFLOW, caller.tenant, invoice_ref)

@@ -16,14 +16,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import ValidationError
 
 from paywatch.api.query.deps import ApiError, Caller, Pool, Principal, require_role
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
+    Instant,
     Limit,
+    Offset,
+    Partition,
+    Ref,
     build_page,
 )
 from paywatch.api.query.schemas import (
@@ -37,15 +40,17 @@ from paywatch.api.query.schemas import (
     PolicyUpdated,
 )
 from paywatch.errors import InvalidPolicy, Retryable
+from paywatch.recovery.tenant_policy import TenantPolicy
+from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.tenants import policy_input, policy_store
 from paywatch.tenants.policy_log import PolicyLog
 from paywatch.tenants.policy_store import HistoryKey, PolicyHistoryRow
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
 
-CURSOR: CursorCodec[HistoryKey] = CursorCodec(
-    tuple[AwareDatetime, Annotated[str, StringConstraints(min_length=1)], int, int]
-)
+CURSOR: CursorCodec[HistoryKey] = CursorCodec(tuple[Instant, Ref, Partition, Offset])
+_EXAMPLE: HistoryKey = (datetime(2024, 5, 1, 10, tzinfo=UTC), RECOVERY_POLICIES, 0, 7)
+Cursor = Annotated[str | None, CURSOR.query(_EXAMPLE)]
 MAX_BODY_BYTES = 64 * 1024
 Operator = Annotated[Principal, Depends(require_role("operator"))]
 Reason = Annotated[
@@ -96,14 +101,35 @@ def _invalid(exc: InvalidPolicy) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=422)
 
 
-async def _json_body(request: Request) -> object:
+async def _json_body(request: Request) -> bytes:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"a policy is at most {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
+        json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, an int of 4300+ digits
         raise ApiError(400, "invalid_request", f"body: not JSON: {exc}") from exc
+    except RecursionError as exc:  # arrays or objects nested about a thousand deep
+        raise ApiError(400, "invalid_request", "body: JSON nested too deeply") from exc
+    return raw
+
+
+def _policy(raw: bytes) -> TenantPolicy:
+    """The body as a policy in canonical form; InvalidPolicy lists every field error.
+
+    Strict: each value must have the JSON type the schema gives it (no "30" or 30.5 for an
+    integer, no 0 for false, no seconds for a time), so what the API takes is what its
+    OpenAPI document says, and a typo is an error rather than a guess.
+    """
+    try:
+        typed = TenantPolicy.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        unread = next((e for e in errors if e["type"] == "json_invalid"), None)
+        if unread is not None:  # JSON that Python reads, pydantic not: e.g. nested 200+ deep
+            raise ApiError(400, "invalid_request", f"body: {unread['msg']}") from exc
+        raise InvalidPolicy([policy_input.field_error(e) for e in errors]) from exc
+    return policy_input.parse_policy(typed.model_dump(mode="json"))
 
 
 @router.put(
@@ -113,6 +139,7 @@ async def _json_body(request: Request) -> object:
         400: {"model": ErrorBody},
         401: {"model": ErrorBody},
         403: {"model": ErrorBody},
+        413: {"model": ErrorBody},
         422: {"model": InvalidPolicyBody},
         503: {"model": ErrorBody},
     },
@@ -124,7 +151,7 @@ async def put_policy(
 ) -> PolicyUpdated | JSONResponse:
     """Store a new policy: it applies to decisions made from now on."""
     try:
-        policy = policy_input.parse_policy(await _json_body(request))
+        policy = _policy(await _json_body(request))
     except InvalidPolicy as exc:
         return _invalid(exc)
     log: PolicyLog | None = request.app.state.policy_log
@@ -175,7 +202,7 @@ def _cursor_of(item: PolicyChangeItem) -> str:
     summary="Every change of the tenant's recovery policy, newest first",
 )
 async def get_policy_history(
-    pool: Pool, caller: Caller, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
+    pool: Pool, caller: Caller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[PolicyChangeItem]:
     """The PolicyChanged records of the tenant, newest first, with their Kafka coordinates."""
     before = CURSOR.decode(cursor) if cursor is not None else None

@@ -9,18 +9,21 @@ Kafka coordinates, so the order is total and keyset pagination never skips or re
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, StringConstraints, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-from paywatch.api.query.deps import ApiError, Caller, Pool
+from paywatch.api.query.deps import ApiError, Caller, Pool, storable
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
-    CursorParam,
+    Instant,
     Limit,
+    Offset,
+    Partition,
+    Ref,
     Where,
     build_page,
 )
@@ -33,6 +36,7 @@ from paywatch.api.query.schemas import (
     TimelineItem,
 )
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
+from paywatch.schemas.topics import PAYMENTS_EVENTS
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 
@@ -40,10 +44,11 @@ Order = Literal["asc", "desc"]
 # (order, at, rank, topic, partition, offset): the order travels in the cursor, so a cursor
 # is never silently applied in the other direction.
 Key = tuple[Order, datetime, int, str, int, int]
-CURSOR: CursorCodec[Key] = CursorCodec(
-    tuple[Order, AwareDatetime, int, Annotated[str, StringConstraints(min_length=1)], int, int]
-)
 _RANK = {"event": 0, "transition": 1, "command": 2}
+Rank = Annotated[int, Field(ge=min(_RANK.values()), le=max(_RANK.values()))]
+CURSOR: CursorCodec[Key] = CursorCodec(tuple[Order, Instant, Rank, Ref, Partition, Offset])
+_EXAMPLE: Key = ("asc", datetime(2024, 5, 1, 10, tzinfo=UTC), 0, PAYMENTS_EVENTS, 0, 42)
+Cursor = Annotated[str | None, CURSOR.query(_EXAMPLE)]
 _ITEM: TypeAdapter[TimelineItem] = TypeAdapter(TimelineItem)
 
 # Both tables filtered by (tenant, invoice_ref) through the outer WHERE: Postgres pushes
@@ -132,10 +137,10 @@ async def get_timeline(
     invoice_ref: str,
     order: OrderParam = "asc",
     limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    cursor: Cursor = None,
 ) -> Timeline:
     """Events, transitions and commands of the caller's tenant's invoice, oldest first."""
-    if not await pool.fetchval(_EXISTS, caller.tenant, invoice_ref):
+    if not storable(invoice_ref) or not await pool.fetchval(_EXISTS, caller.tenant, invoice_ref):
         raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
     where = Where(caller.tenant)
     where.add("invoice_ref = {}", invoice_ref)
