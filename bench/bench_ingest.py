@@ -11,6 +11,13 @@ the same run. Needs ``wrk`` (``apt-get install -y wrk``). About 2 minutes by def
 same run: the same ingest process loaded with signed Braintree deliveries
 (``POST /webhooks/braintree/<tenant>``); the report adds the ratio braintree/stripe and
 each ingest target vs the baseline. About 3 minutes.
+
+The bench's one tenant sends faster than the default per-tenant rate limit
+(PAYWATCH_INGEST_RATE 2,000/s per process), so its ingest runs with the limiter on but a
+rate and burst of 1,000,000 (``LIMIT_ON``): every webhook takes a token, none is refused.
+``--compare-rate-limit`` starts a second ingest process with ``PAYWATCH_INGEST_RATE=0``
+(limiter off) and alternates it with that one and the baseline in the same run; the report
+gives the limiter's overhead in req/s and server CPU per request. About 3 minutes.
 PAYWATCH_* variables of the calling shell are ignored: the bench always uses its own stack.
 """
 
@@ -191,7 +198,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--compare-provider", choices=COMPARE_PROVIDERS, default=None,
                         help="also load ingest with this provider's deliveries, alternated "
                         "with Stripe's and the baseline in the same run")
+    parser.add_argument("--compare-rate-limit", action="store_true",
+                        help="also run an ingest with the per-tenant rate limit off "
+                        "(PAYWATCH_INGEST_RATE=0), alternated with the default one")
     args = parser.parse_args(argv)
+    if args.compare_provider and args.compare_rate_limit:
+        parser.error("--compare-provider and --compare-rate-limit are separate runs")
     if not 1 <= args.seconds <= 240:  # Stripe signatures are valid for 300 s
         parser.error("--seconds must be between 1 and 240")
     if args.connections < THREADS or args.rounds < 1:
@@ -341,14 +353,19 @@ def spawn(bench: Bench, name: str, argv: list[str], env: dict[str, str]) -> Path
     return log
 
 
-def start_ingest(bench: Bench, ends: Endpoints, port: int) -> Path:
+LIMIT_ON = {"PAYWATCH_INGEST_RATE": "1000000", "PAYWATCH_INGEST_BURST": "1000000"}
+"""The per-tenant limiter checked on every webhook and never reached."""
+
+
+def start_ingest(bench: Bench, ends: Endpoints, port: int, name: str = "ingest",
+                 extra: Mapping[str, str] = LIMIT_ON) -> Path:
     """`python -m paywatch run ingest`, configured through the environment as in production."""
     env = child_env({
         "PAYWATCH_ENV": "dev", "PAYWATCH_STATE_DIR": str(bench.state),
         "PAYWATCH_KAFKA_BOOTSTRAP": ends.bootstrap, "PAYWATCH_DATABASE_URL": ends.dsn,
-        "PAYWATCH_INGEST_PORT": str(port),
+        "PAYWATCH_INGEST_PORT": str(port), **extra,
     })
-    return spawn(bench, "ingest", [sys.executable, "-m", "paywatch", "run", "ingest"], env)
+    return spawn(bench, name, [sys.executable, "-m", "paywatch", "run", "ingest"], env)
 
 
 def start_baseline(bench: Bench, port: int) -> Path:
@@ -767,6 +784,41 @@ def compare_report(args: argparse.Namespace, argv: list[str], targets: list[Targ
     ])
 
 
+def rate_limit_report(args: argparse.Namespace, argv: list[str], targets: list[Target],
+                      facts: dict[str, str], outcomes: dict[str, int], records: int) -> str:
+    """The Markdown report of `--compare-rate-limit`: baseline, limiter on, limiter off."""
+    base, on, off = targets
+    cpu_on = statistics.median(r.cpu_us for r in on.runs)
+    cpu_off = statistics.median(r.cpu_us for r in off.runs)
+    wrk_ok = sum(r.ok for t in (on, off) for r in t.runs + t.warmups)
+    bad = sum(r.status_errors + r.socket_errors for t in (on, off) for r in t.runs + t.warmups)
+    others = {k: v for k, v in outcomes.items() if k != "accepted" and v}
+    valid = ("Valid: both ingests answered every request 200 (no error outcome, no "
+             "rate_limited, in /metrics)." if not bad and not others else
+             f"**INVALID**: {bad} requests >= 400 or socket errors, outcomes {others}.")
+    kafka = "OK" if records == outcomes.get("accepted", 0) and records >= wrk_ok else "MISMATCH"
+    return "\n".join([
+        "## Ingest: per-tenant rate limiter on vs off", "",
+        *setup_lines(args, argv, facts),
+        f"- Bodies: {BODIES} distinct `{EVENT_TYPE}` deliveries per wrk run ({facts['size']} "
+        "bytes), freshly signed, rotated; one tenant, same requests to every target.",
+        "- ingest limiter on: `python -m paywatch run ingest` with PAYWATCH_INGEST_RATE and "
+        "_BURST 1,000,000 (a token taken from the tenant's bucket per webhook, never empty; "
+        "the default 2,000/s would refuse this one tenant's load). ingest limiter off: a "
+        "second ingest process, PAYWATCH_INGEST_RATE=0. Both pinned to CPU 0, loaded one at "
+        "a time.", "",
+        *TABLE_HEAD,
+        target_row(base), target_row(on), target_row(off), "",
+        "- " + ratio_line("limiter on/off", on, off),
+        f"- Server CPU per request: limiter on {cpu_on:.0f} us, off {cpu_off:.0f} us "
+        f"(**difference {cpu_on - cpu_off:+.0f} us, ratio on/off {cpu_on / cpu_off:.3f}**).",
+        "- " + cpu_line("limiter on", on, base), "",
+        valid, "",
+        f"- `{WEBHOOKS_RAW}` holds **{records}** records; both ingests' /metrics counted "
+        f"**{outcomes.get('accepted', 0)}** accepted; wrk saw {wrk_ok} 2xx. **{kafka}**.",
+    ])
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (the report goes to stdout)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -793,6 +845,24 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
     wait_ready(bench.procs[1], base_log, f"http://127.0.0.1:{base_port}/plain", b"")
     base = Target("baseline", f"http://127.0.0.1:{base_port}/plain", pid=bench.procs[1].pid)
     ingest_pid = bench.procs[0].pid
+    if args.compare_rate_limit:
+        off_port = free_port(taken)
+        off_log = start_ingest(bench, ends, off_port, "ingest-nolimit",
+                               {"PAYWATCH_INGEST_RATE": "0"})
+        off_url = f"http://127.0.0.1:{off_port}"
+        wait_ready(bench.procs[2], off_log, f"{off_url}/health", None)
+        targets = [base,
+                   Target("ingest limiter on", f"{ingest_url}/webhooks/stripe/{TENANT}",
+                          ingest=True, pid=ingest_pid),
+                   Target("ingest limiter off", f"{off_url}/webhooks/stripe/{TENANT}",
+                          ingest=True, pid=bench.procs[2].pid)]
+        progress("servers ready; loading")
+        load_rounds(bench, targets, args)
+        both = by_outcome(settled_outcomes(ingest_url))
+        for outcome, n in by_outcome(settled_outcomes(off_url)).items():
+            both[outcome] = both.get(outcome, 0) + n
+        records = raw_records(ends.bootstrap, bench.settings.topic(WEBHOOKS_RAW))
+        return rate_limit_report(args, argv, targets, _facts(bench, pg_version), both, records)
     if args.compare_provider:
         other = args.compare_provider
         targets = [base,
@@ -807,8 +877,19 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
     load_rounds(bench, targets, args)
     outcomes = settled_outcomes(ingest_url)
     records = raw_records(ends.bootstrap, bench.settings.topic(WEBHOOKS_RAW))
+    facts = _facts(bench, pg_version)
+    if args.compare_provider:
+        ingests = [t for t in targets if t.ingest]
+        checks = compare_kafka_lines(ingests, outcomes, records, args.connections)
+        return compare_report(args, argv, targets, facts, outcomes, checks)
+    checks = kafka_lines(targets[1], by_outcome(outcomes), records, args.connections)
+    return report(args, argv, targets, facts, by_outcome(outcomes), checks)
+
+
+def _facts(bench: Bench, pg_version: str) -> dict[str, str]:
+    """Versions, pinning and body sizes for the report."""
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    facts = {
+    return {
         "kafka": kafka_version(), "pg": pg_version, "wrk": (wrk.stdout or wrk.stderr).split(
             " Copyright")[0].strip(),
         "pinning": "servers on CPU 0, wrk on CPU 1 (taskset), Kafka/Postgres unpinned"
@@ -817,12 +898,6 @@ def measure(bench: Bench, args: argparse.Namespace, argv: list[str]) -> str:
         "bt_size": str(len(next(braintree_deliveries(0, bench.bt_keys))[1])),
         "partitions": str(bench.settings.topic_partitions),
     }
-    if args.compare_provider:
-        ingests = [t for t in targets if t.ingest]
-        checks = compare_kafka_lines(ingests, outcomes, records, args.connections)
-        return compare_report(args, argv, targets, facts, outcomes, checks)
-    checks = kafka_lines(targets[1], by_outcome(outcomes), records, args.connections)
-    return report(args, argv, targets, facts, by_outcome(outcomes), checks)
 
 
 def main(argv: list[str]) -> int:

@@ -2,19 +2,30 @@
 
 All variables carry the ``PAYWATCH_`` prefix. Secrets are ``SecretStr`` so they
 never show up in a repr or a log line. Dev secrets are refused outside
-``PAYWATCH_ENV=dev``.
+``PAYWATCH_ENV=dev``, and so is the compose file's default database password. An
+environment naming an external Kafka or Postgres must say ``PAYWATCH_ENV`` itself: falling
+back to dev there would run real infrastructure with the public dev keys.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import AwareDatetime, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Documented dev-only key (README "Configuration"); refused when PAYWATCH_ENV=prod.
 DEV_SECRET_KEY = "paywatch-dev-secret-key-do-not-use-in-prod"  # noqa: S105 (public dev value)
+# docker-compose.yml's `${PAYWATCH_DB_PASSWORD:-paywatch}` (tests/contract keeps them in step):
+# public, so a prod DSN carrying it is refused.
+COMPOSE_DB_PASSWORD = "paywatch"  # noqa: S105 (public compose default)
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 BODY_LIMIT_BYTES = 256 * 1024
 
@@ -22,7 +33,10 @@ BODY_LIMIT_BYTES = 256 * 1024
 class Settings(BaseSettings):
     """Configuration read from the environment, frozen after validation."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYWATCH_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a validation error must not print the DSN or the SASL password.
+    model_config = SettingsConfigDict(
+        env_prefix="PAYWATCH_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["dev", "prod"] = "dev"
     kafka_bootstrap: str | None = None
@@ -54,6 +68,16 @@ class Settings(BaseSettings):
     (streams/table_restore.py); false leaves restoring to Faust alone."""
     schema_registry_url: str | None = None
 
+    # Kafka transport security for every client (aiokafka, confluent-kafka, Faust), turned
+    # into each library's options by paywatch/kafka/security.py; checked together below.
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # unset: the system's CAs
+    kafka_ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None  # its key, if not in the certificate file
+
     # Embedded infrastructure (only used when the two URLs above are unset).
     embedded_kafka_port: int = Field(9092, ge=1, le=65535)
     embedded_kafka_controller_port: int = Field(9093, ge=1, le=65535)
@@ -73,6 +97,15 @@ class Settings(BaseSettings):
     authorizenet_key_form: Literal["ascii", "hex", "both"] = "ascii"
     authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     projector_batch: int = Field(5_000, ge=1, le=10_000)  # set-based writes: bigger is cheaper
+    # Limits (README "Configuration"): per-tenant token buckets, enforced by each ingest/API
+    # process on its own; a rate of 0 turns that limit off. Ingest's default stays far above
+    # the 1,000 webhooks/s design target for one tenant.
+    ingest_rate: float = Field(2_000.0, ge=0)  # webhooks/s per tenant (all providers together)
+    ingest_burst: int = Field(4_000, ge=1)
+    api_rate: float = Field(50.0, ge=0)  # requests/s per API key's tenant
+    api_burst: int = Field(100, ge=1)
+    rate_limit_tenants: int = Field(100_000, ge=1)  # buckets kept per process (LRU)
+    body_read_timeout_s: float = Field(10.0, gt=0)  # whole request body, else 408
 
     # Sandbox executor: the seeded payment simulator answering RETRY_PAYMENT commands.
     # The success table is JSON, format and defaults in paywatch/executor/simulator.py.
@@ -95,14 +128,54 @@ class Settings(BaseSettings):
     projector_metrics_port: int = Field(9102, ge=0, le=65535)
     executor_metrics_port: int = Field(9103, ge=0, le=65535)
 
-    @model_validator(mode="after")
-    def _refuse_dev_secrets_in_prod(self) -> Settings:
-        if self.env == "prod" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, then one that marks an unstated env (``_UnstatedEnv``)."""
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        return (*sources, _UnstatedEnv(settings_cls))
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_stated_for_external_infra(cls, value: object) -> object:
+        if isinstance(value, _Unstated):
             raise ValueError(
-                "PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod"
+                f"{' and '.join(value.external)} set but PAYWATCH_ENV is not: set "
+                "PAYWATCH_ENV=prod, or PAYWATCH_ENV=dev for a development stack (dev seeds "
+                "public keys and accepts the dev secret key)"
             )
-        if self.env == "prod" and len(self.secret_key.get_secret_value()) < 32:
-            raise ValueError("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
+        return value
+
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `PAYWATCH_KAFKA_SSL_CAFILE=` (compose's `${VAR:-}`) means unset, not the path ".".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _refuse_what_cannot_run(self) -> Settings:
+        """Kafka security, the DSN's TLS and prod's public values: every problem at once."""
+        problems = kafka_security_problems(self)
+        if self.database_url is not None:
+            problems += dsn_tls_problems(self.database_url.get_secret_value())
+        if self.env == "prod":
+            problems += prod_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -121,3 +194,139 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; keyword overrides win (used by the CLI)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def prod_problems(settings: Settings) -> list[str]:
+    """Why these settings must not run with PAYWATCH_ENV=prod (public dev values)."""
+    key = settings.secret_key.get_secret_value()
+    problems = []
+    if key == DEV_SECRET_KEY:
+        problems.append("PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod")
+    elif len(key) < 32:
+        problems.append("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
+    dsn = settings.database_url.get_secret_value() if settings.database_url else None
+    if dsn is not None and dsn_password(dsn) == COMPOSE_DB_PASSWORD:
+        problems.append(
+            "PAYWATCH_DATABASE_URL carries docker-compose.yml's default database password, "
+            "which is public: set PAYWATCH_DB_PASSWORD (compose) or a real password when "
+            "PAYWATCH_ENV=prod"
+        )
+    return problems
+
+
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """Why the Kafka security settings do not fit together (empty: they do)."""
+    protocol = settings.kafka_security_protocol
+    named = f"PAYWATCH_KAFKA_SECURITY_PROTOCOL={protocol}"
+    password = settings.kafka_sasl_password
+    sasl = {
+        "PAYWATCH_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "PAYWATCH_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "PAYWATCH_KAFKA_SASL_PASSWORD": password.get_secret_value() if password else None,
+    }
+    files = {
+        "PAYWATCH_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "PAYWATCH_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "PAYWATCH_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    problems = []
+    if protocol in _SASL_PROTOCOLS:
+        if missing := [name for name, value in sasl.items() if not value]:
+            problems.append(f"{named} needs {', '.join(missing)}")
+    elif stray := [name for name, value in sasl.items() if value]:
+        problems.append(
+            f"{', '.join(stray)} set but {named} uses no SASL (SASL_PLAINTEXT or SASL_SSL do)"
+        )
+    if protocol in _TLS_PROTOCOLS:
+        problems += [
+            f"{name}={path}: no such file"
+            for name, path in files.items()
+            if path is not None and not path.is_file()
+        ]
+        if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
+            problems.append(
+                "PAYWATCH_KAFKA_SSL_KEYFILE needs PAYWATCH_KAFKA_SSL_CERTFILE "
+                "(the client certificate of that key)"
+            )
+    elif stray := [name for name, path in files.items() if path is not None]:
+        problems.append(f"{', '.join(stray)} set but {named} uses no TLS (SSL or SASL_SSL do)")
+    if protocol != "PLAINTEXT" and not settings.kafka_bootstrap:
+        problems.append(
+            f"{named} needs PAYWATCH_KAFKA_BOOTSTRAP: the embedded Kafka listens in PLAINTEXT only"
+        )
+    return problems
+
+
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def _dsn_query(dsn: str) -> dict[str, str]:
+    """The DSN's query parameters, the last of each winning (as asyncpg reads them)."""
+    return {key: values[-1] for key, values in parse_qs(urlsplit(dsn).query).items()}
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password of a postgresql:// URL: in the user part, else ``?password=``."""
+    password = urlsplit(dsn).password
+    return unquote(password) if password is not None else _dsn_query(dsn).get("password")
+
+
+def dsn_tls_problems(dsn: str) -> list[str]:
+    """Why asyncpg would refuse the DSN's TLS parameters, said at start rather than at the
+    first connection (asyncpg honours ``sslmode``, ``sslrootcert``... from the DSN itself)."""
+    query = _dsn_query(dsn)
+    problems = []
+    mode = query.get("sslmode")
+    if mode is not None and mode not in _SSL_MODES:
+        problems.append(
+            f"PAYWATCH_DATABASE_URL: sslmode={mode} is not one of {', '.join(_SSL_MODES)}"
+        )
+    problems += [
+        f"PAYWATCH_DATABASE_URL: {name}={query[name]}: no such file"
+        for name in _SSL_FILES
+        if name in query and not Path(query[name]).expanduser().is_file()
+    ]
+    return problems
+
+
+_EXTERNAL = {"kafka_bootstrap": "an external Kafka", "database_url": "an external Postgres"}
+
+
+@dataclass(frozen=True)
+class _Unstated:
+    """The value ``_UnstatedEnv`` gives ``env``; refused with the variables it names."""
+
+    external: tuple[str, ...]
+    """E.g. ``PAYWATCH_KAFKA_BOOTSTRAP (an external Kafka)``."""
+
+
+class _UnstatedEnv(PydanticBaseSettingsSource):
+    """Lowest-priority source: marks ``env`` when the environment names an external Kafka
+    or Postgres and nothing states PAYWATCH_ENV.
+
+    Where a value came from matters, which a validator cannot see: tests and tools build
+    Settings in code with their own endpoints and keep the dev default; only an environment
+    pointing at real infrastructure must say which kind it is.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: ``__call__`` decides from the other sources' data."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if "env" in self.current_state:
+            return {}
+        data = self.settings_sources_data
+        environment = {**data.get("EnvSettingsSource", {}), **data.get("DotEnvSettingsSource", {})}
+        in_code = data.get("InitSettingsSource", {})
+        external = tuple(
+            f"PAYWATCH_{name.upper()} ({what})"
+            for name, what in _EXTERNAL.items()
+            if environment.get(name) and name not in in_code
+        )
+        return {"env": _Unstated(external)} if external else {}

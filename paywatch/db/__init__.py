@@ -18,7 +18,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open an asyncpg pool with jsonb <-> Python codecs installed."""
+    """Open an asyncpg pool with jsonb <-> Python codecs installed.
+
+    TLS comes from the DSN alone: asyncpg reads ``sslmode``, ``sslrootcert``, ``sslcert``...
+    from it (``require`` against a server without TLS fails, never falls back to clear).
+    Passing ``ssl=`` here would override the DSN's choice, so nothing is passed."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection
     )

@@ -40,6 +40,7 @@ from paywatch.executor.schedule import Schedule, Slot
 from paywatch.executor.simulator import SimulatorConfig
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.kafka.health import tracker
+from paywatch.kafka.security import kafka_security
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RecoveryCommand, dead_letter_reason
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
@@ -111,10 +112,16 @@ class Executor:
         self._topic = settings.topic(RECOVERY_COMMANDS)
         self._events = settings.topic(PAYMENTS_EVENTS)
         self._dlq = settings.topic(dlq_name(RECOVERY_COMMANDS))
+        security = kafka_security(settings)
         self._consumer = group_consumer(
-            bootstrap, group_id=f"{settings.app_id}-executor", client_id="paywatch-executor"
+            bootstrap,
+            group_id=f"{settings.app_id}-executor",
+            client_id="paywatch-executor",
+            security=security,
         )
-        self._producer = reliable_producer(bootstrap, client_id="paywatch-executor")
+        self._producer = reliable_producer(
+            bootstrap, client_id="paywatch-executor", security=security
+        )
         self._schedule: Schedule[TopicPartition, Received] = Schedule()
         self._committed: dict[TopicPartition, int] = {}
         self._dead = DeadLetters(self._producer, codec, self._dlq, clock)

@@ -2,7 +2,8 @@
 
 Partition counts matter: every topic keyed by ``tenant/invoice_ref`` is co-partitioned with
 the others (Faust tables and the saga rely on it), so an existing topic with a different
-count is an error, never silently accepted.
+count is an error, never silently accepted. The admin client gets the transport security
+of ``security`` (kafka/security.py); PLAINTEXT is the embedded broker's.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from paywatch.errors import InfraError
+from paywatch.kafka.security import PLAINTEXT, KafkaSecurity, librdkafka_config
 from paywatch.schemas.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
 
-def admin_client(bootstrap: str) -> AdminClient:
+def admin_client(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT) -> AdminClient:
     """An AdminClient whose librdkafka logs go to Python logging instead of stderr."""
-    return AdminClient({"bootstrap.servers": bootstrap}, logger=log)
+    return AdminClient({"bootstrap.servers": bootstrap, **librdkafka_config(security)}, logger=log)
 
 
-def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    timeout: float = 30.0,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[str]:
     """Create the missing topics, check the existing ones; return the names created."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, security=security)
     existing = _partition_counts(admin, bootstrap, timeout)
     _check_partitions(specs, existing)
     missing = [spec for spec in specs if spec.name not in existing]

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from paywatch.errors import Retryable
 from paywatch.kafka.clients import reliable_producer
+from paywatch.kafka.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
@@ -25,9 +26,15 @@ class KafkaAppender:
     """
 
     def __init__(
-        self, bootstrap: str, ack_timeout: float, *, client_id: str = "paywatch-ingest"
+        self,
+        bootstrap: str,
+        ack_timeout: float,
+        *,
+        client_id: str = "paywatch-ingest",
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._ack_timeout = ack_timeout
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
@@ -40,7 +47,10 @@ class KafkaAppender:
 
     async def _connect_once(self) -> bool:
         producer = reliable_producer(
-            self._bootstrap, client_id=self._client_id, request_timeout_s=self._ack_timeout
+            self._bootstrap,
+            client_id=self._client_id,
+            request_timeout_s=self._ack_timeout,
+            security=self._security,
         )
         try:
             await producer.start()

@@ -2,16 +2,24 @@
 
 Producers are ``acks=all`` with idempotence set explicitly (aiokafka defaults to acks=1
 and no idempotence); committing consumers never auto-commit and start from the earliest
-offset, so nothing is skipped on a first start or after a retention gap.
+offset, so nothing is skipped on a first start or after a retention gap. Every client
+gets the transport security of ``security`` (kafka/security.py); PLAINTEXT, the default,
+is the embedded broker's only listener.
 """
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from paywatch.kafka.security import PLAINTEXT, KafkaSecurity, aiokafka_options
+
 
 def reliable_producer(
-    bootstrap: str, *, client_id: str, request_timeout_s: float | None = None
+    bootstrap: str,
+    *,
+    client_id: str,
+    request_timeout_s: float | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AIOKafkaProducer:
     """An idempotent acks=all producer that sends without lingering."""
     options: dict[str, object] = {}
@@ -23,11 +31,14 @@ def reliable_producer(
         enable_idempotence=True,
         linger_ms=0,
         client_id=client_id,
+        **aiokafka_options(security),
         **options,
     )
 
 
-def group_consumer(bootstrap: str, *, group_id: str, client_id: str) -> AIOKafkaConsumer:
+def group_consumer(
+    bootstrap: str, *, group_id: str, client_id: str, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaConsumer:
     """A consumer-group member that commits by hand, reading committed records only."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -36,10 +47,13 @@ def group_consumer(bootstrap: str, *, group_id: str, client_id: str) -> AIOKafka
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **aiokafka_options(security),
     )
 
 
-def log_reader(bootstrap: str, *, client_id: str) -> AIOKafkaConsumer:
+def log_reader(
+    bootstrap: str, *, client_id: str, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaConsumer:
     """A consumer outside any group (partitions assigned by hand), reading from the start."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -47,4 +61,5 @@ def log_reader(bootstrap: str, *, client_id: str) -> AIOKafkaConsumer:
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **aiokafka_options(security),
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from paywatch.db import create_pool, migrate
 from paywatch.kafka.admin import ensure_topics
+from paywatch.kafka.security import kafka_security
 from paywatch.ops.infra import Endpoints
 from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
@@ -25,7 +26,8 @@ DEMO_KEYS = {
 
 def prepare(settings: Settings, ends: Endpoints) -> dict[str, Any]:
     """Create topics, migrate, seed the demo tenant in dev; return what was seeded."""
-    ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0)
+    security = kafka_security(settings)
+    ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0, security=security)
     return asyncio.run(_prepare_db(settings, ends.dsn))
 
 

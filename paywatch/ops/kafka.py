@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from paywatch.errors import ConfigError, InfraError
+from paywatch.kafka.admin import admin_client
+from paywatch.kafka.security import PLAINTEXT
 from paywatch.ops.pids import (
     check_port_free,
     log_tail,
@@ -282,7 +283,7 @@ class EmbeddedKafka:
 
 def _has_brokers(bootstrap: str) -> bool:
     """True when the broker answers a metadata request listing at least one broker."""
-    admin = AdminClient({"bootstrap.servers": bootstrap}, logger=log)
+    admin = admin_client(bootstrap, security=PLAINTEXT)  # the embedded listener is plaintext
     try:
         return bool(admin.list_topics(timeout=2).brokers)
     except KafkaException:

@@ -35,6 +35,7 @@ from paywatch.settings import Settings
 if TYPE_CHECKING:
     import httpx
 
+    from paywatch.kafka.security import KafkaSecurity
     from paywatch.risk.train import Example, Metrics
 
 MIN_TRAIN, MIN_TEST = 50, 20
@@ -101,10 +102,15 @@ async def _append_raw(settings: Settings, tenant: str, hooks: list[pop.Webhook])
     """Append every webhook to webhooks.raw; returns the count once all are acknowledged."""
     from paywatch.kafka.clients import reliable_producer
     from paywatch.kafka.codec import make_codec
+    from paywatch.kafka.security import kafka_security
     from paywatch.schemas.topics import WEBHOOKS_RAW, raw_key
 
     codec, topic = make_codec(settings), settings.topic(WEBHOOKS_RAW)
-    producer = reliable_producer(resolve_endpoints(settings).bootstrap, client_id="paywatch-demo")
+    producer = reliable_producer(
+        resolve_endpoints(settings).bootstrap,
+        client_id="paywatch-demo",
+        security=kafka_security(settings),
+    )
     await producer.start()
     try:
         futures = []
@@ -236,15 +242,16 @@ async def read_events(
     from paywatch.errors import CodecError
     from paywatch.kafka.clients import log_reader
     from paywatch.kafka.codec import make_codec
+    from paywatch.kafka.security import kafka_security
     from paywatch.schemas.topics import PAYMENTS_EVENTS
 
     codec, topic = make_codec(settings), settings.topic(PAYMENTS_EVENTS)
-    bootstrap = resolve_endpoints(settings).bootstrap
-    reader = log_reader(bootstrap, client_id="paywatch-risk-train")
+    bootstrap, security = resolve_endpoints(settings).bootstrap, kafka_security(settings)
+    reader = log_reader(bootstrap, client_id="paywatch-risk-train", security=security)
     await reader.start()
     found, bad = [], 0
     try:
-        ids = await asyncio.to_thread(_partition_ids, bootstrap, topic)
+        ids = await asyncio.to_thread(_partition_ids, bootstrap, topic, security)
         tps = [TopicPartition(topic, p) for p in ids]
         if not tps:
             raise ConfigError(f"no topic {topic}: is this the right stack (`paywatch status`)?")
@@ -266,7 +273,7 @@ async def read_events(
     return found, bad
 
 
-def _partition_ids(bootstrap: str, topic: str) -> list[int]:
+def _partition_ids(bootstrap: str, topic: str, security: KafkaSecurity) -> list[int]:
     """The topic's partitions from the admin API (aiokafka only knows subscribed topics)."""
     from confluent_kafka import KafkaException
 
@@ -274,7 +281,7 @@ def _partition_ids(bootstrap: str, topic: str) -> list[int]:
     from paywatch.kafka.admin import admin_client
 
     try:
-        metadata = admin_client(bootstrap).list_topics(topic, timeout=30)
+        metadata = admin_client(bootstrap, security=security).list_topics(topic, timeout=30)
     except KafkaException as exc:
         raise InfraError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
     found = metadata.topics.get(topic)

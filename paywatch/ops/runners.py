@@ -24,6 +24,14 @@ PROCESSES = ("ingest", "worker", "projector", "api", "executor")
 
 
 def _serve(app: FastAPI, settings: Settings, port: int) -> None:
+    """Serve an HTTP process with bounded connections and timeouts.
+
+    Slow clients: an idle keep-alive connection is closed after 5 s; headers are capped at
+    16 KiB (h11; httptools parses with its own limits); the body must arrive within
+    PAYWATCH_BODY_READ_TIMEOUT_S (the apps answer 408). Uvicorn has no timeout for the
+    request line and headers themselves: a client trickling those holds a connection until
+    it stops, so put a proxy with a header timeout in front of an exposed port.
+    """
     config = uvicorn.Config(
         app,
         host=settings.bind_host,
@@ -32,6 +40,8 @@ def _serve(app: FastAPI, settings: Settings, port: int) -> None:
         access_log=False,
         lifespan="on",
         limit_concurrency=1000,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     uvicorn.Server(config).run()
 
@@ -55,6 +65,7 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
     from faust.worker import Worker as FaustWorker
 
     from paywatch.kafka.admin import ensure_topics
+    from paywatch.kafka.security import kafka_security
     from paywatch.schemas.topics import topic_specs
     from paywatch.streams.app import create_worker
     from paywatch.streams.health import install as install_health
@@ -62,10 +73,12 @@ def run_worker(settings: Settings, ends: Endpoints) -> None:
 
     (settings.state_path / "worker").mkdir(parents=True, exist_ok=True)  # table stores
     # Idempotent: topics and table changelogs exist before Faust's consumer joins.
-    ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0)
+    security = kafka_security(settings)
+    ensure_topics(ends.bootstrap, topic_specs(settings), timeout=60.0, security=security)
     worker = create_worker(settings, ends.bootstrap, ends.dsn)
     if settings.table_prerestore:  # a cold start reads the changelogs in bulk, not via Faust
-        prerestore(list(worker.app.tables.values()), ends.bootstrap, settings.topic_partitions)
+        tables = list(worker.app.tables.values())
+        prerestore(tables, ends.bootstrap, settings.topic_partitions, security=security)
     install_health(worker.app, settings, ends.dsn)
     serve_metrics(settings, settings.worker_metrics_port, "worker")
     FaustWorker(worker.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()

@@ -99,6 +99,9 @@ class Supervisor:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # Children see the endpoints as set variables: they must also be told the env (the
+        # one this stack was validated with), or an external-looking bootstrap is refused.
+        env["PAYWATCH_ENV"] = self.settings.env
         env["PAYWATCH_KAFKA_BOOTSTRAP"] = self.ends.bootstrap
         env["PAYWATCH_DATABASE_URL"] = self.ends.dsn
         env["PAYWATCH_STATE_DIR"] = str(self.settings.state_path)

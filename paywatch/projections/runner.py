@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import group_consumer, reliable_producer
 from paywatch.kafka.health import tracker
+from paywatch.kafka.security import kafka_security
 from paywatch.projections import registry
 from paywatch.projections.faults import describe
 from paywatch.projections.writer import BatchWriter, Entry, Stopped, durably
@@ -131,8 +132,11 @@ class Projector:
             bootstrap,
             group_id=f"{settings.app_id}-projector-{projection}",
             client_id="paywatch-projector",
+            security=kafka_security(settings),
         )
-        self._producer = reliable_producer(bootstrap, client_id="paywatch-projector")
+        self._producer = reliable_producer(
+            bootstrap, client_id="paywatch-projector", security=kafka_security(settings)
+        )
         self._stopping = asyncio.Event()
         self._listener = _SeekToCheckpoint(self._consumer, pool, projection, self._stopping)
         self.writer = BatchWriter(pool, projection, self._dead_letter, stopping=self._stopping)

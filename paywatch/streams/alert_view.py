@@ -14,6 +14,7 @@ import logging
 
 from paywatch.errors import CodecError
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import KafkaSecurity, kafka_security
 from paywatch.risk.alerts import PROVIDER_SPIKE
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import Alert, AlertStatus
@@ -70,14 +71,17 @@ class OutageBook:
 class AlertView(TopicView):
     """The open provider outages of every tenant, followed live from ``alerts``."""
 
-    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, codec: Codec, *, security: KafkaSecurity
+    ) -> None:
         self._book = OutageBook(codec, topic)
-        super().__init__(bootstrap, topic, self._book.apply, "alert view")
+        super().__init__(bootstrap, topic, self._book.apply, "alert view", security=security)
 
     @classmethod
     def from_settings(cls, settings: Settings, bootstrap: str) -> AlertView:
         """A view of the settings' ``alerts`` topic with their codec."""
-        return cls(bootstrap, settings.topic(ALERTS), make_codec(settings))
+        topic, codec = settings.topic(ALERTS), make_codec(settings)
+        return cls(bootstrap, topic, codec, security=kafka_security(settings))
 
     def get(self, tenant: str) -> frozenset[str]:
         """The tenant's providers with an open outage alert now."""

@@ -10,6 +10,7 @@ import faust
 import httpx
 
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import faust_broker, faust_credentials, kafka_security
 from paywatch.providers.base import Provider
 from paywatch.providers.registry import configured_providers
 from paywatch.recovery.clock import SagaClock
@@ -113,7 +114,8 @@ def create_worker(
     """
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{bootstrap}",
+        broker=faust_broker(bootstrap),
+        broker_credentials=faust_credentials(kafka_security(settings)),
         store=settings.table_store,
         datadir=str(settings.state_path / "worker"),
         topic_partitions=settings.topic_partitions,

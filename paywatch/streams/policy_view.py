@@ -30,6 +30,7 @@ from paywatch.errors import CodecError, InfraError
 from paywatch.kafka.admin import admin_client
 from paywatch.kafka.clients import log_reader
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import PLAINTEXT, KafkaSecurity, kafka_security
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import PolicyChanged
@@ -83,9 +84,10 @@ def caught_up(positions: Mapping[TopicPartition, int], ends: Mapping[TopicPartit
     return all(positions.get(tp, 0) >= end for tp, end in ends.items())
 
 
-def _partition_ids(bootstrap: str, topic: str) -> list[int]:
+def _partition_ids(bootstrap: str, topic: str, security: KafkaSecurity) -> list[int]:
     try:
-        metadata = admin_client(bootstrap).list_topics(topic, timeout=_METADATA_TIMEOUT_S)
+        admin = admin_client(bootstrap, security=security)
+        metadata = admin.list_topics(topic, timeout=_METADATA_TIMEOUT_S)
     except KafkaException as exc:
         raise InfraError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
     found = metadata.topics.get(topic)
@@ -106,9 +108,16 @@ class TopicView:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, apply: Callable[[bytes | None, str], object], name: str
+        self,
+        bootstrap: str,
+        topic: str,
+        apply: Callable[[bytes | None, str], object],
+        name: str,
+        *,
+        security: KafkaSecurity,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topic = topic
         self._apply = apply
         self._name = name
@@ -124,7 +133,9 @@ class TopicView:
 
     async def start(self) -> None:
         """Assign every partition, note the end offsets, start reading from the beginning."""
-        consumer = log_reader(self._bootstrap, client_id=f"paywatch-{self._name}")
+        consumer = log_reader(
+            self._bootstrap, client_id=f"paywatch-{self._name}", security=self._security
+        )
         await consumer.start()
         try:
             partitions = await self._partitions()
@@ -140,7 +151,9 @@ class TopicView:
 
     async def _partitions(self) -> list[TopicPartition]:
         # aiokafka only learns the partitions of topics it subscribed to: ask the admin API.
-        found = await asyncio.to_thread(_partition_ids, self._bootstrap, self._topic)
+        found = await asyncio.to_thread(
+            _partition_ids, self._bootstrap, self._topic, self._security
+        )
         if not found:
             raise InfraError(f"topic {self._topic} does not exist: run `paywatch init`")
         return [TopicPartition(self._topic, p) for p in found]
@@ -207,14 +220,17 @@ class TopicView:
 class PolicyView(TopicView):
     """The policies of every tenant, followed live from ``recovery.policies``."""
 
-    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, codec: Codec, *, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self._book = PolicyBook(codec, topic)
-        super().__init__(bootstrap, topic, self._book.apply, "policy view")
+        super().__init__(bootstrap, topic, self._book.apply, "policy view", security=security)
 
     @classmethod
     def from_settings(cls, settings: Settings, bootstrap: str) -> PolicyView:
         """A view of the settings' ``recovery.policies`` topic with their codec."""
-        return cls(bootstrap, settings.topic(RECOVERY_POLICIES), make_codec(settings))
+        topic, codec = settings.topic(RECOVERY_POLICIES), make_codec(settings)
+        return cls(bootstrap, topic, codec, security=kafka_security(settings))
 
     def get(self, tenant: str) -> TenantPolicy:
         """The tenant's policy in force (the defaults until it stores one; see wait_ready)."""

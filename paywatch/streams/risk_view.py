@@ -16,6 +16,7 @@ from typing import Any
 
 from paywatch.errors import CodecError
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import KafkaSecurity, kafka_security
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RiskBand, RiskScore
 from paywatch.schemas.topics import RISK_SCORES, customer_key
@@ -64,17 +65,24 @@ class RiskBook:
 class RiskView(TopicView):
     """The high-risk customers of every tenant, followed live from ``risk.scores``."""
 
-    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, codec: Codec, *, security: KafkaSecurity
+    ) -> None:
         self._book = RiskBook(codec, topic)
         # ``_fold`` below gives the book keys too; ``apply`` serves callers of the value only.
         super().__init__(
-            bootstrap, topic, lambda value, at: self._book.apply(None, value, at), "risk view"
+            bootstrap,
+            topic,
+            lambda value, at: self._book.apply(None, value, at),
+            "risk view",
+            security=security,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings, bootstrap: str) -> RiskView:
         """A view of the settings' ``risk.scores`` topic with their codec."""
-        return cls(bootstrap, settings.topic(RISK_SCORES), make_codec(settings))
+        topic, codec = settings.topic(RISK_SCORES), make_codec(settings)
+        return cls(bootstrap, topic, codec, security=kafka_security(settings))
 
     def get(self, tenant: str, customer_ref: str) -> RiskBand | None:
         """The customer's band now if it is HIGH or CRITICAL, else None."""

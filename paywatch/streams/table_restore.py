@@ -36,6 +36,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
 
+from paywatch.kafka.security import PLAINTEXT, KafkaSecurity, librdkafka_config
+
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
@@ -55,11 +57,18 @@ class Restored:
     seconds: float = 0.0
 
 
-def prerestore(tables: Sequence[Any], bootstrap: str, partitions: int) -> list[Restored]:
+def prerestore(
+    tables: Sequence[Any],
+    bootstrap: str,
+    partitions: int,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[Restored]:
     """Bring the rocksdb stores of ``tables`` (Faust tables) up to their changelogs' ends."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **librdkafka_config(security),
             "group.id": "paywatch-table-restore",  # never joins: partitions assigned by hand
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -1,35 +1,57 @@
-"""A short-lived cache of tenant secrets for the ingest hot path."""
+"""A short-lived, least-recently-used cache of tenant secrets for the ingest hot path."""
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 Loader = Callable[[str, str], Awaitable[list[dict[str, str]] | None]]
+Entry = tuple[float, list[dict[str, str]] | None]
 
 
 class SecretCache:
-    """Caches `valid_secrets` per (tenant, provider) for `ttl` seconds.
+    """Caches `valid_secrets` per (tenant, provider) for `ttl` seconds, at most `max_entries`.
 
     A short TTL keeps rotation and new tenants visible within seconds while a burst
-    of webhooks costs one query. Unknown tenants are cached too (as None).
+    of webhooks costs one query. Unknown tenants are cached too (as None), so a flood for
+    one unknown name costs one query per TTL. When full, the least recently used entry
+    goes: a flood of random tenant names evicts only other cold names, never the tenants
+    that are sending webhooks right now (clearing everything made every tenant pay a query).
     """
 
-    def __init__(self, loader: Loader, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        ttl: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
         self._loader = loader
         self._ttl = ttl
         self._max = max_entries
-        self._entries: dict[tuple[str, str], tuple[float, list[dict[str, str]] | None]] = {}
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     async def get(self, tenant: str, provider: str) -> list[dict[str, str]] | None:
         """Secrets for the tenant/provider, or None for an unknown tenant."""
         key = (tenant, provider)
-        now = time.monotonic()
+        now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
+            self._entries.move_to_end(key)
             return hit[1]
         value = await self._loader(tenant, provider)
-        if len(self._entries) >= self._max:
-            self._entries.clear()  # bounded: a flood of random tenant names cannot grow memory
-        self._entries[key] = (now + self._ttl, value)
+        self._entries[key] = (self._clock() + self._ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
         return value

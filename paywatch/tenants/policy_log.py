@@ -13,6 +13,7 @@ from typing import Protocol
 
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import kafka_security
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PolicyChanged
@@ -47,7 +48,12 @@ class PolicyLog:
 @asynccontextmanager
 async def open_policy_log(settings: Settings, bootstrap: str) -> AsyncIterator[PolicyLog]:
     """A PolicyLog on its own idempotent producer (reconnecting while Kafka is down)."""
-    appender = KafkaAppender(bootstrap, settings.ingest_ack_timeout_s, client_id="paywatch-policy")
+    appender = KafkaAppender(
+        bootstrap,
+        settings.ingest_ack_timeout_s,
+        client_id="paywatch-policy",
+        security=kafka_security(settings),
+    )
     await appender.start()
     try:
         yield PolicyLog(appender, make_codec(settings), settings.topic(RECOVERY_POLICIES))

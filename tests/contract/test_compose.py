@@ -24,6 +24,7 @@ PROCESSES = ("ingest", "worker", "projector", "api", "executor")
 PUBLISHED = {"ingest": 8080, "api": 8081}
 COMPOSE_ONLY_VARS = {"PAYWATCH_DB_PASSWORD"}  # interpolated into the DSN, never read by paywatch
 TEST_SECRET_KEY = "compose-contract-test-secret-key-40-chars"
+TEST_DB_PASSWORD = "compose-contract-test-db-password"
 
 
 def _docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -72,14 +73,21 @@ def _published(service: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def test_compose_config_is_valid() -> None:
-    done = _docker_compose("config", "-q", env=_env(PAYWATCH_SECRET_KEY=TEST_SECRET_KEY))
+    env = _env(PAYWATCH_SECRET_KEY=TEST_SECRET_KEY, PAYWATCH_DB_PASSWORD=TEST_DB_PASSWORD)
+    done = _docker_compose("config", "-q", env=env)
     assert done.returncode == 0, done.stderr
 
 
 def test_compose_refuses_to_start_without_a_secret_key() -> None:
-    done = _docker_compose("config", "-q", env=_env())
+    done = _docker_compose("config", "-q", env=_env(PAYWATCH_DB_PASSWORD=TEST_DB_PASSWORD))
     assert done.returncode != 0
     assert "PAYWATCH_SECRET_KEY" in done.stderr
+
+
+def test_compose_refuses_to_start_without_a_database_password() -> None:
+    done = _docker_compose("config", "-q", env=_env(PAYWATCH_SECRET_KEY=TEST_SECRET_KEY))
+    assert done.returncode != 0
+    assert "PAYWATCH_DB_PASSWORD" in done.stderr
 
 
 def test_every_process_has_a_service_running_it(services: dict[str, Any]) -> None:

@@ -152,7 +152,10 @@ async def _tenants(pool: asyncpg.Pool, unique: str) -> list[Tenant]:
 @contextmanager
 def _live_api(settings: Settings, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`paywatch run api` on the settings' port until the block ends: base URL and process."""
-    with paywatch_process(settings, "run", "api", log=log) as proc:
+    # The fuzzer's request rate is not a tenant's: the rate limit (429, documented) is off.
+    with paywatch_process(
+        settings.model_copy(update={"api_rate": 0}), "run", "api", log=log
+    ) as proc:
         yield f"http://127.0.0.1:{settings.api_port}", proc
 
 

@@ -248,7 +248,7 @@ async def test_cert_url_answers(
     assert len(recorder.requests) == 1  # a redirect is never followed
 
 
-async def test_network_failure_is_retryable_and_not_cached() -> None:
+async def test_network_failure_is_retryable_negatively_cached_then_retried() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
@@ -258,7 +258,10 @@ async def test_network_failure_is_retryable_and_not_cached() -> None:
         with pytest.raises(Retryable, match="unreachable"):
             await provider.verify_async(BODY, _headers(), SECRETS, NOW)
         recorder.answer = None
-        await provider.verify_async(BODY, _headers(), SECRETS, NOW)
+        with pytest.raises(Retryable):  # within the negative cache: no second download
+            await provider.verify_async(BODY, _headers(), SECRETS, NOW + timedelta(seconds=30))
+        assert len(recorder.requests) == 1
+        await provider.verify_async(BODY, _headers(), SECRETS, NOW + timedelta(seconds=61))
     assert len(recorder.requests) == 2
 
 

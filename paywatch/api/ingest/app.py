@@ -16,11 +16,14 @@ from starlette.types import Receive, Scope, Send
 
 from paywatch.api.ingest.context import IngestContext
 from paywatch.api.ingest.health import health
+from paywatch.api.ingest.metrics import RATE_LIMITED
 from paywatch.api.ingest.routes import router
 from paywatch.api.ingest.webhooks import WebhookEndpoint, webhook_target
+from paywatch.api.ratelimit import TokenBuckets
 from paywatch.db import create_pool
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
+from paywatch.kafka.security import kafka_security
 from paywatch.providers.base import Provider
 from paywatch.providers.paypal import PayPalProvider
 from paywatch.providers.paypal.replay import replay_retention
@@ -84,7 +87,9 @@ def create_app(
         http = httpx.AsyncClient(
             transport=http_transport, timeout=PROVIDER_HTTP_TIMEOUT_S, follow_redirects=False
         )
-        appender = KafkaAppender(bootstrap, settings.ingest_ack_timeout_s)
+        appender = KafkaAppender(
+            bootstrap, settings.ingest_ack_timeout_s, security=kafka_security(settings)
+        )
         await appender.start()
         providers = configured_providers(settings, http)
         app.state.health_pool = pool  # GET /health reads the processes' heartbeats
@@ -96,6 +101,7 @@ def create_app(
             raw_topic=settings.topic(WEBHOOKS_RAW),
             providers=providers,
             paypal_transmissions=_paypal_ledger(pool, providers),
+            limits=_limits(settings),
         )
         try:
             yield
@@ -120,6 +126,22 @@ def _paypal_ledger(pool: asyncpg.Pool, providers: dict[str, Provider]) -> Transm
     if not isinstance(paypal, PayPalProvider):
         return None
     return TransmissionLedger(pool, replay_retention(paypal.tolerance))
+
+
+def _limits(settings: Settings) -> TokenBuckets | None:
+    """The per-tenant webhook rate limit of this process (None: PAYWATCH_INGEST_RATE=0).
+
+    Keyed by tenant alone, all providers together: the limit protects this process and
+    Postgres from one tenant's flood, whichever provider URL it arrives on.
+    """
+    if settings.ingest_rate <= 0:
+        return None
+    return TokenBuckets(
+        settings.ingest_rate,
+        settings.ingest_burst,
+        max_keys=settings.rate_limit_tenants,
+        refused=RATE_LIMITED,
+    )
 
 
 async def metrics() -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import Receive
 
 
@@ -9,8 +11,22 @@ class BodyTooLarge(Exception):
     """The body exceeds the cap (HTTP 413)."""
 
 
+class BodyTimeout(Exception):
+    """The body did not arrive in full within the read timeout (HTTP 408): a client that
+    trickles bytes (slowloris) must not hold a connection and its buffer for ever."""
+
+
 class ClientGone(Exception):
     """The client disconnected before its body was read: nobody is left to answer."""
+
+
+async def read_body(declared: str | None, receive: Receive, limit: int, within_s: float) -> bytes:
+    """``read_capped`` with one deadline for the whole body: BodyTimeout when it passes."""
+    try:
+        async with asyncio.timeout(within_s):
+            return await read_capped(declared, receive, limit)
+    except TimeoutError as exc:
+        raise BodyTimeout from exc
 
 
 async def read_capped(declared: str | None, receive: Receive, limit: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paywatch.api.ratelimit import TokenBuckets
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.providers.base import Provider
 from paywatch.schemas.codec import Codec
@@ -14,8 +15,9 @@ from paywatch.tenants.transmissions import TransmissionLedger
 
 @dataclass(frozen=True)
 class IngestContext:
-    """The appender, secret cache, codec, raw topic, enabled providers and the PayPal
-    transmission ledger (None: no replay guard, e.g. PayPal not enabled)."""
+    """The appender, secret cache, codec, raw topic, enabled providers, the PayPal
+    transmission ledger (None: no replay guard, e.g. PayPal not enabled) and the per-tenant
+    rate limit (None: off)."""
 
     settings: Settings
     appender: KafkaAppender
@@ -24,3 +26,4 @@ class IngestContext:
     raw_topic: str
     providers: dict[str, Provider]
     paypal_transmissions: TransmissionLedger | None = None
+    limits: TokenBuckets | None = None

@@ -14,6 +14,10 @@ REQUESTS = Counter(
 PAN_REJECTED = Counter(
     "paywatch_ingest_pan_rejected_total", "Webhooks rejected because they carried a card number"
 )
+RATE_LIMITED = Counter(
+    "paywatch_ingest_rate_limited_total",
+    "Webhooks refused with 429 because their tenant was over its rate limit",
+)
 LATENCY = Histogram(
     "paywatch_ingest_seconds",
     "Time from request start to answer, by outcome",

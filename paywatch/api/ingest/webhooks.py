@@ -1,10 +1,12 @@
 """POST /webhooks/{provider}/{tenant}: verify, append to webhooks.raw, answer after the ack.
 
-Order of checks (ARCHITECTURE §6): size (413) -> provider/tenant (404) ->
-signature on the raw bytes (401) -> card number (422) -> parse (400) ->
-append with broker ack (503 when Kafka is unavailable) -> 200. Postgres down while the
-tenant's secrets are looked up is a 503 too: nothing is known, so nothing is refused for
-good; every 503 carries ``Retry-After``.
+Order of checks (ARCHITECTURE §6): provider (404) -> tenant name's form (404, nothing
+looked up) -> the tenant's rate limit (429 with ``Retry-After``, before any Postgres lookup
+or signature work, for known and unknown tenants alike) -> size (413) and body read
+timeout (408) -> tenant (404) -> signature on the raw bytes (401) -> card number (422) ->
+parse (400) -> append with broker ack (503 when Kafka is unavailable) -> 200. Postgres
+down while the tenant's secrets are looked up is a 503 too: nothing is known, so nothing is
+refused for good; every 503 carries ``Retry-After``.
 
 This is the hot path of the ingest process, so it is a plain ASGI endpoint rather than a
 FastAPI route: no request object, dependency solving, path-parameter validation or
@@ -28,9 +30,10 @@ from typing import Any
 import asyncpg
 from starlette.types import Receive, Scope, Send
 
-from paywatch.api.ingest.body import BodyTooLarge, ClientGone, read_capped
+from paywatch.api.ingest.body import BodyTimeout, BodyTooLarge, ClientGone, read_body
 from paywatch.api.ingest.context import IngestContext
 from paywatch.api.ingest.metrics import PAN_REJECTED, count
+from paywatch.api.ratelimit import retry_after
 from paywatch.errors import (
     CardDataError,
     PayloadError,
@@ -46,6 +49,7 @@ from paywatch.providers.registry import get_provider
 from paywatch.schemas.models import RawWebhook
 from paywatch.schemas.topics import raw_key
 from paywatch.settings import BODY_LIMIT_BYTES
+from paywatch.tenants.store import TENANT_RE
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 RETRY_AFTER_S = 5
 """Retry-After of a 503: Kafka or Postgres is expected back within seconds."""
+_CLOSE = (b"connection", b"close")
+"""A 408 closes the connection: the rest of the trickled body is never read."""
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 Reply = tuple[int, bytes, bytes | None]
@@ -88,6 +94,24 @@ _EMPTY_401: Reply = (401, b"", None)
 
 
 _PREFIX = "/webhooks/"
+
+
+class RateLimited(Exception):
+    """The tenant is over its rate limit (HTTP 429); ``retry_after`` whole seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def valid_tenant(name: str) -> bool:
+    """True when ``name`` has the form `paywatch tenant create` accepts (tenants/store.py).
+
+    Checked before any cache or Postgres lookup, so a name no tenant can have costs no
+    query and no cache entry. ``fullmatch``: TENANT_RE's ``$`` would let a trailing
+    newline through.
+    """
+    return TENANT_RE.fullmatch(name) is not None
 
 
 def webhook_target(scope: Scope) -> tuple[str, str] | None:
@@ -121,10 +145,19 @@ class WebhookEndpoint:
         """Accept one provider webhook: answer it, count it."""
         started = time.perf_counter()
         ctx: IngestContext = scope["app"].state.ingest
+        wait = 0
         try:
             outcome, reply = await _handle(ctx, provider, tenant, scope, receive)
         except ClientGone:
             return  # nobody left to answer; nothing was appended
+        except RateLimited as exc:  # before the body: the cheapest refusal there is
+            wait = exc.retry_after
+            outcome, reply = (
+                "rate_limited",
+                _error(
+                    429, "rate_limited", f"tenant {tenant!r} is over its rate limit; retry later"
+                ),
+            )
         label = provider if outcome != "unknown_provider" else "-"
         count(label, outcome, time.perf_counter() - started)
         status, body, content_type = reply
@@ -133,6 +166,10 @@ class WebhookEndpoint:
             headers.append((b"content-type", content_type))
         if status == 503:
             headers.append((b"retry-after", str(RETRY_AFTER_S).encode("latin-1")))
+        elif status == 429:
+            headers.append((b"retry-after", str(wait).encode("latin-1")))
+        elif status == 408:
+            headers.append(_CLOSE)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -146,6 +183,11 @@ async def _handle(
         return "accepted", await _accept(ctx, provider, tenant, scope, receive)
     except BodyTooLarge:
         return "too_large", _error(413, "too_large", f"body exceeds {BODY_LIMIT_BYTES} bytes")
+    except BodyTimeout:
+        seconds = ctx.settings.body_read_timeout_s
+        return "body_timeout", _error(
+            408, "body_timeout", f"the request body was not received within {seconds:g} s"
+        )
     except UnknownProvider as exc:
         return "unknown_provider", _error(404, "unknown_provider", str(exc))
     except UnknownTenant:
@@ -172,7 +214,10 @@ async def _handle(
 
 async def tenant_secrets(ctx: IngestContext, tenant: str, provider: str) -> Secrets | None:
     """The tenant's secret sets for ``provider`` (None: no such tenant); Retryable (503) when
-    Postgres cannot be asked, never a 500: whether the tenant exists is not known."""
+    Postgres cannot be asked, never a 500: whether the tenant exists is not known.
+    A malformed name is unknown without a lookup."""
+    if not valid_tenant(tenant):
+        return None
     try:
         return await ctx.secrets.get(tenant, provider)
     except _DB_ERRORS as exc:
@@ -216,9 +261,17 @@ async def _verify(
 async def _accept(
     ctx: IngestContext, provider: Provider, tenant: str, scope: Scope, receive: Receive
 ) -> Reply:
+    if not valid_tenant(tenant):
+        raise UnknownTenant(tenant)
+    limits = ctx.limits
+    if limits is not None:
+        wait = limits.take(tenant)
+        if wait:
+            raise RateLimited(retry_after(wait))
     # ASGI servers lowercase header names; lowered again so no transport can differ.
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    body = await read_capped(headers.get("content-length"), receive, BODY_LIMIT_BYTES)
+    timeout = ctx.settings.body_read_timeout_s
+    body = await read_body(headers.get("content-length"), receive, BODY_LIMIT_BYTES, timeout)
     secrets = await tenant_secrets(ctx, tenant, provider.name)
     if secrets is None:
         raise UnknownTenant(tenant)

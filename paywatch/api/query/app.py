@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,8 +37,9 @@ from paywatch.api.query.routes import (
     timeline,
 )
 from paywatch.api.query.schemas import ErrorBody
+from paywatch.api.ratelimit import TokenBuckets
 from paywatch.db import create_pool
-from paywatch.settings import Settings
+from paywatch.settings import BODY_LIMIT_BYTES, Settings
 from paywatch.tenants.policy_log import open_policy_log
 
 _UNMATCHED = "<unmatched>"
@@ -97,6 +99,59 @@ class MetricsMiddleware:
             labels = (scope["method"], route, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+class BodyDeadlineMiddleware:
+    """ASGI middleware: a request body must arrive in full within ``within_s`` (else 408).
+
+    A client that trickles its body (slowloris) would otherwise hold a connection, a
+    request task and a database-free wait for as long as it likes. The body is read here
+    under one deadline and handed on as it came; API bodies (policies, at most 64 KiB) are
+    small, so one over BODY_LIMIT_BYTES is refused (413) as soon as it passes that, not
+    held whole.
+    """
+
+    def __init__(self, app: ASGIApp, within_s: float) -> None:
+        self.app = app
+        self.within_s = within_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body under the deadline, then pass the request through."""
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.within_s):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    size += len(message.get("body", b""))
+                    if size > BODY_LIMIT_BYTES:
+                        detail = f"the request body exceeds {BODY_LIMIT_BYTES} bytes"
+                        reply = _error(413, "too_large", detail, {"Connection": "close"})
+                        await reply(scope, receive, send)
+                        return
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+        except TimeoutError:
+            detail = f"the request body was not received within {self.within_s:g} s"
+            reply = _error(408, "body_timeout", detail, {"Connection": "close"})
+            await reply(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _error(status: int, error: str, detail: str, headers: Any = None) -> JSONResponse:
@@ -195,9 +250,29 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
     )
     app.state.settings = settings
     app.state.registry = _registry()
+    app.state.rate_limits = _limits(settings, app.state.registry)
+    app.add_middleware(BodyDeadlineMiddleware, within_s=settings.body_read_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (invoices, timeline, failures, customers, alerts, policy, health):
         app.include_router(module.router)
     return app
+
+
+def _limits(settings: Settings, registry: CollectorRegistry) -> TokenBuckets | None:
+    """Per-tenant request limit of this API process (None: PAYWATCH_API_RATE=0), keyed by
+    the API key's tenant (deps.get_caller), refusals counted in ``registry``."""
+    if settings.api_rate <= 0:
+        return None
+    refused = Counter(
+        "paywatch_api_rate_limited",
+        "Requests refused with 429 because their tenant was over its rate limit.",
+        registry=registry,
+    )
+    return TokenBuckets(
+        settings.api_rate,
+        settings.api_burst,
+        max_keys=settings.rate_limit_tenants,
+        refused=refused,
+    )

@@ -14,6 +14,7 @@ import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from paywatch.api.ratelimit import TokenBuckets, retry_after
 from paywatch.tenants.api_keys import hash_api_key
 
 Role = Literal["analyst", "operator", "admin"]
@@ -65,8 +66,13 @@ def _unauthorized(detail: str, *, invalid_token: bool) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
-async def get_caller(pool: Pool, credentials: Credentials) -> Principal:
-    """Authenticate the bearer API key by its SHA-256 hash; 401 when missing, unknown or revoked."""
+async def get_caller(request: Request, pool: Pool, credentials: Credentials) -> Principal:
+    """Authenticate the bearer API key by its SHA-256 hash; 401 when missing, unknown or revoked.
+
+    Then the key's tenant pays one token of its rate limit (429 with ``Retry-After`` when
+    none is left): before the route's own queries, so a tenant's flood costs one key lookup
+    per request and nothing more.
+    """
     if credentials is None:
         raise _unauthorized(
             "missing or malformed Authorization header: expected 'Bearer <api key>'",
@@ -75,6 +81,17 @@ async def get_caller(pool: Pool, credentials: Credentials) -> Principal:
     row = await pool.fetchrow(_KEY_LOOKUP, hash_api_key(credentials.credentials))
     if row is None:
         raise _unauthorized("unknown or revoked API key", invalid_token=True)
+    limits: TokenBuckets | None = getattr(request.app.state, "rate_limits", None)
+    if limits is not None:
+        wait = limits.take(row["tenant"])
+        if wait:
+            seconds = retry_after(wait)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this tenant is over its API rate limit; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
     return Principal(tenant=row["tenant"], role=row["role"])
 
 

@@ -8,6 +8,9 @@ serializes without an offset, which JSON Schema's RFC 3339 ``time`` requires. So
 * the 422 ``HTTPValidationError`` FastAPI adds to every operation with parameters is
   dropped (never answered; the PUT /v1/policy 422 is ``InvalidPolicyBody`` and stays),
   and each such operation documents its 400 ``ErrorBody``;
+* every operation documents its 429 ``rate_limited`` (the tenant's token bucket, with
+  ``Retry-After``), and each one with a request body its 408 (body not read in time) and
+  413 (body too large);
 * ``format: time`` becomes the pattern of what the API reads and writes: ``HH:MM[:SS[.f]]``
   with an optional offset (``Z`` or ``+HH:MM``), e.g. ``10:00:00``.
 """
@@ -23,6 +26,13 @@ _FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
 _BAD_PARAMETER = {
     "description": 'A bad parameter: `{"error": "invalid_request" | "invalid_cursor", "detail"}`.',
     "content": {"application/json": {"schema": _ERROR_BODY}},
+}
+_LIMITS = {
+    "429": "Too many requests for the key's tenant: `rate_limited`, see `Retry-After`.",
+}
+_BODY_LIMITS = {
+    "408": "The request body was not read in time: `body_timeout`.",
+    "413": "The request body is too large: `too_large`.",
 }
 TIME_PATTERN = (
     r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
@@ -63,6 +73,12 @@ def _document_bad_parameters(operation: dict[str, Any]) -> None:
         del responses["422"]
     if operation.get("parameters") and "400" not in responses:
         responses["400"] = _BAD_PARAMETER
+    limits = _LIMITS | (_BODY_LIMITS if "requestBody" in operation else {})
+    for status, description in limits.items():
+        responses.setdefault(
+            status,
+            {"description": description, "content": {"application/json": {"schema": _ERROR_BODY}}},
+        )
 
 
 def _without_time_format(node: Any) -> Any:

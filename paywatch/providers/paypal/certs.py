@@ -5,7 +5,11 @@ the default port, on an allow-listed PayPal API host, under PayPal's cert path, 
 user info, query or fragment; anything else is a VerificationError and nothing is fetched
 (SSRF and attacker-hosted certificates). Redirects are never followed. Responses over
 ``max_bytes`` are refused. Bundles are cached by URL for ``ttl`` (bounded, least recently
-used evicted): PayPal reuses one certificate URL for many deliveries.
+used evicted): PayPal reuses one certificate URL for many deliveries. A burst that misses
+the cache downloads each URL once (a lock per URL, so one slow URL does not hold up the
+others), and a URL whose download failed is not asked again for ``negative_ttl``: the
+same error is raised at once (a 503 or 401 without a request), so a flood of deliveries
+naming a dead or forged URL costs one request a minute, not one each.
 
 Errors: a network failure, timeout or 5xx is ``Retryable`` (the ingest answers 503 and
 PayPal redelivers); a 3xx/4xx or an oversize body is a VerificationError.
@@ -33,6 +37,7 @@ DEFAULT_CERT_PATH = "/v1/notifications/certs/"
 
 DEFAULT_TTL = timedelta(hours=1)
 DEFAULT_MAX_ENTRIES = 64
+DEFAULT_NEGATIVE_TTL = timedelta(seconds=60)
 
 
 class CertFetcher:
@@ -47,9 +52,12 @@ class CertFetcher:
         max_bytes: int = MAX_BUNDLE_BYTES,
         ttl: timedelta = DEFAULT_TTL,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        negative_ttl: timedelta = DEFAULT_NEGATIVE_TTL,
     ) -> None:
         if max_bytes <= 0 or max_entries <= 0 or ttl <= timedelta(0):
             raise ValueError("max_bytes, max_entries and ttl must be positive")
+        if negative_ttl < timedelta(0):
+            raise ValueError("negative_ttl must not be negative")
         self.client = client
         self.hosts = frozenset(h.lower() for h in hosts)
         self.path_prefix = path_prefix
@@ -57,7 +65,13 @@ class CertFetcher:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: OrderedDict[str, tuple[datetime, bytes]] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self.negative_ttl = negative_ttl
+        # URL -> when its download failed and the error raised again until negative_ttl.
+        # (The error's kind and text only: a kept exception would keep its frames alive.)
+        self._failed: OrderedDict[str, tuple[datetime, bool, str]] = OrderedDict()
+        # URL -> (its lock, [callers holding or awaiting it]); an entry lives only while a
+        # download of that URL is wanted, so the dict is bounded by requests in flight.
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def check_url(self, url: str) -> httpx.URL:
         """The parsed URL when it may be fetched, else VerificationError (no request made)."""
@@ -83,13 +97,51 @@ class CertFetcher:
         cached = self._cached(key, now)
         if cached is not None:
             return cached
-        async with self._lock:  # one download per URL even when a burst misses together
-            cached = self._cached(key, now)
-            if cached is not None:
-                return cached
-            pem = await self._download(parsed)
-            self._store(key, now, pem)
-            return pem
+        self._raise_if_failed(key, now)
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:  # one download per URL even when a burst misses together
+                cached = self._cached(key, now)
+                if cached is not None:
+                    return cached
+                self._raise_if_failed(key, now)
+                try:
+                    pem = await self._download(parsed)
+                except (Retryable, VerificationError) as exc:
+                    self._remember_failure(key, now, exc)
+                    raise
+                self._store(key, now, pem)
+                return pem
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+    def _raise_if_failed(self, key: str, now: datetime) -> None:
+        failed = self._failed.get(key)
+        if failed is None:
+            return
+        failed_at, retryable, text = failed
+        # abs(): callers racing on one URL carry `now`s a little apart, either way round.
+        if abs(now - failed_at) >= self.negative_ttl:
+            del self._failed[key]
+            return
+        text = f"{text} (not asked again for {self.negative_ttl.total_seconds():g} s)"
+        raise Retryable(text) if retryable else VerificationError(text)
+
+    def _remember_failure(
+        self, key: str, now: datetime, exc: Retryable | VerificationError
+    ) -> None:
+        if self.negative_ttl <= timedelta(0):
+            return
+        self._failed[key] = (now, isinstance(exc, Retryable), str(exc))
+        self._failed.move_to_end(key)
+        while len(self._failed) > self.max_entries:
+            self._failed.popitem(last=False)
 
     def _cached(self, key: str, now: datetime) -> bytes | None:
         hit = self._cache.get(key)
