@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test unit lint tools bench bench-tools down status
+.PHONY: help bootstrap run test unit lint tools bench bench-tools down status fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,3 +56,18 @@ bench-tools: ## install wrk (the ingest benchmark's load generator) from Debian
 
 bench: bootstrap bench-tools ## run every benchmark (prints a report; see bench/RESULTS.md)
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+FUZZ_RUNS ?= 1000000
+FUZZ_PROVIDERS ?= stripe paypal braintree authorizenet xero quickbooks adyen checkout generic
+FUZZ_LOGS ?= /tmp/fuzz-logs
+
+fuzz: bootstrap ## atheris over every provider's verify/parse/normalize (FUZZ_RUNS inputs each)
+	$(BIN)/pip install -q -e '.[dev,fuzz]'
+	@mkdir -p $(FUZZ_LOGS)
+	@for p in $(FUZZ_PROVIDERS); do \
+	  echo "fuzz $$p: $(FUZZ_RUNS) inputs (log $(FUZZ_LOGS)/$$p.log)"; \
+	  $(BIN)/python -m fuzz.run $$p -runs=$(FUZZ_RUNS) -max_len=512 -timeout=30 \
+	    -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix=$(FUZZ_LOGS)/$$p- \
+	    > $(FUZZ_LOGS)/$$p.log 2>&1 || { tail -n 60 $(FUZZ_LOGS)/$$p.log; exit 1; }; \
+	  grep -E 'stat::(number_of_executed_units|average_exec_per_sec)' $(FUZZ_LOGS)/$$p.log; \
+	done

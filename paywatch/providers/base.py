@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from paywatch.errors import CardDataError, PayloadError, VerificationError
 from paywatch.providers import pan
 from paywatch.schemas.coords import Coords
-from paywatch.schemas.models import PaymentEvent, RawRef, RawWebhook
+from paywatch.schemas.models import MAX_REF, PaymentEvent, RawRef, RawWebhook
 
 # Fixed namespace for deterministic event ids: never change it (replay relies on it).
 EVENT_NAMESPACE = uuid.UUID("6f1c3c1e-5a7b-4c39-9a0e-70a1e0c0ffee")
@@ -99,6 +99,23 @@ def refusal(exc: ValidationError) -> str:
     )
 
 
+def subject_ref(value: object) -> str | None:
+    """``value`` when it can be the Kafka key's subject (a ``Ref``), else None.
+
+    ``subject`` picks an id out of an attacker-shaped (if signed) body, and the ingest puts
+    it straight into ``RawWebhook.subject``: a value the model refuses (NUL, over
+    ``MAX_REF`` characters, a lone surrogate that UTF-8 cannot encode) would fail there
+    with a 500. ``subject`` is optional ("when cheap to name"), so such a value names none.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_REF or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def load_json(body: bytes, *, exact: bool = False) -> Any:
     """A JSON body (decimals as ``Decimal`` when ``exact``), or PayloadError."""
     try:
@@ -109,6 +126,8 @@ def load_json(body: bytes, *, exact: bool = False) -> Any:
         raise PayloadError("body is not UTF-8") from exc
     except RecursionError as exc:
         raise PayloadError("JSON nested too deeply") from exc
+    except ArithmeticError as exc:  # decimal.InvalidOperation: an exponent Decimal cannot hold
+        raise PayloadError("body has a number out of range") from exc
     except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
         raise PayloadError(f"body is not JSON: {exc}") from exc
 

@@ -22,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from paywatch.errors import PayloadError
 from paywatch.schemas.models import Decline, DeclineCategory
 
 SOFT = DeclineCategory.SOFT
@@ -162,14 +165,23 @@ def to_decline(
     merchant_side: bool = False,
     fallback: str = "merchant configuration error",
 ) -> Decline:
-    """The canonical Decline of a verdict; a merchant-side one says so in its message."""
+    """The canonical Decline of a verdict; a merchant-side one says so in its message.
+
+    The codes and message come from the body: one the model refuses (NUL, too long, a lone
+    surrogate) makes the body unreadable (PayloadError, 400), like any other odd field,
+    rather than a ValidationError that no caller maps.
+    """
     if merchant_side:
         message = f"{MERCHANT_SIDE} {message or fallback}"
-    return Decline(
-        code=code,
-        category=verdict.category,
-        network=network,
-        network_code=network_code,
-        advice_code=advice_code,
-        message=message,
-    )
+    try:
+        return Decline(
+            code=code,
+            category=verdict.category,
+            network=network,
+            network_code=network_code,
+            advice_code=advice_code,
+            message=message,
+        )
+    except ValidationError as exc:
+        fields = ", ".join(str(e["loc"][0]) for e in exc.errors(include_input=False)[:3])
+        raise PayloadError(f"decline fields refused: {fields}") from exc

@@ -298,3 +298,10 @@ def test_luhn_valid_network_transaction_ids_are_not_card_data() -> None:
     assert len(adyen.parse(body)["notificationItems"]) == 1
     with pytest.raises(CardDataError):
         adyen.parse(_doc(adyen_item(additional={"cardHolderName": "481205917734629"})))
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Same guard as the fuzz findings of issue 12 item 9: a NUL reference names no subject."""
+    from paywatch.providers.adyen import adyen
+
+    assert adyen.subject(adyen_failure(merchant_reference="a\x00")) is None

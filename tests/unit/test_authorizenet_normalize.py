@@ -301,3 +301,22 @@ def test_recovery_sample_matches_the_failure_sample() -> None:
 def test_the_module_implements_the_provider_port() -> None:
     port: Provider = authorizenet  # mypy checks the structural match
     assert port.name == "authorizenet"
+
+
+def test_decline_text_the_model_refuses_is_a_payload_error() -> None:
+    """Fuzz finding (issue 12 item 9): a lone surrogate in the reason escaped as ValidationError."""
+    body = authorizenet_body(authorizenet_failure(reason_code=2, reason_text="\ud800"))
+    with pytest.raises(PayloadError):
+        authorizenet.normalize(_raw(body), "webhooks.raw", 0, 0)
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Fuzz finding: a NUL invoice number made the ingest's RawWebhook refuse the subject."""
+    assert authorizenet.subject(authorizenet_failure(invoice_number="\x00")) is None
+
+
+def test_exponent_decimal_cannot_hold_is_a_payload_error() -> None:
+    """Fuzz finding (issue 12 item 9): exact parsing raised decimal.InvalidOperation."""
+    body = b'{"notificationId":"n","eventType":"x","payload":{"authAmount":1e99999999999999999999}}'
+    with pytest.raises(PayloadError):
+        authorizenet.parse(body)

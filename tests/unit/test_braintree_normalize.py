@@ -302,3 +302,10 @@ def test_provider_settings_are_validated() -> None:
 def test_the_module_implements_the_provider_port() -> None:
     port: Provider = braintree  # mypy checks the structural match
     assert port.name == "braintree"
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Fuzz finding (issue 12 item 9): a 10,000-character id made RawWebhook refuse it."""
+    xml = braintree_failure().replace("bt_sub_7hq2k9", "A" * 10_000)
+    doc = braintree.parse(braintree_body(xml))
+    assert braintree.subject(doc) is None

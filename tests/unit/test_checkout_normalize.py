@@ -331,3 +331,8 @@ def test_luhn_valid_scheme_transaction_ids_are_not_card_data() -> None:
     data["reference"] = "481205917734629"
     with pytest.raises(CardDataError):
         checkout.parse(checkout_body(checkout_event("payment_declined", data)))
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Fuzz finding (issue 12 item 9): a NUL reference made RawWebhook refuse the subject."""
+    assert checkout.subject(checkout_failure(reference="[\x00x")) is None

@@ -351,3 +351,10 @@ def test_random_payloads_normalize_or_raise_payload_errors_only(
         _events(body, header)
     except (PayloadError, CardDataError):
         pass
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Same guard as the fuzz findings of issue 12 item 9: an over-long ref names no subject."""
+    from paywatch.providers.generic import generic
+
+    assert generic.subject(generic_failure(invoice_ref="x" * 256)) is None

@@ -392,3 +392,17 @@ def test_random_bodies_only_ever_raise_payload_error(body: bytes) -> None:
         paypal.normalize(_raw(body), "webhooks.raw", 0, 0)
     except PayloadError:
         pass
+
+
+def test_decline_fields_the_model_refuses_are_a_payload_error() -> None:
+    """Fuzz finding (issue 12 item 9): a NUL reason code escaped as a Decline ValidationError."""
+    body = paypal_body(paypal_payment_failed(reason_code="\x00"))
+    with pytest.raises(PayloadError):
+        paypal.normalize(_raw(body), "webhooks.raw", 0, 0)
+
+
+def test_subject_unfit_for_a_key_is_none() -> None:
+    """Fuzz finding: a lone-surrogate subscription id made RawWebhook refuse the subject."""
+    doc = paypal_payment_failed()
+    doc["resource"]["id"] = "\udfff\ud800"
+    assert paypal.subject(doc) is None

@@ -611,3 +611,20 @@ def test_provider_with_custom_tolerance_is_still_a_provider() -> None:
         .type
         is EventType.PAYMENT_SUCCEEDED
     )
+
+
+def test_card_fields_the_model_refuses_are_a_payload_error() -> None:
+    """Fuzz finding (issue 12 item 9): an absurd ``exp_month`` escaped as ValidationError."""
+    charge = stripe_charge_failed(basil=False, invoice="in_fuzz")
+    charge["payment_method_details"]["card"]["exp_month"] = 10**18
+    body = stripe_body(stripe_event("charge.failed", charge))
+    with pytest.raises(PayloadError):
+        stripe.normalize(_raw(body), "webhooks.raw", 0, 0)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "x" * 256, "\ud800"])
+def test_subject_unfit_for_a_key_is_none(bad: str) -> None:
+    """Fuzz finding: the ingest puts ``subject`` into RawWebhook, which refused these (500)."""
+    charge = stripe_charge_failed(basil=False, invoice=bad)
+    doc = stripe_event("charge.failed", charge)
+    assert stripe.subject(doc) is None

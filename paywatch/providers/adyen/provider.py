@@ -18,7 +18,7 @@ from paywatch.providers.adyen.signature import (
     load,
     verify_notification,
 )
-from paywatch.providers.base import Provider, Secrets, envelope, reject_card_numbers
+from paywatch.providers.base import Provider, Secrets, envelope, reject_card_numbers, subject_ref
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import EventType, PaymentEvent, RawWebhook
 
@@ -102,7 +102,7 @@ class AdyenProvider(Provider):
         for key in ("merchantReference", "originalReference", "pspReference"):
             value = first.get(key)
             if isinstance(value, str) and value:
-                return value
+                return subject_ref(value)
         return None
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from paywatch.providers.base import (
     envelope,
     load_json,
     reject_card_numbers,
+    subject_ref,
 )
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import PaymentEvent, RawWebhook
@@ -73,7 +74,7 @@ class AuthorizeNetProvider(Provider):
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """The invoice number / transaction id, or ``sub:<id>`` for subscription events."""
-        return fields_of.subject(doc)
+        return subject_ref(fields_of.subject(doc))
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """Authorize.Net's ``notificationId``."""

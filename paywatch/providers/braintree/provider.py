@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Provider, Secrets, envelope
+from paywatch.providers.base import Provider, Secrets, envelope, subject_ref
 from paywatch.providers.braintree import normalize as fields_of
 from paywatch.providers.braintree.signature import challenge_response, form_fields, verify_form
 from paywatch.providers.braintree.xmldoc import MAX_XML_BYTES, decode_payload
@@ -66,7 +66,7 @@ class BraintreeProvider(Provider):
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """The subscription id, else the transaction (or dispute...) id."""
         subject_id, txn_id = fields_of.subject_ids(doc)
-        return subject_id or txn_id
+        return subject_ref(subject_id or txn_id)
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """A content hash: Braintree notifications carry no id (``normalize.dedupe_key``)."""

@@ -17,6 +17,7 @@ from paywatch.providers.base import (
     envelope,
     load_json,
     reject_card_numbers,
+    subject_ref,
 )
 from paywatch.providers.checkout import normalize as fields_of
 from paywatch.providers.checkout.normalize import DEFAULT_EVENTS
@@ -113,7 +114,7 @@ class CheckoutProvider(Provider):
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """The merchant's payment reference (its invoice), else the payment id."""
         data = fields_of.obj(doc, "data")
-        return fields_of.text(data, "reference") or fields_of.text(data, "id")
+        return subject_ref(fields_of.text(data, "reference") or fields_of.text(data, "id"))
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """Checkout.com's event id (``evt_...``) [U: assumed stable across redeliveries]."""

@@ -16,6 +16,7 @@ from paywatch.providers.base import (
     envelope,
     load_json,
     reject_card_numbers,
+    subject_ref,
 )
 from paywatch.providers.generic import schema
 from paywatch.providers.generic.signature import (
@@ -67,7 +68,7 @@ class GenericProvider(Provider):
         for key in ("invoice_ref", "subscription_ref", "customer_ref"):
             value = doc.get(key)
             if isinstance(value, str) and value:
-                return value
+                return subject_ref(value)
         return None
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:

@@ -27,9 +27,17 @@ from typing import Any
 
 import httpx
 from cryptography import x509
+from pydantic import ValidationError
 
 from paywatch.errors import PayloadError, Retryable, VerificationError
-from paywatch.providers.base import Provider, Secrets, envelope, load_json
+from paywatch.providers.base import (
+    Provider,
+    Secrets,
+    envelope,
+    load_json,
+    refusal,
+    subject_ref,
+)
 from paywatch.providers.paypal import normalize as fields_of
 from paywatch.providers.paypal.certs import DEFAULT_CERT_HOSTS, CertFetcher
 from paywatch.providers.paypal.replay import Verified
@@ -153,7 +161,7 @@ class PayPalProvider(Provider):
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """Subscription id, else the merchant invoice / order id, else the resource id."""
-        return fields_of.subject(doc)
+        return subject_ref(fields_of.subject(doc))
 
     def provider_event_id(self, doc: Mapping[str, Any]) -> str:
         """PayPal's event id (``WH-...``)."""
@@ -166,7 +174,10 @@ class PayPalProvider(Provider):
         self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one PayPal webhook; unhandled event types give []."""
-        draft = fields_of.fields(doc, self.reason_overrides)
+        try:  # handlers build nested models (Decline): their refusals are 400s too
+            draft = fields_of.fields(doc, self.reason_overrides)
+        except ValidationError as exc:
+            raise PayloadError(f"PayPal event has unexpected field values: {refusal(exc)}") from exc
         if draft is None:
             return []
         evt_id = self.provider_event_id(doc)

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Provider, Secrets, envelope, load_json
+from paywatch.providers.base import Provider, Secrets, envelope, load_json, refusal, subject_ref
 from paywatch.providers.stripe.fields import created, obj, ref
 from paywatch.providers.stripe.normalize import HANDLERS
 from paywatch.providers.stripe.signature import DEFAULT_TOLERANCE, verify_signature
@@ -54,6 +56,9 @@ class StripeProvider(Provider):
 
     def subject(self, doc: Mapping[str, Any]) -> str | None:
         """Invoice id when the event names one, else the customer id, else None."""
+        return subject_ref(self._subject(doc))
+
+    def _subject(self, doc: Mapping[str, Any]) -> str | None:
         evt_type = doc.get("type")
         data_object = obj(obj(doc, "data"), "object")
         if not isinstance(evt_type, str):
@@ -77,7 +82,10 @@ class StripeProvider(Provider):
         """Canonical events of one Stripe webhook; unhandled event types give []."""
         evt_type: str = doc["type"]
         handler = HANDLERS.get(evt_type)
-        fields = handler(doc["data"]) if handler else None
+        try:  # a handler builds nested models (PaymentMethod): their refusals are 400s too
+            fields = handler(doc["data"]) if handler else None
+        except ValidationError as exc:
+            raise PayloadError(f"Stripe event has unexpected field values: {refusal(exc)}") from exc
         # One Stripe event gives at most one canonical event today; the index keeps ids
         # distinct should a handler ever emit several.
         drafts = [fields] if fields is not None else []
