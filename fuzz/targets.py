@@ -43,7 +43,7 @@ from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import Provider
 from paywatch.providers.braintree.signature import sign_payload
 from paywatch.providers.paypal import PayPalProvider
-from paywatch.providers.registry import PROVIDERS
+from paywatch.providers.registry import KNOWN_PROVIDERS, PROVIDERS
 from paywatch.schemas.models import RawWebhook
 from paywatch.settings import Settings
 from tests.builders import adyen as ady
@@ -58,17 +58,7 @@ from tests.builders import xero as xr
 from tests.builders.paypal_pki import CERT_URL, SANDBOX_CN, mock_paypal, sign_paypal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-NAMES = (
-    "stripe",
-    "paypal",
-    "braintree",
-    "authorizenet",
-    "xero",
-    "quickbooks",
-    "adyen",
-    "checkout",
-    "generic",
-)
+NAMES = KNOWN_PROVIDERS
 FETCHED_COORDS = ("webhooks.fetched", 0, 0)
 XERO_FETCHED = ("bill.", "invoice.draft", "invoice.jpy", "invoice.overdue", "invoice.paid.json")
 XERO_FETCHED += ("invoice.voided",)
