@@ -17,12 +17,13 @@ from paywatch.tenants.secret_names import SECRET_NAMES
 
 Role = Literal["analyst", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("analyst", "operator", "admin")
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+"""A tenant name, matched whole (``fullmatch``: ``$`` would let a trailing newline in)."""
 
 
 def check_tenant_name(name: str) -> str:
     """Return the name if it is a valid tenant name, else raise ConfigError."""
-    if not TENANT_RE.match(name):
+    if not TENANT_RE.fullmatch(name):
         raise ConfigError(
             f"invalid tenant name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit"

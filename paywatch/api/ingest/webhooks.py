@@ -108,8 +108,7 @@ def valid_tenant(name: str) -> bool:
     """True when ``name`` has the form `paywatch tenant create` accepts (tenants/store.py).
 
     Checked before any cache or Postgres lookup, so a name no tenant can have costs no
-    query and no cache entry. ``fullmatch``: TENANT_RE's ``$`` would let a trailing
-    newline through.
+    query and no cache entry.
     """
     return TENANT_RE.fullmatch(name) is not None
 
