@@ -69,3 +69,18 @@ def test_json_answers_render_as_starlette_json_response() -> None:
     expected = JSONResponse(content, status_code=404)
     assert (status, body) == (expected.status_code, expected.body)
     assert content_type == expected.headers["content-type"].encode()
+
+
+def test_a_reply_naming_a_lone_surrogate_is_still_sent() -> None:
+    """A provider event id decoded from a "\\ud800" escape cannot be UTF-8: the answer (sent
+    after the webhook was stored) escapes it rather than failing with a 500."""
+    import json
+
+    from paywatch.api.ingest.webhooks import json_reply
+
+    status, body, _ = json_reply(200, {"status": "accepted", "provider_event_id": "evt_\ud800"})
+    assert status == 200 and json.loads(body) == {
+        "status": "accepted",
+        "provider_event_id": "evt_\ud800",
+    }
+    assert json_reply(200, {"id": "é"})[1] == '{"id":"é"}'.encode()

@@ -78,11 +78,17 @@ Reply = tuple[int, bytes, bytes | None]
 
 
 def json_reply(status: int, content: dict[str, Any]) -> Reply:
-    """A JSON answer rendered as Starlette's JSONResponse renders it."""
+    """A JSON answer rendered as Starlette's JSONResponse renders it; a string that UTF-8
+    cannot carry (a lone surrogate from a ``\\ud800`` escape in a provider's body) is sent
+    escaped instead of failing the answer after the webhook was stored."""
     body = json.dumps(
         content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
     )
-    return status, body.encode("utf-8"), _JSON
+    try:
+        return status, body.encode("utf-8"), _JSON
+    except UnicodeEncodeError:
+        escaped = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return status, escaped.encode("ascii"), _JSON
 
 
 def _error(status: int, error: str, detail: str) -> Reply:
