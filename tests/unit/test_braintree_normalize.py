@@ -309,3 +309,14 @@ def test_subject_unfit_for_a_key_is_none() -> None:
     xml = braintree_failure().replace("bt_sub_7hq2k9", "A" * 10_000)
     doc = braintree.parse(braintree_body(xml))
     assert braintree.subject(doc) is None
+
+
+def test_a_card_field_out_of_bounds_is_a_payload_error() -> None:
+    """Fuzz finding (issue 12 item 9, atheris): a 300-character card fingerprint made the
+    PaymentMethod model raise ValidationError out of normalize (not a domain error)."""
+    from tests.builders.braintree import CARD_FINGERPRINT
+
+    xml = braintree_failure().replace(CARD_FINGERPRINT, "A" * 300)
+    assert "A" * 300 in xml
+    with pytest.raises(PayloadError, match="unexpected field values"):
+        _events(xml)

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from paywatch.errors import PayloadError
-from paywatch.providers.base import Provider, Secrets, envelope, subject_ref
+from paywatch.providers.base import Provider, Secrets, envelope, refusal, subject_ref
 from paywatch.providers.braintree import normalize as fields_of
 from paywatch.providers.braintree.signature import challenge_response, form_fields, verify_form
 from paywatch.providers.braintree.xmldoc import MAX_XML_BYTES, decode_payload
@@ -76,7 +78,12 @@ class BraintreeProvider(Provider):
         self, raw: RawWebhook, doc: Mapping[str, Any], at: Coords
     ) -> list[PaymentEvent]:
         """Canonical events of one Braintree notification; unhandled kinds give []."""
-        draft = fields_of.fields(doc, self.default_currency)
+        try:  # nested models (PaymentMethod, Decline) refuse out-of-bounds values: a 400 too
+            draft = fields_of.fields(doc, self.default_currency)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"Braintree notification has unexpected field values: {refusal(exc)}"
+            ) from exc
         if draft is None:
             return []
         return [
