@@ -198,7 +198,7 @@ async def test_entries_expire_after_the_ttl_unknown_tenants_too() -> None:
 
 async def test_a_trickled_body_times_out_and_a_prompt_one_does_not() -> None:
     async def trickle() -> dict[str, object]:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the slow client being simulated, not a wait for a condition
         return {"type": "http.request", "body": b"x", "more_body": True}
 
     with pytest.raises(BodyTimeout):
