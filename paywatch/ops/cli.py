@@ -11,35 +11,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
+from paywatch.ops.apikey_cli import register as register_apikeys
+from paywatch.ops.dbcall import db_call as _db_call
 from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
 from paywatch.ops.risk_cli import register as register_risk
+from paywatch.ops.secrets_cli import register as register_secrets
 from paywatch.settings import Settings, load_settings
 
 EXIT_USAGE = 2
-
-
-def _db_call(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `fn(conn)` against the stack's Postgres (migrated first)."""
-    from paywatch.db import create_pool, migrate
-
-    async def go() -> Any:
-        pool = await create_pool(resolve_endpoints(settings).dsn, min_size=1, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-                return await fn(conn)
-        finally:
-            await pool.close()
-
-    return asyncio.run(go())
 
 
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -48,42 +34,6 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
 
     created = _db_call(settings, lambda conn: create_tenant(conn, args.name))
     print(f"tenant {args.name} {'created' if created else 'already exists'}")
-    return 0
-
-
-def _pairs(items: list[str]) -> dict[str, str]:
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"expected NAME=VALUE, got {item.split('=')[0]!r}")
-        values[name] = value
-    return values
-
-
-def cmd_tenant_secret(settings: Settings, args: argparse.Namespace) -> int:
-    """paywatch tenant secret NAME PROVIDER KEY=VALUE..."""
-    from paywatch.tenants.crypto import SecretBox
-    from paywatch.tenants.store import set_secrets
-
-    values = _pairs(args.pairs)
-    box = SecretBox(settings.secret_key.get_secret_value())
-    _db_call(settings, lambda conn: set_secrets(conn, box, args.name, args.provider, values))
-    names = ", ".join(sorted(values))
-    print(
-        f"stored {args.provider} secret(s) {names} for tenant {args.name} "
-        f"(previous values stay valid for {settings.secret_grace_hours:g} h)"
-    )
-    return 0
-
-
-def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
-    """paywatch apikey create NAME --role ROLE (the key alone on the last line)."""
-    from paywatch.tenants.store import create_api_key
-
-    key = _db_call(settings, lambda conn: create_api_key(conn, args.name, args.role))
-    print(f"{args.role} API key for tenant {args.name} (shown once, store it now):")
-    print(key)
     return 0
 
 
@@ -314,18 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc = tenant.add_parser("create", help="create a tenant")
     tc.add_argument("name")
     tc.set_defaults(func=cmd_tenant_create)
-    ts = tenant.add_parser("secret", help="store provider secrets: NAME=VALUE pairs")
-    ts.add_argument("name")
-    ts.add_argument("provider")
-    ts.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
-    ts.set_defaults(func=cmd_tenant_secret)
-    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(
-        dest="kcmd", required=True
-    )
-    ak = apikey.add_parser("create", help="create an API key (printed once)")
-    ak.add_argument("name")
-    ak.add_argument("--role", required=True, choices=("analyst", "operator", "admin"))
-    ak.set_defaults(func=cmd_apikey_create)
+    register_secrets(sub, tenant)  # tenant secret, secrets rotate-key
+    register_apikeys(sub)  # apikey create|list|revoke|rotate
     _policy_parser(sub)
     register_risk(sub)  # demo generate, risk train
     return p

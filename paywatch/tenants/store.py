@@ -6,17 +6,15 @@ import re
 import secrets as pysecrets
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Literal
 
 import asyncpg
 
 from paywatch.errors import ConfigError, UnknownProvider, UnknownTenant
 from paywatch.tenants.api_keys import hash_api_key
 from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.roles import ROLES
 from paywatch.tenants.secret_names import SECRET_NAMES
 
-Role = Literal["analyst", "operator", "admin"]
-ROLES: tuple[Role, ...] = ("analyst", "operator", "admin")
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 """A tenant name, matched whole (``fullmatch``: ``$`` would let a trailing newline in)."""
 
