@@ -40,6 +40,7 @@ from paywatch.schemas.models import CommandType, PaymentEvent, RecoveryCommand
 from paywatch.schemas.topics import customer_key
 from paywatch.streams import saga_store
 from paywatch.streams.saga import PolicySource
+from paywatch.streams.settled import Settled
 
 log = logging.getLogger(__name__)
 
@@ -148,22 +149,14 @@ class RenewalWatch:
 
 def install(app: Any, watch: RenewalWatch, source_topic: str) -> None:
     """Register the watch loop: it fires only once the assignment has settled."""
-    restored = {"count": 0, "seen": 0}
-
-    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
-    async def on_restored(sender: Any, **kwargs: Any) -> None:
-        restored["count"] += 1
+    settled = Settled(app)
 
     @app.timer(interval=TICK_S, name="risk-renewal-watch")  # type: ignore[untyped-decorator]
     async def renewal_watch() -> None:
-        settling = app.rebalancing or getattr(app, "in_recovery", False)
-        if settling or restored["count"] == 0 or restored["seen"] != restored["count"]:
-            restored["seen"] = restored["count"]  # index on the next tick, once restored
-            watch.indexed = None
+        actives = settled.actives(source_topic)
+        if actives is None:
+            watch.indexed = None  # index on a later tick, once restored
             return
-        actives = frozenset(
-            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source_topic
-        )
         try:
             await watch.fire_due(actives)
         except Exception:  # the loop must survive one bad send; it retries next tick

@@ -58,6 +58,7 @@ from paywatch.streams.batches import (
     encode,
     record_time,
 )
+from paywatch.streams.settled import Settled
 
 log = logging.getLogger(__name__)
 
@@ -350,35 +351,15 @@ def install(app: Any, runtime: SagaRuntime, source: Any, stage: Stage) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await step_.run(batch)
 
-    restored = {"count": 0, "seen": 0}
-
-    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
-    async def on_restored(sender: Any, **kwargs: Any) -> None:
-        restored["count"] += 1  # tables of the new assignment are being made visible
+    settled = Settled(app)
 
     @app.timer(interval=TICK_S, name="recovery-timers")  # type: ignore[untyped-decorator]
     async def recovery_timers() -> None:
-        settling = app.rebalancing or getattr(app, "in_recovery", False)
-        if settling or restored["count"] == 0:
+        actives = settled.actives(runtime.events_topic)
+        if actives is None:
             runtime.indexed = None  # never fire from a half-restored table
             return
-        if restored["seen"] != restored["count"]:
-            # Seen restored on this tick: index on the next one, after the tables'
-            # own recovery callbacks (which run right after the signal) have finished.
-            restored["seen"] = restored["count"]
-            runtime.indexed = None
-            return
-        actives = frozenset(
-            tp.partition
-            for tp in app.assignor.assigned_actives()
-            if tp.topic == runtime.events_topic
-        )
-        seen = restored["count"]
-
-        def current() -> bool:
-            settling = app.rebalancing or getattr(app, "in_recovery", False)
-            return not settling and restored["count"] == seen
-
+        current = settled.still()
         try:
             await runtime.fire_due(actives, current)
         except asyncio.CancelledError:
