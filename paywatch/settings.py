@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -29,6 +29,11 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 BODY_LIMIT_BYTES = 256 * 1024
 
+RoleProcess = Literal["api", "projector"]
+DB_ROLES: dict[RoleProcess, str] = {"api": "paywatch_api", "projector": "paywatch_projector"}
+"""The non-owner Postgres role each of these processes logs in as (migration 014: row-level
+security); every other process, and the CLI, connects as the owner."""
+
 
 class Settings(BaseSettings):
     """Configuration read from the environment, frozen after validation."""
@@ -41,6 +46,12 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     kafka_bootstrap: str | None = None
     database_url: SecretStr | None = None
+    # How the API and the projector connect (row-level security, migration 014; README
+    # "Row-level security"). Unset: PAYWATCH_DATABASE_URL (or the embedded server's URL)
+    # with the user paywatch_api / paywatch_projector and no password, which the embedded
+    # server's trust auth takes; a server that wants passwords needs these set.
+    api_database_url: SecretStr | None = None
+    projector_database_url: SecretStr | None = None
     ingest_port: int = Field(8080, ge=1, le=65535)
     api_port: int = Field(8081, ge=1, le=65535)
     bind_host: str = "127.0.0.1"
@@ -54,6 +65,9 @@ class Settings(BaseSettings):
     # the path of a model file `paywatch risk train` wrote (ends in .json).
     risk_model: str = "risk-v1"
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # The master key being rotated away from: values sealed under it still open until
+    # `paywatch secrets rotate-key` has re-sealed them all (tenants/crypto.py).
+    secret_key_previous: SecretStr | None = None
     secret_grace_hours: float = Field(24.0, ge=0)
 
     # Topics: a prefix lets tests (and staging next to prod) use their own names.
@@ -159,6 +173,9 @@ class Settings(BaseSettings):
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
+        "secret_key_previous",
+        "api_database_url",
+        "projector_database_url",
         mode="before",
     )
     @classmethod
@@ -170,8 +187,8 @@ class Settings(BaseSettings):
     def _refuse_what_cannot_run(self) -> Settings:
         """Kafka security, the DSN's TLS and prod's public values: every problem at once."""
         problems = kafka_security_problems(self)
-        if self.database_url is not None:
-            problems += dsn_tls_problems(self.database_url.get_secret_value())
+        for variable, url in self._database_urls().items():
+            problems += dsn_tls_problems(url, variable)
         if self.env == "prod":
             problems += prod_problems(self)
         if problems:
@@ -190,6 +207,23 @@ class Settings(BaseSettings):
         """Full Kafka topic name for a logical topic (prefix applied)."""
         return f"{self.topic_prefix}{name}"
 
+    def role_dsn(self, process: RoleProcess, owner_dsn: str) -> str:
+        """The DSN ``process`` connects with: PAYWATCH_API_DATABASE_URL or
+        PAYWATCH_PROJECTOR_DATABASE_URL, else ``owner_dsn`` as its role (``dsn_as_role``)."""
+        given = self.api_database_url if process == "api" else self.projector_database_url
+        if given is not None:
+            return given.get_secret_value()
+        return dsn_as_role(owner_dsn, DB_ROLES[process])
+
+    def _database_urls(self) -> dict[str, str]:
+        """Every database URL set, by its variable's name."""
+        urls = {
+            "PAYWATCH_DATABASE_URL": self.database_url,
+            "PAYWATCH_API_DATABASE_URL": self.api_database_url,
+            "PAYWATCH_PROJECTOR_DATABASE_URL": self.projector_database_url,
+        }
+        return {name: url.get_secret_value() for name, url in urls.items() if url is not None}
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; keyword overrides win (used by the CLI)."""
@@ -198,12 +232,12 @@ def load_settings(**overrides: object) -> Settings:
 
 def prod_problems(settings: Settings) -> list[str]:
     """Why these settings must not run with PAYWATCH_ENV=prod (public dev values)."""
-    key = settings.secret_key.get_secret_value()
-    problems = []
-    if key == DEV_SECRET_KEY:
-        problems.append("PAYWATCH_SECRET_KEY must be set to a real secret when PAYWATCH_ENV=prod")
-    elif len(key) < 32:
-        problems.append("PAYWATCH_SECRET_KEY must be at least 32 characters in prod")
+    problems = _master_key_problems("PAYWATCH_SECRET_KEY", settings.secret_key)
+    if settings.secret_key_previous is not None:
+        # A previous key still opens stored secrets: the public dev key there would too.
+        problems += _master_key_problems(
+            "PAYWATCH_SECRET_KEY_PREVIOUS", settings.secret_key_previous
+        )
     dsn = settings.database_url.get_secret_value() if settings.database_url else None
     if dsn is not None and dsn_password(dsn) == COMPOSE_DB_PASSWORD:
         problems.append(
@@ -212,6 +246,16 @@ def prod_problems(settings: Settings) -> list[str]:
             "PAYWATCH_ENV=prod"
         )
     return problems
+
+
+def _master_key_problems(variable: str, key: SecretStr) -> list[str]:
+    """Why a master key must not be used in prod: the public dev key, or too short."""
+    value = key.get_secret_value()
+    if value == DEV_SECRET_KEY:
+        return [f"{variable} must be set to a real secret when PAYWATCH_ENV=prod"]
+    if len(value) < 32:
+        return [f"{variable} must be at least 32 characters in prod"]
+    return []
 
 
 _SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
@@ -276,22 +320,35 @@ def dsn_password(dsn: str) -> str | None:
     return unquote(password) if password is not None else _dsn_query(dsn).get("password")
 
 
-def dsn_tls_problems(dsn: str) -> list[str]:
+def dsn_tls_problems(dsn: str, variable: str = "PAYWATCH_DATABASE_URL") -> list[str]:
     """Why asyncpg would refuse the DSN's TLS parameters, said at start rather than at the
     first connection (asyncpg honours ``sslmode``, ``sslrootcert``... from the DSN itself)."""
     query = _dsn_query(dsn)
     problems = []
     mode = query.get("sslmode")
     if mode is not None and mode not in _SSL_MODES:
-        problems.append(
-            f"PAYWATCH_DATABASE_URL: sslmode={mode} is not one of {', '.join(_SSL_MODES)}"
-        )
+        problems.append(f"{variable}: sslmode={mode} is not one of {', '.join(_SSL_MODES)}")
     problems += [
-        f"PAYWATCH_DATABASE_URL: {name}={query[name]}: no such file"
+        f"{variable}: {name}={query[name]}: no such file"
         for name in _SSL_FILES
         if name in query and not Path(query[name]).expanduser().is_file()
     ]
     return problems
+
+
+def dsn_as_role(dsn: str, role: str) -> str:
+    """``dsn`` logging in as ``role`` without a password: host, database and TLS parameters
+    kept; the user and password of the URL and of its query dropped. A password must come
+    from the server's trust, a ~/.pgpass line, or a PAYWATCH_*_DATABASE_URL of its own."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote(pair.split("=", 1)[0]) not in ("user", "password")
+    ]
+    netloc = f"{quote(role, safe='')}@{hosts}"
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(kept)))
 
 
 _EXTERNAL = {"kafka_bootstrap": "an external Kafka", "database_url": "an external Postgres"}

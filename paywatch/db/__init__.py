@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
@@ -27,6 +29,57 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         dsn, min_size=min_size, max_size=max_size, init=_init_connection
     )
     return pool
+
+
+_BIND = "SELECT set_config('paywatch.tenant', $1, true)"
+"""Binds a transaction to a tenant: row-level security (migration 014) compares each row's
+tenant with this setting for the paywatch_api role."""
+
+
+class TenantPool:
+    """A pool seen by one tenant under row-level security (migration 014).
+
+    Every statement runs in a transaction that first sets ``paywatch.tenant``
+    transaction-locally, so the setting ends with the transaction however it ends: a
+    connection always goes back to the pool bound to no tenant (asyncpg rolls back a
+    transaction left open). A session-level setting would hang on the connection until
+    something reset it. With ``tenant`` None nothing is set, and a role under RLS sees no
+    tenant's rows. The surface is the pool's that the query routes use.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, tenant: str | None) -> None:
+        self.pool = pool
+        self.tenant = tenant
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        """A connection in a transaction bound to the tenant, committed when the block ends
+        (rolled back when it raises); transactions opened inside are savepoints."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.tenant is not None:
+                await conn.execute(_BIND, self.tenant)
+            yield conn
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        """``Connection.fetch`` in its own tenant-bound transaction."""
+        async with self.acquire() as conn:
+            return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        """``Connection.fetchrow`` in its own tenant-bound transaction."""
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        """``Connection.fetchval`` in its own tenant-bound transaction."""
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args, column=column)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """``Connection.execute`` in its own tenant-bound transaction; the status tag."""
+        async with self.acquire() as conn:
+            status: str = await conn.execute(query, *args)
+            return status
 
 
 def migration_files() -> list[tuple[int, str, str]]:

@@ -12,8 +12,9 @@ from paywatch.kafka.security import kafka_security
 from paywatch.ops.infra import Endpoints
 from paywatch.schemas.topics import topic_specs
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import insert_api_key
 from paywatch.tenants.crypto import SecretBox
-from paywatch.tenants.store import create_tenant, insert_api_key, set_secrets, valid_secrets
+from paywatch.tenants.store import create_tenant, set_secrets, valid_secrets
 
 # Documented dev-only credentials (README "Dev credentials"); seeded only when PAYWATCH_ENV=dev.
 DEMO_TENANT = "demo"
@@ -38,7 +39,7 @@ async def _prepare_db(settings: Settings, dsn: str) -> dict[str, Any]:
             await migrate(conn)
             if settings.env != "dev":
                 return {}
-            return await seed_demo(conn, SecretBox(settings.secret_key.get_secret_value()))
+            return await seed_demo(conn, SecretBox.from_settings(settings))
     finally:
         await pool.close()
 

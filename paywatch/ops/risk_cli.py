@@ -218,7 +218,7 @@ async def _generic_secret(settings: Settings, tenant: str) -> str:
     from paywatch.tenants.crypto import SecretBox
     from paywatch.tenants.store import valid_secrets
 
-    box = SecretBox(settings.secret_key.get_secret_value())
+    box = SecretBox.from_settings(settings)
     pool = await create_pool(resolve_endpoints(settings).dsn, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:

@@ -54,7 +54,8 @@ def run_ingest(settings: Settings, ends: Endpoints) -> None:
 
 
 def run_api(settings: Settings, ends: Endpoints) -> None:
-    """Serve the query API on settings.api_port."""
+    """Serve the query API on settings.api_port (logged in as paywatch_api: the app derives
+    its DSN from the owner's, Settings.role_dsn)."""
     from paywatch.api.query.app import create_app
 
     _serve(create_app(settings, ends.dsn, ends.bootstrap), settings, settings.api_port)
@@ -100,12 +101,15 @@ async def _projector(settings: Settings, ends: Endpoints) -> None:
     from paywatch.kafka.codec import make_codec
     from paywatch.projections.runner import Projector
 
-    pool = await create_pool(ends.dsn, min_size=1, max_size=3)
+    # As paywatch_projector, heartbeat included: row-level security (migration 014) lets it
+    # write every tenant's read models, and nothing of the owner's (secrets, DDL).
+    dsn = settings.role_dsn("projector", ends.dsn)
+    pool = await create_pool(dsn, min_size=1, max_size=3)
     projector = Projector(settings, ends.bootstrap, pool, make_codec(settings))
     _stop_on_signals(projector.stop)
     serve_metrics(settings, settings.projector_metrics_port, "projector")
     try:
-        async with Heartbeat(settings, ends.dsn, "projector"):
+        async with Heartbeat(settings, dsn, "projector"):
             await projector.run()
     finally:
         await pool.close()

@@ -9,21 +9,29 @@ from collections.abc import Awaitable, Callable
 Loader = Callable[[str, str], Awaitable[list[dict[str, str]] | None]]
 Entry = tuple[float, list[dict[str, str]] | None]
 
+SECRET_CACHE_TTL_S = 5.0
+"""How long ingest keeps a tenant's secrets: the longest a value revoked with
+``paywatch tenant secret --revoke-previous`` (or one past its grace period) can still verify
+in a running ingest process, counted from the revoking commit (plus one in-flight lookup).
+The CLI's message and the README quote this number."""
+
 
 class SecretCache:
     """Caches `valid_secrets` per (tenant, provider) for `ttl` seconds, at most `max_entries`.
 
-    A short TTL keeps rotation and new tenants visible within seconds while a burst
-    of webhooks costs one query. Unknown tenants are cached too (as None), so a flood for
-    one unknown name costs one query per TTL. When full, the least recently used entry
-    goes: a flood of random tenant names evicts only other cold names, never the tenants
-    that are sending webhooks right now (clearing everything made every tenant pay a query).
+    A short TTL keeps rotation, revocation and new tenants visible within seconds while a
+    burst of webhooks costs one query (nothing invalidates an entry early: each ingest
+    process would need a Postgres LISTEN connection for that). Unknown tenants are cached
+    too (as None), so a flood for one unknown name costs one query per TTL. When full, the
+    least recently used entry goes: a flood of random tenant names evicts only other cold
+    names, never the tenants that are sending webhooks right now (clearing everything made
+    every tenant pay a query).
     """
 
     def __init__(
         self,
         loader: Loader,
-        ttl: float = 5.0,
+        ttl: float = SECRET_CACHE_TTL_S,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

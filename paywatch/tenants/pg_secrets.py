@@ -21,7 +21,7 @@ class PgSecrets:
 
     def __init__(self, settings: Settings, dsn: str) -> None:
         self._dsn = dsn
-        self._box = SecretBox(settings.secret_key.get_secret_value())
+        self._box = SecretBox.from_settings(settings)
         self._grace = timedelta(hours=settings.secret_grace_hours)
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import secrets as pysecrets
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import NamedTuple
 
 import asyncpg
 
 from paywatch.errors import ConfigError, UnknownProvider, UnknownTenant
-from paywatch.tenants.api_keys import hash_api_key
 from paywatch.tenants.crypto import SecretBox
-from paywatch.tenants.roles import ROLES
 from paywatch.tenants.secret_names import SECRET_NAMES
 
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -67,9 +65,20 @@ def check_secret_names(provider: str, values: Mapping[str, str]) -> None:
 
 
 async def set_secrets(
-    conn: asyncpg.Connection, box: SecretBox, tenant: str, provider: str, values: Mapping[str, str]
+    conn: asyncpg.Connection,
+    box: SecretBox,
+    tenant: str,
+    provider: str,
+    values: Mapping[str, str],
+    *,
+    revoke_previous: bool = False,
 ) -> None:
-    """Store new secret values; the previous ones stay valid for the grace period."""
+    """Store new secret values, each sealed to its (tenant, provider, name).
+
+    The values they supersede stay valid for the grace period so a rotation drops no
+    webhook; with ``revoke_previous`` every older value of those names stops verifying now
+    (a leaked secret must not keep working for the grace period).
+    """
     check_secret_names(provider, values)
     async with conn.transaction():
         await _require_tenant(conn, tenant)
@@ -81,13 +90,21 @@ async def set_secrets(
                 provider,
                 name,
             )
+            if revoke_previous:
+                await conn.execute(
+                    "UPDATE tenant_secrets SET revoked_at = now() WHERE tenant = $1 "
+                    "AND provider = $2 AND name = $3 AND revoked_at IS NULL",
+                    tenant,
+                    provider,
+                    name,
+                )
             await conn.execute(
                 "INSERT INTO tenant_secrets (tenant, provider, name, value_enc) "
                 "VALUES ($1, $2, $3, $4)",
                 tenant,
                 provider,
                 name,
-                box.seal(value),
+                box.seal(value, tenant=tenant, provider=provider, name=name),
             )
 
 
@@ -115,7 +132,7 @@ async def store_rotated_secrets(
                 provider,
                 name,
             )
-            if current is None or box.open(current) != value:
+            if current is None or box.open(current, **_row(tenant, provider, name)) != value:
                 changed[name] = value
         if changed:
             await set_secrets(conn, box, tenant, provider, changed)
@@ -128,12 +145,12 @@ async def valid_secrets(
     """Candidate secret sets, newest first (None when the tenant does not exist).
 
     Set 0 holds every current value; set k the k-th previous value of each name still
-    inside the grace period (falling back to the current one), so a rotation of one
-    name never invalidates webhooks signed with the old value.
+    inside the grace period and not revoked (falling back to the current one), so a
+    rotation of one name never invalidates webhooks signed with the old value.
     """
     rows = await conn.fetch(
         "SELECT t.tenant, s.name, s.value_enc FROM tenants t LEFT JOIN tenant_secrets s "
-        "ON s.tenant = t.tenant AND s.provider = $2 "
+        "ON s.tenant = t.tenant AND s.provider = $2 AND s.revoked_at IS NULL "
         "AND (s.superseded_at IS NULL OR s.superseded_at > now() - $3::interval) "
         "WHERE t.tenant = $1 ORDER BY s.created_at DESC, s.id DESC",
         tenant,
@@ -145,36 +162,103 @@ async def valid_secrets(
     by_name: dict[str, list[str]] = {}
     for row in rows:
         if row["name"] is not None:
-            by_name.setdefault(row["name"], []).append(box.open(row["value_enc"]))
+            value = box.open(row["value_enc"], **_row(tenant, provider, row["name"]))
+            by_name.setdefault(row["name"], []).append(value)
     depth = max((len(v) for v in by_name.values()), default=0)
     return [
         {name: vals[min(i, len(vals) - 1)] for name, vals in by_name.items()} for i in range(depth)
     ]
 
 
-async def create_api_key(conn: asyncpg.Connection, tenant: str, role: str) -> str:
-    """Create an API key and return it; only its SHA-256 hash is stored."""
-    if role not in ROLES:
-        raise ConfigError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-    await _require_tenant(conn, tenant)
-    key = f"pw_{role}_{pysecrets.token_urlsafe(32)}"
-    await conn.execute(
-        "INSERT INTO api_keys (tenant, role, key_hash, prefix) VALUES ($1, $2, $3, $4)",
-        tenant,
-        role,
-        hash_api_key(key),
-        key[: len(role) + 8],
-    )
-    return key
+def _row(tenant: str, provider: str, name: str) -> dict[str, str]:
+    """The binding a sealed value belongs to, as SecretBox.seal/open take it."""
+    return {"tenant": tenant, "provider": provider, "name": name}
 
 
-async def insert_api_key(conn: asyncpg.Connection, tenant: str, role: str, key: str) -> None:
-    """Store a known key (dev seeding of documented demo keys); idempotent."""
-    await conn.execute(
-        "INSERT INTO api_keys (tenant, role, key_hash, prefix) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (key_hash) DO NOTHING",
-        tenant,
-        role,
-        hash_api_key(key),
-        key[: len(role) + 8],
-    )
+# Values that can still verify (what valid_secrets reads), so what a master key must open:
+# $1 the grace period. $2 the current key id: live values sealed under another key (legacy
+# Fernet rows have none), or ($2 a text[]) under neither of the known keys.
+_LIVE = "revoked_at IS NULL AND (superseded_at IS NULL OR superseded_at > now() - $1::interval)"
+_STALE_BATCH = (
+    f"SELECT id, tenant, provider, name, value_enc FROM tenant_secrets WHERE {_LIVE} "  # noqa: S608 (constant)
+    "AND master_key_id IS DISTINCT FROM $2 ORDER BY id LIMIT $3 FOR UPDATE"
+)
+_STALE_COUNT = (
+    f"SELECT count(*) FROM tenant_secrets WHERE {_LIVE} "  # noqa: S608 (constant)
+    "AND master_key_id IS DISTINCT FROM $2"
+)
+_STRAY = (
+    f"SELECT count(*) OVER () AS n, id, tenant, provider, name, master_key_id FROM tenant_secrets "  # noqa: S608 (constant)
+    f"WHERE {_LIVE} AND master_key_id <> ALL($2::text[]) ORDER BY id LIMIT 1"
+)
+
+
+class Rotation(NamedTuple):
+    """What `paywatch secrets rotate-key` did."""
+
+    resealed: int
+    remaining: int
+    """Live values still under another key than PAYWATCH_SECRET_KEY (0: rotation done)."""
+
+
+async def rotate_master_key(
+    conn: asyncpg.Connection, box: SecretBox, grace: timedelta, batch: int = 500
+) -> Rotation:
+    """Re-seal every live value under the current key, ``batch`` rows per transaction.
+
+    Idempotent and resumable: a value already under the current key is skipped, and an
+    interrupted run leaves only whole batches behind. Refuses before writing anything when
+    a value carries a key id that neither key has (an unfinished earlier rotation).
+    """
+    await _refuse_unknown_key_ids(conn, box, grace)
+    done = 0
+    try:
+        while count := await reseal_batch(conn, box, grace, batch):
+            done += count
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}. {done} value(s) were re-sealed before it; nothing else changed "
+            "(rerun once that row opens or is deleted)"
+        ) from exc
+    return Rotation(done, await count_not_current(conn, box, grace))
+
+
+async def reseal_batch(
+    conn: asyncpg.Connection, box: SecretBox, grace: timedelta, limit: int
+) -> int:
+    """Re-seal up to ``limit`` live values not under the current key in one transaction;
+    how many (0: none left). A value that does not open rolls the batch back (ConfigError)."""
+    async with conn.transaction():
+        rows = await conn.fetch(_STALE_BATCH, grace, box.key_id, limit)
+        sealed = []
+        for row in rows:
+            binding = _row(row["tenant"], row["provider"], row["name"])
+            try:
+                value = box.open(row["value_enc"], **binding)
+            except ConfigError as exc:
+                raise ConfigError(f"tenant_secrets row {row['id']}: {exc}") from exc
+            sealed.append((row["id"], box.seal(value, **binding)))
+        await conn.executemany("UPDATE tenant_secrets SET value_enc = $2 WHERE id = $1", sealed)
+    return len(rows)
+
+
+async def count_not_current(conn: asyncpg.Connection, box: SecretBox, grace: timedelta) -> int:
+    """Live values sealed under another key than the current one (legacy Fernet included)."""
+    count: int = await conn.fetchval(_STALE_COUNT, grace, box.key_id)
+    return count
+
+
+async def _refuse_unknown_key_ids(
+    conn: asyncpg.Connection, box: SecretBox, grace: timedelta
+) -> None:
+    previous = box.previous_key_id
+    known = [box.key_id] if previous is None else [box.key_id, previous]
+    stray = await conn.fetchrow(_STRAY, grace, known)
+    if stray is not None:
+        row = f"{stray['tenant']}/{stray['provider']}/{stray['name']}"
+        raise ConfigError(
+            f"{stray['n']} live provider secret(s) cannot be re-sealed, nothing was: the first, "
+            f"tenant_secrets row {stray['id']} ({row}), {box.unknown_key(stray['master_key_id'])}. "
+            "Finish the rotation that sealed it first (PAYWATCH_SECRET_KEY_PREVIOUS set to the "
+            "key it was sealed under)"
+        )

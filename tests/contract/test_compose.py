@@ -22,9 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROCESSES = ("ingest", "worker", "projector", "api", "executor")
 PUBLISHED = {"ingest": 8080, "api": 8081}
-COMPOSE_ONLY_VARS = {"PAYWATCH_DB_PASSWORD"}  # interpolated into the DSN, never read by paywatch
+# Interpolated into the DSNs (and the postgres service's role script), never read by paywatch.
+COMPOSE_ONLY_VARS = {
+    "PAYWATCH_DB_PASSWORD",
+    "PAYWATCH_API_DB_PASSWORD",
+    "PAYWATCH_PROJECTOR_DB_PASSWORD",
+}
 TEST_SECRET_KEY = "compose-contract-test-secret-key-40-chars"
 TEST_DB_PASSWORD = "compose-contract-test-db-password"
+ROLE_PASSWORDS = {
+    "PAYWATCH_API_DB_PASSWORD": "compose-contract-test-api-password",
+    "PAYWATCH_PROJECTOR_DB_PASSWORD": "compose-contract-test-projector-password",
+}
 
 
 def _docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,7 +56,7 @@ def _docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProc
 
 def _env(**extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PAYWATCH_")}
-    return {**clean, **extra}
+    return {**clean, **ROLE_PASSWORDS, **extra}
 
 
 @pytest.fixture(scope="module")

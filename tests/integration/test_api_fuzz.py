@@ -4,7 +4,7 @@ Two tenants get data in every read model the API serves (payment events, saga tr
 and commands, risk scores and alerts, projected by the real projector from the test's
 topics) and a policy history (PUT through the API). The API runs as ``paywatch run api`` on
 a free port. Schemathesis runs as its CLI once per tenant, with ``--checks all`` over every
-operation of the published OpenAPI document and both tenants' operator keys: the key of the
+operation of the published OpenAPI document and both tenants' admin keys: the key of the
 run's tenant sends the requests, the other one is its peer for the object-level
 authorization check (one tenant must not see the other's objects). Any failure, a 500 or a
 response that breaks its declared schema alike, fails the test with schemathesis' report.
@@ -52,21 +52,25 @@ from paywatch.schemas.topics import (
     invoice_key,
 )
 from paywatch.settings import Settings
-from paywatch.tenants.store import create_api_key, create_tenant
+from paywatch.tenants.api_keys import create_api_key
+from paywatch.tenants.store import create_tenant
 from tests.conftest import REPO
 from tests.integration.fuzz_hooks import CURSORS_ENV
 from tests.integration.test_alerts_api import CODE, HIGH_RISK, PROVIDER, record
 from tests.integration.test_customers_api import payment, project, risk
 from tests.integration.test_recovery_projection import opening
 from tests.kafka_helpers import eventually
-from tests.procs import log_tail, paywatch_process
+from tests.procs import log_tail, paywatch_process, settings_env
 
 MAX_EXAMPLES = int(os.environ.get("PAYWATCH_FUZZ_EXAMPLES", "100"))
 """Test cases per operation and phase (schemathesis' -n): about 2,650 cases and 15 s per
 tenant (bench/RESULTS.md). PAYWATCH_FUZZ_EXAMPLES runs deeper; PAYWATCH_FUZZ_SEED replays."""
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 TIMELINE = "/v1/invoices/{invoice_ref}/timeline"
-LISTINGS = ("/v1/invoices", "/v1/failures", "/v1/customers", "/v1/alerts", "/v1/policy/history")
+LISTINGS = (
+    "/v1/invoices", "/v1/failures", "/v1/customers", "/v1/alerts", "/v1/policy/history",
+    "/v1/apikeys",
+)  # fmt: skip
 POLICY_RULES = """
 [[operations]]
 include-name = "PUT /v1/policy"
@@ -86,7 +90,10 @@ Record = PaymentEvent | SagaTransition | RecoveryCommand | RiskScore | Alert
 class Tenant:
     name: str
     key: str
-    """An operator key: it may call every route of the query API."""
+    """An admin key: it may call every route of the query API, /v1/apikeys included.
+
+    The fuzzer finds its id in GET /v1/apikeys and sends it to revoke and rotate; the API
+    refuses a key acting on itself (409 own_key), so the run never locks itself out."""
 
     @property
     def auth(self) -> dict[str, str]:
@@ -145,7 +152,8 @@ async def _tenants(pool: asyncpg.Pool, unique: str) -> list[Tenant]:
     async with pool.acquire() as conn:
         for name in (f"{unique}a", f"{unique}b"):
             await create_tenant(conn, name)
-            made.append(Tenant(name, await create_api_key(conn, name, "operator")))
+            made.append(Tenant(name, await create_api_key(conn, name, "admin")))
+            await create_api_key(conn, name, "viewer")  # a second key: /v1/apikeys has pages
     return made
 
 
@@ -153,9 +161,9 @@ async def _tenants(pool: asyncpg.Pool, unique: str) -> list[Tenant]:
 def _live_api(settings: Settings, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`paywatch run api` on the settings' port until the block ends: base URL and process."""
     # The fuzzer's request rate is not a tenant's: the rate limit (429, documented) is off.
-    with paywatch_process(
-        settings.model_copy(update={"api_rate": 0}), "run", "api", log=log
-    ) as proc:
+    # In the environment itself: settings_env passes only the fields tests/procs.py lists.
+    env = settings_env(settings) | {"PAYWATCH_API_RATE": "0"}
+    with paywatch_process(settings, "run", "api", log=log, env=env) as proc:
         yield f"http://127.0.0.1:{settings.api_port}", proc
 
 
@@ -289,4 +297,7 @@ async def test_schemathesis_finds_nothing_on_any_route_for_either_tenant(
             every = f"{operations} selected / {operations} total"
             assert every in output and f"Tested: {operations}" in output, output[-3000:]
             cases.append(_cases(output))
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                r = await http.get("/v1/apikeys", headers=tenant.auth)
+            assert r.status_code == 200, f"the fuzzer locked itself out: {r.text}"
     print(f"schemathesis: {cases} cases, {MAX_EXAMPLES} examples per operation, seed {seed}")

@@ -15,10 +15,16 @@ from tests.procs import settings_env
 
 
 def paywatch(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
+    settings: Settings,
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; ``input`` is its stdin (none: an empty one, never the test's terminal,
+    where `paywatch tenant secret` would prompt)."""
     return subprocess.run(
         [sys.executable, "-m", "paywatch", *args],
+        input=input if input is not None else "",
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,7 +45,7 @@ async def test_tenant_secret_and_key_lifecycle(
 
     secret = "whsec_cli_" + unique
     stored = paywatch(
-        test_settings, "tenant", "secret", unique, "stripe", f"signing_secret={secret}"
+        test_settings, "tenant", "secret", unique, "stripe", "-", input=f"signing_secret={secret}\n"
     )
     assert stored.returncode == 0, stored.stderr
     assert secret not in stored.stdout + stored.stderr  # never echoed
@@ -66,21 +72,38 @@ async def test_tenant_secret_and_key_lifecycle(
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "message"),
+    ("args", "stdin", "code", "message"),
     [
-        (("tenant", "secret", "{t}", "square", "x=y"), 1, "unknown provider 'square'"),
-        (("tenant", "secret", "{t}", "stripe", "webhook_key=x"), 2, "unknown secret 'webhook_key'"),
-        (("tenant", "secret", "{t}", "stripe", "novalue"), 2, "expected NAME=VALUE"),
-        (("tenant", "secret", "nobody-{t}", "stripe", "signing_secret=x"), 1, "unknown tenant"),
-        (("apikey", "create", "nobody-{t}", "--role", "analyst"), 1, "unknown tenant"),
-        (("tenant", "create", "Bad Name"), 2, "invalid tenant name"),
+        (("tenant", "secret", "{t}", "square", "-"), "x=y\n", 1, "unknown provider 'square'"),
+        (
+            ("tenant", "secret", "{t}", "stripe"),
+            "webhook_key=x\n",
+            2,
+            "unknown secret 'webhook_key'",
+        ),
+        (("tenant", "secret", "{t}", "stripe", "-"), "novalue\n", 2, "line 1: expected NAME=VALUE"),
+        (("tenant", "secret", "{t}", "stripe", "-"), "", 2, "no secrets given"),
+        (("tenant", "secret", "{t}", "stripe", "--file", "/nonexistent"), "", 2, "cannot read"),
+        (
+            ("tenant", "secret", "nobody-{t}", "stripe", "-"),
+            "signing_secret=x",
+            1,
+            "unknown tenant",
+        ),
+        (("apikey", "create", "nobody-{t}", "--role", "analyst"), None, 1, "unknown tenant"),
+        (("tenant", "create", "Bad Name"), None, 2, "invalid tenant name"),
     ],
 )
 def test_bad_input_gets_a_precise_error(
-    test_settings: Settings, unique: str, args: tuple[str, ...], code: int, message: str
+    test_settings: Settings,
+    unique: str,
+    args: tuple[str, ...],
+    stdin: str | None,
+    code: int,
+    message: str,
 ) -> None:
     paywatch(test_settings, "tenant", "create", unique)
-    result = paywatch(test_settings, *(a.format(t=unique) for a in args))
+    result = paywatch(test_settings, *(a.format(t=unique) for a in args), input=stdin)
     assert (result.returncode, message in result.stderr) == (code, True), result.stderr
     assert "Traceback" not in result.stderr
 

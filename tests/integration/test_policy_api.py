@@ -26,8 +26,9 @@ from paywatch.kafka.codec import make_codec
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import DeadLetter, PolicyChanged
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import create_api_key
 from paywatch.tenants.policy_input import canonical_json
-from paywatch.tenants.store import create_api_key, create_tenant
+from paywatch.tenants.store import create_tenant
 from tests.conftest import free_tcp_port
 from tests.integration.test_projector import Running
 from tests.kafka_helpers import eventually, topic_records

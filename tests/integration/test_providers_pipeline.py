@@ -21,8 +21,9 @@ from paywatch.kafka.codec import make_codec
 from paywatch.projections.runner import Projector
 from paywatch.providers.registry import PROVIDERS
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import create_api_key
 from paywatch.tenants.crypto import SecretBox
-from paywatch.tenants.store import create_api_key, create_tenant, set_secrets
+from paywatch.tenants.store import create_tenant, set_secrets
 from tests.fake_ledgers import serve_ledgers
 from tests.kafka_helpers import eventually
 from tests.procs import log_tail, paywatch_process

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from paywatch.api.query import permissions
 from paywatch.api.query.deps import Principal, require_role
 from paywatch.tenants.api_keys import hash_api_key
 
@@ -252,10 +253,15 @@ async def test_failures_list_and_filters(api: httpx.AsyncClient, world: World) -
     assert len(await walk(api, world.key_a, "/v1/failures", provider="paypal")) == 1
 
 
-async def test_require_role(app: FastAPI, api: httpx.AsyncClient, world: World) -> None:
+async def test_require_role(
+    app: FastAPI, api: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def probe(caller: OperatorCaller) -> dict[str, str]:
         return {"tenant": caller.tenant}
 
+    # A route must be in the permission matrix to answer anyone (fail closed); this one lets
+    # every role past the matrix, so require_role("operator") alone decides.
+    monkeypatch.setitem(permissions.PERMISSIONS, "GET /v1/_probe", permissions.ANYONE)
     app.add_api_route("/v1/_probe", probe)
     assert (await api.get("/v1/_probe", headers=auth(world.key_a))).status_code == 403
     assert (await api.get("/v1/_probe")).status_code == 401

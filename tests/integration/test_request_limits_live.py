@@ -20,9 +20,10 @@ from paywatch.api.ingest.app import create_app as create_ingest
 from paywatch.api.ingest.context import IngestContext
 from paywatch.api.query.app import create_app as create_api
 from paywatch.settings import Settings
+from paywatch.tenants.api_keys import create_api_key
 from paywatch.tenants.cache import SecretCache
 from paywatch.tenants.crypto import SecretBox
-from paywatch.tenants.store import create_api_key, create_tenant, set_secrets
+from paywatch.tenants.store import create_tenant, set_secrets
 from tests.integration.test_ingest import SECRET, failure_body, signed
 from tests.kafka_helpers import eventually
 from tests.procs import log_tail, paywatch_process, settings_env

@@ -119,10 +119,11 @@ def _secret(label: str) -> str:
 
 def _tenant(settings: Settings, name: str, *secrets: tuple[str, str]) -> None:
     """Create a tenant and store (provider, signing_secret) pairs with the CLI, as a user does."""
-    steps: list[tuple[str, ...]] = [("tenant", "create", name)]
-    steps += [("tenant", "secret", name, p, f"signing_secret={s}") for p, s in secrets]
-    for step in steps:
-        run = paywatch(settings, *step)
+    run = paywatch(settings, "tenant", "create", name)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for provider, secret in secrets:
+        line = f"signing_secret={secret}\n"
+        run = paywatch(settings, "tenant", "secret", name, provider, "-", input=line)
         assert run.returncode == 0, run.stdout + run.stderr
 
 

@@ -77,7 +77,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(dsn, min_size=1, max_size=5)
-        box = SecretBox(settings.secret_key.get_secret_value())
+        box = SecretBox.from_settings(settings)
         grace = timedelta(hours=settings.secret_grace_hours)
 
         async def load(tenant: str, provider: str) -> list[dict[str, str]] | None:

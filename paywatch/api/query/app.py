@@ -29,6 +29,7 @@ from paywatch.api.query.deps import ApiError, pattern_meaning
 from paywatch.api.query.openapi import corrected
 from paywatch.api.query.routes import (
     alerts,
+    apikeys,
     customers,
     failures,
     health,
@@ -235,7 +236,8 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.pool = await create_pool(dsn)
+            # As paywatch_api: row-level security (migration 014) scopes every query.
+            app.state.pool = await create_pool(settings.role_dsn("api", dsn))
             stack.push_async_callback(app.state.pool.close)
             app.state.policy_log = None
             if bootstrap is not None:
@@ -255,7 +257,7 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (invoices, timeline, failures, customers, alerts, policy, health):
+    for module in (invoices, timeline, failures, customers, alerts, policy, apikeys, health):
         app.include_router(module.router)
     return app
 

@@ -8,20 +8,27 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from paywatch.api.query import permissions
+from paywatch.api.query.schemas import ErrorBody
 from paywatch.api.ratelimit import TokenBuckets, retry_after
-from paywatch.tenants.api_keys import hash_api_key
+from paywatch.db import TenantPool
+from paywatch.tenants import api_keys
+from paywatch.tenants.roles import Role
 
-Role = Literal["analyst", "operator", "admin"]
-# admin ⊇ operator ⊇ analyst.
-_RANK: dict[str, int] = {"analyst": 0, "operator": 1, "admin": 2}
 
-_KEY_LOOKUP = "SELECT tenant, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+def _last_use(request: Request) -> api_keys.LastUse:
+    """This app's last-use recorder of keys (made on first use: one per app, so per pool)."""
+    recorder: api_keys.LastUse | None = getattr(request.app.state, "key_last_use", None)
+    if recorder is None:
+        recorder = request.app.state.key_last_use = api_keys.LastUse()
+    return recorder
+
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -40,6 +47,9 @@ class ApiError(HTTPException):
         self.error = error
 
 
+M = TypeVar("M")
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the key's tenant and role."""
@@ -48,16 +58,29 @@ class Principal:
     role: Role
 
     def has_role(self, role: Role) -> bool:
-        """True when this caller's role includes ``role``."""
-        return _RANK[self.role] >= _RANK[role]
+        """True when this caller's role includes ``role`` (permissions.INCLUDES)."""
+        return role in permissions.INCLUDES[self.role]
+
+    @property
+    def customer_blind(self) -> bool:
+        """True when answers must not tell this caller which customer they are about."""
+        return self.role in permissions.CUSTOMER_BLIND
+
+    def redact(self, answer: M) -> M:
+        """The answer as this caller may see it: customer identifiers nulled when blind."""
+        return permissions.redact(answer) if self.customer_blind else answer
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
-    """The asyncpg pool opened by the app's lifespan."""
+def get_app_pool(request: Request) -> asyncpg.Pool:
+    """The pool opened by the app's lifespan, bound to no tenant: logged in as paywatch_api
+    it sees no tenant's rows (row-level security, migration 014). For /health and the key
+    lookup (through the owner's ``paywatch_authenticate``)."""
     return request.app.state.pool
 
 
-Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+AppPool = Annotated[asyncpg.Pool, Depends(get_app_pool)]
+
+
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -66,24 +89,32 @@ def _unauthorized(detail: str, *, invalid_token: bool) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
-async def get_caller(request: Request, pool: Pool, credentials: Credentials) -> Principal:
-    """Authenticate the bearer API key by its SHA-256 hash; 401 when missing, unknown or revoked.
+async def get_caller(request: Request, pool: AppPool, credentials: Credentials) -> Principal:
+    """Authenticate the bearer API key by its SHA-256 hash; 401 when missing, unknown,
+    revoked or expired (expiry has its own detail: it tells the holder nothing new).
 
-    Then the key's tenant pays one token of its rate limit (429 with ``Retry-After`` when
-    none is left): before the route's own queries, so a tenant's flood costs one key lookup
-    per request and nothing more.
+    The key's last use is recorded in the background, at most once a minute per key
+    (api_keys.LastUse), and its id kept in ``request.state.api_key_id`` for the routes
+    that record who acted. Then the key's tenant pays one token of its rate limit (429
+    with ``Retry-After`` when none is left): before the route's own queries, so a tenant's
+    flood costs one key lookup per request and nothing more.
     """
     if credentials is None:
         raise _unauthorized(
             "missing or malformed Authorization header: expected 'Bearer <api key>'",
             invalid_token=False,
         )
-    row = await pool.fetchrow(_KEY_LOOKUP, hash_api_key(credentials.credentials))
-    if row is None:
+    digest = api_keys.hash_api_key(credentials.credentials)
+    key = await api_keys.authenticate(pool, digest)
+    if key is None or key.state == "revoked":
         raise _unauthorized("unknown or revoked API key", invalid_token=True)
+    if key.state == "expired":
+        raise _unauthorized("expired API key", invalid_token=True)
+    _last_use(request).touch(pool, key.key_id, digest)
+    request.state.api_key_id = key.key_id
     limits: TokenBuckets | None = getattr(request.app.state, "rate_limits", None)
     if limits is not None:
-        wait = limits.take(row["tenant"])
+        wait = limits.take(key.tenant)
         if wait:
             seconds = retry_after(wait)
             raise ApiError(
@@ -92,18 +123,95 @@ async def get_caller(request: Request, pool: Pool, credentials: Credentials) -> 
                 f"this tenant is over its API rate limit; retry in {seconds} s",
                 headers={"Retry-After": str(seconds)},
             )
-    return Principal(tenant=row["tenant"], role=row["role"])
+    return Principal(tenant=key.tenant, role=key.role)
 
 
-Caller = Annotated[Principal, Depends(get_caller)]
+Authenticated = Annotated[Principal, Depends(get_caller)]
 
 
-def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
-    """Dependency factory: the caller, or 403 when its role does not include ``role``."""
+def get_pool(pool: AppPool, caller: Authenticated) -> TenantPool:
+    """The pool bound to the caller's tenant: under row-level security its queries see that
+    tenant's rows only, with or without their own tenant filter. FastAPI resolves the caller
+    once per request, so the key is looked up once for both."""
+    return TenantPool(pool, caller.tenant)
 
-    async def check(caller: Caller) -> Principal:
+
+Pool = Annotated[TenantPool, Depends(get_pool)]
+
+
+def route_of(request: Request) -> str:
+    """The matrix name of the route that matched, e.g. ``GET /v1/invoices/{invoice_ref}``."""
+    return permissions.route_key(request.method, getattr(request.scope.get("route"), "path", ""))
+
+
+def forbidden(detail: str) -> ApiError:
+    """The 403 of a role that may not do what it asked."""
+    return ApiError(403, "forbidden", detail)
+
+
+def customer_refusal(request: Request, caller: Principal, why: str) -> ApiError:
+    """403 for a customer-blind caller asking for something that names a customer."""
+    route = route_of(request)
+    seeing = permissions.allowed(route) - permissions.CUSTOMER_BLIND
+    return forbidden(
+        f"{route}: {why}, and the {caller.role} role is not shown customer identifiers;"
+        f" needs one of the roles {permissions.listed(seeing)}"
+    )
+
+
+async def authorize(request: Request, caller: Authenticated) -> Principal:
+    """The caller, when the permission matrix lets its role call the matched route; else 403.
+
+    Every authenticated route takes its caller from here (``Caller``), so the matrix alone
+    grants permissions and a route missing from it is refused to everyone. A customer-blind
+    caller may not filter by a redacted field either: the answer would reveal the value.
+    """
+    route = route_of(request)
+    if caller.role not in permissions.allowed(route):
+        raise forbidden(permissions.refusal(route, caller.role))
+    named = sorted(permissions.REDACTED_FIELDS & set(request.query_params))
+    if caller.customer_blind and named:
+        raise customer_refusal(request, caller, f"query.{named[0]} filters by a customer")
+    return caller
+
+
+Caller = Annotated[Principal, Depends(authorize)]
+"""The authenticated caller, allowed on this route by the permission matrix."""
+
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": ErrorBody,
+        "description": "`forbidden`: the key's role may not call this route (README"
+        " permission matrix), or the viewer asked for something that names a customer.",
+    }
+}
+"""The 403 every authenticated route documents (its router's ``responses``)."""
+
+
+def refuse_customer_invoice(request: Request, caller: Principal, invoice_ref: str) -> None:
+    """403 for a customer-blind caller naming an invoice filed under its customer's ref.
+
+    Decided from the ref alone, before any lookup: the same answer whether it exists or not.
+    """
+    if caller.customer_blind and permissions.customer_invoice(invoice_ref):
+        raise customer_refusal(request, caller, "this invoice ref is a customer's ref")
+
+
+def require_role(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency factory: the caller, or 403 when its role does not include ``role``.
+
+    On top of the matrix (``Caller``): ``require_role("admin")`` is admin only,
+    ``require_role("operator")`` operator or admin (permissions.INCLUDES).
+    """
+
+    holders = frozenset(r for r, has in permissions.INCLUDES.items() if role in has)
+
+    async def check(request: Request, caller: Caller) -> Principal:
         if not caller.has_role(role):
-            raise ApiError(403, "forbidden", f"this endpoint needs the {role} role")
+            raise forbidden(
+                f"{route_of(request)} needs one of the roles {permissions.listed(holders)};"
+                f" this key's role is {caller.role}"
+            )
         return caller
 
     return check

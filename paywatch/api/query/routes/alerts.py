@@ -4,6 +4,10 @@ The `alerts` read model holds one row per incident, its latest Alert record. An 
 is ``tenant/kind/subject/opened ms`` and so contains ``/``: the single-alert route takes
 the rest of the path (``{alert_id:path}``), so a client may send the id as is or with its
 ``/`` percent-encoded (``%2F``); a subject with ``?``, ``#`` or ``%`` must be encoded.
+
+A customer alert's id and message name its customer, so a viewer (permissions.py) is not
+shown customer alerts: they are left out of its list, and asking for one by id or kind is
+403, decided from the id or kind alone so that the answer never confirms one exists.
 """
 
 from __future__ import annotations
@@ -11,9 +15,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
-from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool, any_case, one_of, storable
+from paywatch.api.query import permissions
+from paywatch.api.query.deps import (
+    FORBIDDEN,
+    NO_NUL,
+    ApiError,
+    Caller,
+    Pool,
+    any_case,
+    customer_refusal,
+    one_of,
+    storable,
+)
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -30,7 +45,7 @@ from paywatch.schemas.models import AlertStatus
 from paywatch.schemas.topics import ALERTS
 
 # The tag is the resource's name, which is also the topic's (spelled only in schemas.topics).
-router = APIRouter(prefix="/v1/alerts", tags=[ALERTS])
+router = APIRouter(prefix="/v1/alerts", tags=[ALERTS], responses=FORBIDDEN)
 
 # Sort key (updated_at DESC, alert_id DESC), served by alerts_status_page / alerts_page.
 CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(tuple[Instant, Ref])
@@ -104,6 +119,7 @@ LISTING = Listing(f"{_COLUMNS} FROM alerts", ("updated_at", "alert_id"), CURSOR)
 
 @router.get("", responses=_ERRORS, summary="List alerts, most recently updated first")
 async def list_alerts(
+    request: Request,
     pool: Pool,
     caller: Caller,
     status: StatusParam = None,
@@ -113,11 +129,16 @@ async def list_alerts(
     cursor: Cursor = None,
 ) -> Page[AlertItem]:
     """Incidents of the caller's tenant, filtered, by (updated_at, alert_id) descending."""
+    wanted = parse_kind(kind)
     where = Where(caller.tenant)
     where.add_if("status = {}", parse_status(status))
-    where.add_if("kind = {}", parse_kind(kind))
+    where.add_if("kind = {}", wanted)
     where.add_if("provider = {}", provider)
-    return await LISTING.page(pool, where, cursor, limit, _alert)
+    if caller.customer_blind:
+        if wanted in permissions.CUSTOMER_ALERT_KINDS:
+            raise customer_refusal(request, caller, f"{wanted} alerts are about a customer")
+        where.add("kind <> ALL({}::text[])", sorted(permissions.CUSTOMER_ALERT_KINDS))
+    return caller.redact(await LISTING.page(pool, where, cursor, limit, _alert))
 
 
 @router.get(
@@ -125,9 +146,11 @@ async def list_alerts(
     responses={**_ERRORS, 404: {"model": ErrorBody}},
     summary="One alert (its id contains '/': send it as is or percent-encoded)",
 )
-async def get_alert(pool: Pool, caller: Caller, alert_id: AlertId) -> AlertItem:
+async def get_alert(request: Request, pool: Pool, caller: Caller, alert_id: AlertId) -> AlertItem:
     """The caller's tenant's incident; 404 when it has none by that id (even if another does)."""
+    if caller.customer_blind and permissions.customer_alert(alert_id):
+        raise customer_refusal(request, caller, "this alert id names a customer")
     row = await pool.fetchrow(_ONE, caller.tenant, alert_id) if storable(alert_id) else None
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id!r}")
-    return _alert(row)
+    return caller.redact(_alert(row))

@@ -2,7 +2,8 @@
 
 The risk is the `customers` read model (the latest risk.scores record of the customer);
 what it owes is read from `invoices` and `failures` at request time, so it is as fresh as
-the payment read models, whether or not the customer has been scored yet.
+the payment read models, whether or not the customer has been scored yet. Both routes are
+about a customer, so the viewer role may call neither (permissions.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import FiniteFloat
 
-from paywatch.api.query.deps import ApiError, Caller, Pool, any_case, one_of, storable
+from paywatch.api.query.deps import (
+    FORBIDDEN,
+    ApiError,
+    Caller,
+    Pool,
+    any_case,
+    one_of,
+    storable,
+)
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -31,7 +40,7 @@ from paywatch.api.query.schemas import (
 )
 from paywatch.schemas.models import RiskBand, SagaState
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=FORBIDDEN)
 
 # Sort key (score DESC, customer_ref DESC), served by customers_band_page / customers_page.
 # A finite float: the cursor carries the score exactly (JSON floats round-trip).

@@ -1,4 +1,8 @@
-"""GET /v1/failures: one row per failed payment attempt, per tenant."""
+"""GET /v1/failures: one row per failed payment attempt, per tenant.
+
+A viewer gets no customer ref or card, and no failure of an invoice filed under its
+customer's ref (permissions.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BeforeValidator
 
-from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool
+from paywatch.api.query import permissions
+from paywatch.api.query.deps import FORBIDDEN, NO_NUL, ApiError, Caller, Pool
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -30,7 +35,7 @@ from paywatch.api.query.schemas import (
 )
 from paywatch.schemas.models import DeclineCategory
 
-router = APIRouter(prefix="/v1/failures", tags=["failures"])
+router = APIRouter(prefix="/v1/failures", tags=["failures"], responses=FORBIDDEN)
 
 # Sort key (occurred_at DESC, event_id DESC), served by index failures_page.
 CURSOR: CursorCodec[tuple[datetime, UUID]] = CursorCodec(tuple[Instant, UUID])
@@ -123,4 +128,6 @@ async def list_failures(
     where.add_if("provider = {}", provider)
     where.add_if("occurred_at >= {}", instant_bound(since))
     where.add_if("occurred_at < {}", instant_bound(until))
-    return await LISTING.page(pool, where, cursor, limit, _failure)
+    if caller.customer_blind:
+        where.add("NOT starts_with(invoice_ref, {})", permissions.CUSTOMER_INVOICE_PREFIX)
+    return caller.redact(await LISTING.page(pool, where, cursor, limit, _failure))

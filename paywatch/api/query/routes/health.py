@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paywatch.api.query.deps import Pool
+from paywatch.api.query.deps import AppPool
 from paywatch.api.query.schemas import Health
 from paywatch.db.heartbeats import verdict
 from paywatch.kafka.health import thresholds
@@ -28,8 +28,10 @@ _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErr
     responses={503: {"model": Health}},
     summary="Liveness, database check and the processes' health",
 )
-async def health(pool: Pool, request: Request) -> Health | JSONResponse:
-    """503 when Postgres does not answer; else 200, ``ok`` or ``degraded`` with the reasons."""
+async def health(pool: AppPool, request: Request) -> Health | JSONResponse:
+    """503 when Postgres does not answer; else 200, ``ok`` or ``degraded`` with the reasons.
+
+    Unauthenticated, so on the pool bound to no tenant: process_health has no tenant."""
     settings = request.app.state.settings
     try:
         async with pool.acquire(timeout=_PROBE_TIMEOUT_S) as conn:

@@ -1,6 +1,8 @@
 """GET /v1/invoices and /v1/invoices/{invoice_ref}: the invoices read model, per tenant.
 
-The single invoice also carries its recovery workflow (`recovery_workflows`), if any.
+The single invoice also carries its recovery workflow (`recovery_workflows`), if any. Who
+may call which route: permissions.py; a viewer's answers have no customer identifier, and
+invoices filed under their customer's ref are neither listed nor shown to it.
 """
 
 from __future__ import annotations
@@ -8,9 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from paywatch.api.query.deps import NO_NUL, ApiError, Caller, Pool, storable
+from paywatch.api.query import permissions
+from paywatch.api.query.deps import (
+    FORBIDDEN,
+    NO_NUL,
+    ApiError,
+    Caller,
+    Pool,
+    refuse_customer_invoice,
+    storable,
+)
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -31,7 +42,7 @@ from paywatch.api.query.schemas import (
 )
 from paywatch.schemas.models import CommandType, DeclineCategory, SagaState
 
-router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=FORBIDDEN)
 
 # Sort key (last_event_at DESC, invoice_ref DESC), served by index invoices_page.
 CURSOR: CursorCodec[tuple[datetime, str]] = CursorCodec(tuple[Instant, Ref])
@@ -111,7 +122,9 @@ async def list_invoices(
     where.add_if("status = {}", status.value if status else None)
     where.add_if("provider = {}", provider)
     where.add_if("customer_ref = {}", customer_ref)
-    return await LISTING.page(pool, where, cursor, limit, _invoice)
+    if caller.customer_blind:
+        where.add("NOT starts_with(invoice_ref, {})", permissions.CUSTOMER_INVOICE_PREFIX)
+    return caller.redact(await LISTING.page(pool, where, cursor, limit, _invoice))
 
 
 @router.get(
@@ -119,11 +132,14 @@ async def list_invoices(
     responses={**_ERRORS, 404: {"model": ErrorBody}},
     summary="One invoice",
 )
-async def get_invoice(pool: Pool, caller: Caller, invoice_ref: str) -> InvoiceDetail:
+async def get_invoice(
+    request: Request, pool: Pool, caller: Caller, invoice_ref: str
+) -> InvoiceDetail:
     """The caller's tenant's invoice; 404 when it has none by that ref (even if another does)."""
+    refuse_customer_invoice(request, caller, invoice_ref)
     row = await pool.fetchrow(_ONE, caller.tenant, invoice_ref) if storable(invoice_ref) else None
     if row is None:
         raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
     workflow = await pool.fetchrow(_WORKFLOW, caller.tenant, invoice_ref)
     recovery = _recovery(workflow) if workflow is not None else None
-    return InvoiceDetail(**_invoice(row).model_dump(), recovery=recovery)
+    return caller.redact(InvoiceDetail(**_invoice(row).model_dump(), recovery=recovery))

@@ -1,11 +1,12 @@
 """GET/PUT /v1/policy, GET /v1/policy/history: the caller's tenant's recovery policy.
 
-Any role reads it. Changing it needs the operator role (admin includes it): an analyst gets
-403, not 404, because the resource is its own tenant's, so nothing leaks. PUT takes the
-whole TenantPolicy (fields left out take their defaults, as in a fresh policy) and answers
-only after Kafka acknowledged the PolicyChanged record: 503 when it did not (nothing
-changed), 422 with every field error when the policy does not validate. The change is the
-only write of this API besides the ops routes.
+Who may read it and who may change it is in the permission matrix (permissions.py:
+changing it takes operator or admin); a role that may not gets 403, not 404, because the
+resource is its own tenant's, so nothing leaks. PUT takes the whole TenantPolicy (fields
+left out take their defaults, as in a fresh policy) and answers only after Kafka
+acknowledged the PolicyChanged record: 503 when it did not (nothing changed), 422 with
+every field error when the policy does not validate. The change is the only write of this
+API besides the ops routes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from paywatch.api.query.deps import ApiError, Caller, Pool, Principal, require_role
+from paywatch.api.query.deps import FORBIDDEN, ApiError, Caller, Pool
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -46,13 +47,12 @@ from paywatch.tenants import policy_input, policy_store
 from paywatch.tenants.policy_log import PolicyLog
 from paywatch.tenants.policy_store import HistoryKey, PolicyHistoryRow
 
-router = APIRouter(prefix="/v1/policy", tags=["policy"])
+router = APIRouter(prefix="/v1/policy", tags=["policy"], responses=FORBIDDEN)
 
 CURSOR: CursorCodec[HistoryKey] = CursorCodec(tuple[Instant, Ref, Partition, Offset])
 _EXAMPLE: HistoryKey = (datetime(2024, 5, 1, 10, tzinfo=UTC), RECOVERY_POLICIES, 0, 7)
 Cursor = Annotated[str | None, CURSOR.query(_EXAMPLE)]
 MAX_BODY_BYTES = 64 * 1024
-Operator = Annotated[Principal, Depends(require_role("operator"))]
 Reason = Annotated[
     str | None,
     Query(
@@ -138,7 +138,6 @@ def _policy(raw: bytes) -> TenantPolicy:
     responses={
         400: {"model": ErrorBody},
         401: {"model": ErrorBody},
-        403: {"model": ErrorBody},
         413: {"model": ErrorBody},
         422: {"model": InvalidPolicyBody},
         503: {"model": ErrorBody},
@@ -147,7 +146,7 @@ def _policy(raw: bytes) -> TenantPolicy:
     summary="Change the tenant's recovery policy (operator)",
 )
 async def put_policy(
-    request: Request, pool: Pool, caller: Operator, reason: Reason = None
+    request: Request, pool: Pool, caller: Caller, reason: Reason = None
 ) -> PolicyUpdated | JSONResponse:
     """Store a new policy: it applies to decisions made from now on."""
     try:

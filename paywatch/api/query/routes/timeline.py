@@ -4,6 +4,7 @@ One ordered list across `event_log` and `recovery_log`, each item with the rule 
 (transitions, commands) and its Kafka coordinates. Order: time, then event before
 transition before command (an event causes a decision, a decision issues commands), then
 Kafka coordinates, so the order is total and keyset pagination never skips or repeats.
+A viewer may not open the timeline of an invoice filed under its customer's ref.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import Field, TypeAdapter
 
-from paywatch.api.query.deps import ApiError, Caller, Pool, storable
+from paywatch.api.query.deps import (
+    FORBIDDEN,
+    ApiError,
+    Caller,
+    Pool,
+    refuse_customer_invoice,
+    storable,
+)
 from paywatch.api.query.pagination import (
     DEFAULT_LIMIT,
     CursorCodec,
@@ -38,7 +46,7 @@ from paywatch.api.query.schemas import (
 from paywatch.schemas.models import PaymentEvent, RecoveryCommand, SagaTransition
 from paywatch.schemas.topics import PAYMENTS_EVENTS
 
-router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=FORBIDDEN)
 
 Order = Literal["asc", "desc"]
 # (order, at, rank, topic, partition, offset): the order travels in the cursor, so a cursor
@@ -132,6 +140,7 @@ def _after(cursor: str, order: Order) -> tuple[object, ...]:
     summary="An invoice's events, saga transitions and commands, in order",
 )
 async def get_timeline(
+    request: Request,
     pool: Pool,
     caller: Caller,
     invoice_ref: str,
@@ -140,6 +149,7 @@ async def get_timeline(
     cursor: Cursor = None,
 ) -> Timeline:
     """Events, transitions and commands of the caller's tenant's invoice, oldest first."""
+    refuse_customer_invoice(request, caller, invoice_ref)
     if not storable(invoice_ref) or not await pool.fetchval(_EXISTS, caller.tenant, invoice_ref):
         raise ApiError(404, "not_found", f"no invoice {invoice_ref!r}")
     where = Where(caller.tenant)
@@ -154,4 +164,4 @@ async def get_timeline(
     )
     rows = await pool.fetch(query, *where.args)
     page = build_page([_item(r) for r in rows], limit, _cursor_for(order))
-    return Timeline(data=page.data, next_cursor=page.next_cursor)
+    return caller.redact(Timeline(data=page.data, next_cursor=page.next_cursor))
