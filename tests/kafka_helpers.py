@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka.admin import AdminClient
+
+from paywatch.kafka.codec import make_codec
+from paywatch.schemas.coords import Coords
+from paywatch.schemas.models import Alert, PaymentEvent, RecoveryCommand, RiskScore, SagaTransition
+from paywatch.schemas.topics import (
+    ALERTS,
+    PAYMENTS_EVENTS,
+    RECOVERY_COMMANDS,
+    RECOVERY_TRANSITIONS,
+    RISK_SCORES,
+    customer_key,
+    invoice_key,
+)
+from paywatch.settings import Settings
 
 T = TypeVar("T")
 
@@ -63,3 +77,35 @@ async def eventually(
             return last
         await asyncio.sleep(every)  # poll interval of a deadline-bound wait
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+Published = PaymentEvent | SagaTransition | RecoveryCommand | RiskScore | Alert
+
+
+def destination(settings: Settings, r: Published) -> tuple[str, str]:
+    """The topic and key the worker gives a record of this type (what the projector reads)."""
+    if isinstance(r, RiskScore):
+        return settings.topic(RISK_SCORES), customer_key(r.tenant, r.customer_ref)
+    if isinstance(r, Alert):
+        return settings.topic(ALERTS), r.tenant
+    names = {PaymentEvent: PAYMENTS_EVENTS, SagaTransition: RECOVERY_TRANSITIONS}
+    topic = names.get(type(r), RECOVERY_COMMANDS)
+    return settings.topic(topic), invoice_key(r.tenant, r.invoice_ref)
+
+
+async def publish(settings: Settings, bootstrap: str, records: Sequence[Published]) -> list[Coords]:
+    """Produce the records in order, keyed as the worker keys them (acks=all); where each
+    landed."""
+    codec = make_codec(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        sent = []
+        for r in records:
+            topic, key = destination(settings, r)
+            value = codec.encode(r, topic=topic)
+            sent.append(await producer.send(topic, key=key.encode(), value=value))
+        acked = [await future for future in sent]
+    finally:
+        await producer.stop()
+    return [Coords(m.topic, m.partition, m.offset) for m in acked]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -36,3 +38,18 @@ async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield client
+
+
+@pytest.fixture
+async def scratch_db(pg_dsn: str) -> AsyncIterator[str]:
+    """The DSN of a fresh, empty database on the test server (dropped afterwards): for what
+    must not meet other tests' rows (a migration from an old schema, a rotation of every
+    secret row, another deployment's Postgres)."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlsplit(pg_dsn)._replace(path=f"/{name}").geturl()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

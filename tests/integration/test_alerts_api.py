@@ -7,26 +7,23 @@ API is asked over ASGI.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from paywatch.kafka.codec import make_codec
 from paywatch.projections import alerts
 from paywatch.projections.runner import PROJECTION, dead_letter_topic
-from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import Alert, AlertStatus, AlertWindow, DeadLetter, Severity
 from paywatch.schemas.topics import ALERTS
 from paywatch.settings import Settings
 from tests import pages
 from tests.integration.test_customers_api import project
 from tests.integration.test_customers_api import tenant_key as api_key
-from tests.kafka_helpers import topic_records
+from tests.kafka_helpers import publish, topic_records
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 OPENED_MS = int(T0.timestamp() * 1000)
@@ -75,22 +72,6 @@ def record(
         "resolved_at": end if status is AlertStatus.RESOLVED else None,
     }
     return Alert.model_validate(fields | kw)
-
-
-async def publish(settings: Settings, bootstrap: str, records: Sequence[Alert]) -> list[Coords]:
-    """Produce the records in order to `alerts` (key tenant, acks=all); where each landed."""
-    codec, topic = make_codec(settings), settings.topic(ALERTS)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = [
-            await producer.send(topic, key=r.tenant.encode(), value=codec.encode(r, topic=topic))
-            for r in records
-        ]
-        acked = [await future for future in sent]
-    finally:
-        await producer.stop()
-    return [Coords(m.topic, m.partition, m.offset) for m in acked]
 
 
 async def listed(api: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[str]:

@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,27 +29,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
 
-from paywatch.kafka.codec import make_codec
-from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import (
-    Alert,
     EventType,
-    PaymentEvent,
-    RecoveryCommand,
     RiskBand,
-    RiskScore,
-    SagaTransition,
-)
-from paywatch.schemas.topics import (
-    ALERTS,
-    PAYMENTS_EVENTS,
-    RECOVERY_COMMANDS,
-    RECOVERY_TRANSITIONS,
-    RISK_SCORES,
-    customer_key,
-    invoice_key,
 )
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import create_api_key
@@ -59,7 +42,7 @@ from tests.integration.fuzz_hooks import CURSORS_ENV
 from tests.integration.test_alerts_api import CODE, HIGH_RISK, PROVIDER, record
 from tests.integration.test_customers_api import payment, project, risk
 from tests.integration.test_recovery_projection import opening
-from tests.kafka_helpers import eventually
+from tests.kafka_helpers import Published, eventually, publish
 from tests.procs import log_tail, paywatch_process, settings_env
 
 MAX_EXAMPLES = int(os.environ.get("PAYWATCH_FUZZ_EXAMPLES", "100"))
@@ -83,7 +66,7 @@ increasing and inside window_days, a known time zone or card-network edition), w
 Schema cannot state: that is a 422 `invalid_policy` with every field error (README "Recovery
 policy"), whose body the response-schema check still validates. Schemathesis' default
 expected statuses plus 422, for this operation only."""
-Record = PaymentEvent | SagaTransition | RecoveryCommand | RiskScore | Alert
+Record = Published
 
 
 @dataclass(frozen=True)
@@ -118,33 +101,6 @@ def _records(tenant: str) -> list[Record]:
         record(t, CODE, "insufficient_funds", 7),
         record(t, HIGH_RISK, f"{t}_cus_1", 9, observed=0.91),
     ]
-
-
-def _destination(settings: Settings, r: Record) -> tuple[str, str]:
-    if isinstance(r, RiskScore):
-        return settings.topic(RISK_SCORES), customer_key(r.tenant, r.customer_ref)
-    if isinstance(r, Alert):
-        return settings.topic(ALERTS), r.tenant
-    topic = {PaymentEvent: PAYMENTS_EVENTS, SagaTransition: RECOVERY_TRANSITIONS}
-    name = topic.get(type(r), RECOVERY_COMMANDS)
-    return settings.topic(name), invoice_key(r.tenant, r.invoice_ref)
-
-
-async def _publish(settings: Settings, bootstrap: str, records: Sequence[Record]) -> list[Coords]:
-    """Produce the records in order, keyed as the worker keys them (acks=all)."""
-    codec = make_codec(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = []
-        for r in records:
-            topic, key = _destination(settings, r)
-            value = codec.encode(r, topic=topic)
-            sent.append(await producer.send(topic, key=key.encode(), value=value))
-        acked = [await future for future in sent]
-    finally:
-        await producer.stop()
-    return [Coords(m.topic, m.partition, m.offset) for m in acked]
 
 
 async def _tenants(pool: asyncpg.Pool, unique: str) -> list[Tenant]:
@@ -271,7 +227,7 @@ async def test_schemathesis_finds_nothing_on_any_route_for_either_tenant(
     free_port: Callable[[], int],
 ) -> None:
     tenants = await _tenants(pool, unique)
-    coords = await _publish(
+    coords = await publish(
         test_settings, kafka_bootstrap, [r for t in tenants for r in _records(t.name)]
     )
     await project(test_settings, kafka_bootstrap, pool, coords)

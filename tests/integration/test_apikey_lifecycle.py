@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -176,19 +174,6 @@ def test_bad_input_gets_a_precise_error(
     result = paywatch(test_settings, "apikey", *(a.format(t=tenant) for a in args))
     assert (result.returncode, message in result.stderr) == (code, True), result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-async def scratch_db(pg_dsn: str) -> AsyncIterator[str]:
-    """A fresh database on the test server, dropped afterwards."""
-    name = f"scratch_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield re.sub(r"/[^/?]*(\?|$)", rf"/{name}\1", pg_dsn, count=1)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_migration_012_gives_existing_keys_ids_and_keeps_them_valid(

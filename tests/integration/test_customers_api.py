@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from paywatch.kafka.codec import make_codec
 from paywatch.projections import customers
@@ -31,11 +30,10 @@ from paywatch.schemas.models import (
     RiskContribution,
     RiskScore,
 )
-from paywatch.schemas.topics import PAYMENTS_EVENTS, RISK_SCORES, customer_key, invoice_key
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import hash_api_key
 from tests import pages
-from tests.kafka_helpers import eventually
+from tests.kafka_helpers import eventually, publish
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DEADLINE_S = 180.0  # two cores shared with other Kafka test runs: be patient
@@ -87,28 +85,6 @@ def payment(
         if failed
         else None,
     )
-
-
-async def publish(
-    settings: Settings, bootstrap: str, records: Sequence[RiskScore | PaymentEvent]
-) -> list[Coords]:
-    """Produce the records in order (acks=all) and return where each landed."""
-    codec = make_codec(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = []
-        for r in records:
-            if isinstance(r, RiskScore):
-                topic, key = settings.topic(RISK_SCORES), customer_key(r.tenant, r.customer_ref)
-            else:
-                topic, key = settings.topic(PAYMENTS_EVENTS), invoice_key(r.tenant, r.invoice_ref)
-            value = codec.encode(r, topic=topic)
-            sent.append(await producer.send(topic, key=key.encode(), value=value))
-        acked = [await future for future in sent]
-    finally:
-        await producer.stop()
-    return [Coords(m.topic, m.partition, m.offset) for m in acked]
 
 
 @asynccontextmanager

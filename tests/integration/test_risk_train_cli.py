@@ -12,9 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -178,22 +176,6 @@ async def ingest(
         assert proc.poll() is None, f"ingest died during the test:\n{log_tail(log)}"
 
 
-@pytest.fixture
-async def elsewhere(pg_dsn: str, unique: str) -> AsyncIterator[str]:
-    """The DSN of a second, empty database on the test server: another deployment's Postgres
-    (the CLI migrates it on first use), dropped afterwards."""
-    name = f"{unique}_elsewhere"
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlsplit(pg_dsn)._replace(path=f"/{name}").geturl()
-        finally:
-            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def test_demo_generate_via_ingest_lands_what_via_raw_writes(
     test_settings: Settings, unique: str, ingest: str
 ) -> None:
@@ -225,7 +207,7 @@ async def test_demo_generate_via_ingest_lands_what_via_raw_writes(
 
 
 async def test_demo_generate_via_ingest_fails_fast_and_clearly_when_refused(
-    test_settings: Settings, unique: str, ingest: str, elsewhere: str, free_port: Callable[[], int]
+    test_settings: Settings, unique: str, ingest: str, scratch_db: str, free_port: Callable[[], int]
 ) -> None:
     def demo(tenant: str, url: str, settings: Settings = test_settings) -> Failed:
         run = paywatch(settings, "demo", "generate", "--tenant", tenant, *DEMO,
@@ -243,7 +225,7 @@ async def test_demo_generate_via_ingest_fails_fast_and_clearly_when_refused(
 
     wrong = f"{unique}w"  # the CLI's stack holds another secret than the ingest's stack
     _tenant(test_settings, wrong, ("generic", _secret(wrong)))
-    theirs = test_settings.model_copy(update={"database_url": SecretStr(elsewhere)})
+    theirs = test_settings.model_copy(update={"database_url": SecretStr(scratch_db)})
     _tenant(theirs, wrong, ("generic", _secret(f"{wrong}-elsewhere")))
     code, err = demo(wrong, ingest, theirs)
     assert code == 2 and "answered 401" in err and "bad_signature" in err, err

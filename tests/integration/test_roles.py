@@ -10,7 +10,7 @@ request here fails these tests rather than going unchecked.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,6 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
@@ -32,29 +31,14 @@ from paywatch.api.query.permissions import (
     allowed,
     route_key,
 )
-from paywatch.kafka.codec import make_codec
 from paywatch.providers.base import event_id
-from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import (
-    Alert,
     Decline,
     DeclineCategory,
     EventType,
     PaymentEvent,
     PaymentMethod,
-    RecoveryCommand,
     RiskBand,
-    RiskScore,
-    SagaTransition,
-)
-from paywatch.schemas.topics import (
-    ALERTS,
-    PAYMENTS_EVENTS,
-    RECOVERY_COMMANDS,
-    RECOVERY_TRANSITIONS,
-    RISK_SCORES,
-    customer_key,
-    invoice_key,
 )
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import create_api_key, new_api_key
@@ -63,11 +47,12 @@ from paywatch.tenants.store import create_tenant
 from tests.integration.test_alerts_api import HIGH_RISK, PROVIDER, alert_id, record
 from tests.integration.test_customers_api import project, risk
 from tests.integration.test_recovery_projection import opening
+from tests.kafka_helpers import Published, publish
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-Record = PaymentEvent | SagaTransition | RecoveryCommand | RiskScore | Alert
+Record = Published
 
 
 @dataclass(frozen=True)
@@ -151,34 +136,6 @@ def _payment(
     )
 
 
-def _destination(settings: Settings, r: Record) -> tuple[str, str]:
-    if isinstance(r, RiskScore):
-        return settings.topic(RISK_SCORES), customer_key(r.tenant, r.customer_ref)
-    if isinstance(r, Alert):
-        return settings.topic(ALERTS), r.tenant
-    names = {PaymentEvent: PAYMENTS_EVENTS, SagaTransition: RECOVERY_TRANSITIONS}
-    return settings.topic(names.get(type(r), RECOVERY_COMMANDS)), invoice_key(
-        r.tenant, r.invoice_ref
-    )
-
-
-async def _publish(settings: Settings, bootstrap: str, records: Sequence[Record]) -> list[Coords]:
-    """Produce the records keyed as the worker keys them (acks=all); where each landed."""
-    codec = make_codec(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = []
-        for r in records:
-            topic, key = _destination(settings, r)
-            value = codec.encode(r, topic=topic)
-            sent.append(await producer.send(topic, key=key.encode(), value=value))
-        acked = [await future for future in sent]
-    finally:
-        await producer.stop()
-    return [Coords(m.topic, m.partition, m.offset) for m in acked]
-
-
 @pytest.fixture
 async def app(test_settings: Settings, pg_dsn: str) -> AsyncIterator[FastAPI]:
     """The query API with Kafka (so PUT /v1/policy can succeed) and no rate limit (this
@@ -217,7 +174,7 @@ async def world(
         record(a, HIGH_RISK, alice, 9, observed=0.91),
         _payment(b, f"{b}_dave", other, 1),
     ]
-    await project(test_settings, kafka_bootstrap, pool, await _publish(
+    await project(test_settings, kafka_bootstrap, pool, await publish(
         test_settings, kafka_bootstrap, records
     ))  # fmt: skip
     return World(

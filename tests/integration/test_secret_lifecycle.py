@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -62,22 +61,6 @@ async def _sets(dsn: str, box: SecretBox, tenant: str, provider: str) -> object:
     conn = await asyncpg.connect(dsn)
     try:
         return await valid_secrets(conn, box, tenant, provider, DAY)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def fresh_db(pg_dsn: str, unique: str) -> AsyncIterator[str]:
-    """A database of its own on the test server: rotate-key re-seals every row of a database,
-    so it must not meet other tests' rows. Dropped afterwards."""
-    name = f"{unique}_secrets"
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlsplit(pg_dsn)._replace(path=f"/{name}").geturl()
-        finally:
-            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -379,8 +362,8 @@ async def _keys_of_live_rows(dsn: str) -> list[str | None]:
         await conn.close()
 
 
-async def test_migration_013_keeps_legacy_fernet_rows_opening(fresh_db: str, unique: str) -> None:
-    conn = await asyncpg.connect(fresh_db)
+async def test_migration_013_keeps_legacy_fernet_rows_opening(scratch_db: str, unique: str) -> None:
+    conn = await asyncpg.connect(scratch_db)
     try:
         await conn.execute(
             "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
@@ -410,11 +393,11 @@ async def test_migration_013_keeps_legacy_fernet_rows_opening(fresh_db: str, uni
 
 
 async def test_rotate_key_with_the_previous_key_then_without_it(
-    test_settings: Settings, fresh_db: str, unique: str
+    test_settings: Settings, scratch_db: str, unique: str
 ) -> None:
     values = {"webhook_key": f"wk-{unique}", "client_secret": f"cs-{unique}"}
-    await _seal_rows(fresh_db, SecretBox(KEY_A), unique, values)
-    conn = await asyncpg.connect(fresh_db)
+    await _seal_rows(scratch_db, SecretBox(KEY_A), unique, values)
+    conn = await asyncpg.connect(scratch_db)
     try:  # one legacy row from before format 2, and one revoked row nobody needs again
         await conn.execute(
             "INSERT INTO tenant_secrets (tenant, provider, name, value_enc) "
@@ -438,7 +421,7 @@ async def test_rotate_key_with_the_previous_key_then_without_it(
         "rotate-key",
         "--batch",
         "2",
-        env=_env(test_settings, KEY_B, KEY_A, fresh_db),
+        env=_env(test_settings, KEY_B, KEY_A, scratch_db),
     )
     out = _ok(rotating)
     box_b = SecretBox(KEY_B)
@@ -446,29 +429,29 @@ async def test_rotate_key_with_the_previous_key_then_without_it(
     assert "0 value(s) remain under other keys" in out
     for secret in (KEY_A, KEY_B, *values.values(), "whsec_legacy"):
         assert secret not in out + rotating.stderr
-    assert await _keys_of_live_rows(fresh_db) == [box_b.key_id] * live
+    assert await _keys_of_live_rows(scratch_db) == [box_b.key_id] * live
 
     again = paywatch(
-        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_B, dsn=fresh_db)
+        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_B, dsn=scratch_db)
     )  # the previous key dropped: nothing left to do, nothing refused
     assert "re-sealed 0 provider secret value(s)" in _ok(again)
     assert "0 value(s) remain under other keys" in again.stdout
-    assert await _sets(fresh_db, box_b, unique, "xero") == [
+    assert await _sets(scratch_db, box_b, unique, "xero") == [
         values,
         {n: f"old-{v}" for n, v in values.items()},
     ]
-    assert await _sets(fresh_db, box_b, unique, "stripe") == [{"signing_secret": "whsec_legacy"}]
-    assert await _sets(fresh_db, box_b, unique, "adyen") == [{"hmac_key": "beef"}]
+    assert await _sets(scratch_db, box_b, unique, "stripe") == [{"signing_secret": "whsec_legacy"}]
+    assert await _sets(scratch_db, box_b, unique, "adyen") == [{"hmac_key": "beef"}]
     with pytest.raises(ConfigError):  # re-sealed, not copied: the old key opens nothing now
-        await _sets(fresh_db, SecretBox(KEY_A), unique, "xero")
+        await _sets(scratch_db, SecretBox(KEY_A), unique, "xero")
 
 
 async def test_an_interrupted_rotation_resumes_and_a_third_key_is_refused(
-    test_settings: Settings, fresh_db: str, unique: str
+    test_settings: Settings, scratch_db: str, unique: str
 ) -> None:
     values = {"webhook_key": f"wk-{unique}", "client_id": f"ci-{unique}"}
-    await _seal_rows(fresh_db, SecretBox(KEY_A), unique, values)
-    conn = await asyncpg.connect(fresh_db)
+    await _seal_rows(scratch_db, SecretBox(KEY_A), unique, values)
+    conn = await asyncpg.connect(scratch_db)
     try:  # the A -> B rotation stops after its first batch (one row)
         assert await reseal_batch(conn, SecretBox(KEY_B, KEY_A), DAY, 1) == 1
         assert await count_not_current(conn, SecretBox(KEY_B), DAY) == 3
@@ -477,7 +460,7 @@ async def test_an_interrupted_rotation_resumes_and_a_third_key_is_refused(
 
     # Starting B -> C before A -> B is done: refused, naming a row and the keys, changing nothing.
     early = paywatch(
-        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_C, KEY_B, fresh_db)
+        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_C, KEY_B, scratch_db)
     )
     assert early.returncode == 2, early.stdout + early.stderr
     key_a, key_b, key_c = (SecretBox(k).key_id for k in (KEY_A, KEY_B, KEY_C))
@@ -486,29 +469,29 @@ async def test_an_interrupted_rotation_resumes_and_a_third_key_is_refused(
     assert f"(key id {key_c})" in early.stderr and f"(key id {key_b})" in early.stderr
     for secret in (KEY_A, KEY_B, KEY_C, *values.values()):
         assert secret not in early.stdout + early.stderr
-    assert sorted(await _keys_of_live_rows(fresh_db)) == sorted([key_a] * 3 + [key_b])
+    assert sorted(await _keys_of_live_rows(scratch_db)) == sorted([key_a] * 3 + [key_b])
 
     resumed = paywatch(
-        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_B, KEY_A, fresh_db)
+        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_B, KEY_A, scratch_db)
     )
     assert "re-sealed 3 provider secret value(s)" in _ok(resumed)
-    assert await _keys_of_live_rows(fresh_db) == [key_b] * 4
+    assert await _keys_of_live_rows(scratch_db) == [key_b] * 4
 
     onward = paywatch(
-        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_C, KEY_B, fresh_db)
+        test_settings, "secrets", "rotate-key", env=_env(test_settings, KEY_C, KEY_B, scratch_db)
     )
     assert "re-sealed 4 provider secret value(s)" in _ok(onward)
-    assert await _sets(fresh_db, SecretBox(KEY_C), unique, "xero") == [
+    assert await _sets(scratch_db, SecretBox(KEY_C), unique, "xero") == [
         values,
         {n: f"old-{v}" for n, v in values.items()},
     ]
 
 
 async def test_a_legacy_row_under_neither_key_stops_the_rotation_by_name(
-    test_settings: Settings, fresh_db: str, unique: str
+    test_settings: Settings, scratch_db: str, unique: str
 ) -> None:
-    await _seal_rows(fresh_db, SecretBox(KEY_A), unique, {"webhook_key": "wk"})
-    conn = await asyncpg.connect(fresh_db)
+    await _seal_rows(scratch_db, SecretBox(KEY_A), unique, {"webhook_key": "wk"})
+    conn = await asyncpg.connect(scratch_db)
     try:
         row_id = await conn.fetchval(
             "INSERT INTO tenant_secrets (tenant, provider, name, value_enc) "
@@ -524,7 +507,7 @@ async def test_a_legacy_row_under_neither_key_stops_the_rotation_by_name(
         "rotate-key",
         "--batch",
         "1",
-        env=_env(test_settings, KEY_B, KEY_A, fresh_db),
+        env=_env(test_settings, KEY_B, KEY_A, scratch_db),
     )
     assert run.returncode == 2, run.stdout + run.stderr
     assert f"tenant_secrets row {row_id}: cannot decrypt provider secret" in run.stderr
