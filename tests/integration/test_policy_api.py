@@ -26,7 +26,7 @@ from paywatch.kafka.codec import make_codec
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import DeadLetter, PolicyChanged
 from paywatch.settings import Settings
-from paywatch.tenants.api_keys import create_api_key
+from paywatch.tenants.api_keys import create_api_key, hash_api_key
 from paywatch.tenants.policy_input import canonical_json
 from paywatch.tenants.store import create_tenant
 from tests.conftest import free_tcp_port
@@ -51,6 +51,14 @@ class Tenants:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def by(pool: asyncpg.Pool, key: str) -> str:
+    """How a change made with ``key`` records who made it: its key id, never the key."""
+    key_id = await pool.fetchval(
+        "SELECT key_id FROM api_keys WHERE key_hash = $1", hash_api_key(key)
+    )
+    return f"api:{key_id}"
 
 
 @pytest.fixture
@@ -106,7 +114,7 @@ async def test_a_tenant_that_never_changed_its_policy_gets_the_defaults(
 
 
 async def test_changes_are_events_chained_by_previous_revision(
-    api: httpx.AsyncClient, tenants: Tenants, test_settings: Settings
+    api: httpx.AsyncClient, tenants: Tenants, test_settings: Settings, pool: asyncpg.Pool
 ) -> None:
     first = await put(api, tenants.operator, SHORT, reason="shorter window")
     assert first.status_code == 200, first.text
@@ -123,7 +131,7 @@ async def test_changes_are_events_chained_by_previous_revision(
     assert (now["source"], now["revision"], now["changed_by"]) == (
         "stored",
         expected.revision,
-        "api:operator",
+        await by(pool, tenants.operator),
     )
     assert now["reason"] == "shorter window" and now["previous_revision"] is None
 
@@ -138,8 +146,8 @@ async def test_changes_are_events_chained_by_previous_revision(
         (tenants.a, two["revision"], one["revision"]),
     ]
     assert [(e.changed_by, e.reason) for e in events] == [
-        ("api:operator", "shorter window"),
-        ("api:admin", None),
+        (await by(pool, tenants.operator), "shorter window"),
+        (await by(pool, tenants.admin), None),
     ]
     assert events[0].changed_at < events[1].changed_at
     assert TenantPolicy.model_validate_json(events[1].policy_json).revision == two["revision"]
@@ -237,7 +245,9 @@ async def test_tenants_see_and_change_only_their_own_policy(
     assert a["revision"] == TenantPolicy.model_validate(SHORT).revision
 
 
-async def test_history_pages_newest_first(api: httpx.AsyncClient, tenants: Tenants) -> None:
+async def test_history_pages_newest_first(
+    api: httpx.AsyncClient, tenants: Tenants, pool: asyncpg.Pool
+) -> None:
     revisions = []
     for days in (10, 20, 30):
         answer = await put(api, tenants.operator, {"window_days": days}, reason=f"d{days}")
@@ -255,7 +265,9 @@ async def test_history_pages_newest_first(api: httpx.AsyncClient, tenants: Tenan
     assert [item["revision"] for item in seen] == revisions[::-1]
     assert [item["previous_revision"] for item in seen] == [revisions[1], revisions[0], None]
     assert [item["reason"] for item in seen] == ["d30", "d20", "d10"]
-    assert seen[0]["policy"]["window_days"] == 30 and seen[0]["changed_by"] == "api:operator"
+    assert seen[0]["policy"]["window_days"] == 30 and seen[0]["changed_by"] == await by(
+        pool, tenants.operator
+    )
     assert [item["kafka"]["offset"] for item in seen] == [2, 1, 0]
     bad = await api.get(
         "/v1/policy/history", params={"cursor": "bm9wZQ"}, headers=auth(tenants.analyst)

@@ -160,7 +160,7 @@ async def put_policy(
         async with pool.acquire() as conn:
             change = await policy_store.change_policy(
                 conn, log, caller.tenant, policy,
-                changed_by=f"api:{caller.role}", reason=reason, now=datetime.now(UTC),
+                changed_by=f"api:{request.state.api_key_id}", reason=reason, now=datetime.now(UTC),
             )  # fmt: skip
     except Retryable as exc:
         detail = f"{exc}: the policy was not changed, retry later"
