@@ -21,6 +21,7 @@ EventType = Literal[
     "invoice.awaiting_customer",
     "invoice.exhausted",
     "invoice.canceled",
+    "recovery.escalated",
     "alert.opened",
     "alert.resolved",
 ]
@@ -31,6 +32,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     "invoice.awaiting_customer",
     "invoice.exhausted",
     "invoice.canceled",
+    "recovery.escalated",
     "alert.opened",
     "alert.resolved",
 )
