@@ -298,6 +298,36 @@ async def test_a_revoked_value_stops_verifying_in_ingest_within_its_cache_ttl(
     assert fresh.status_code == 200, fresh.text
 
 
+async def test_a_stored_value_that_does_not_open_is_a_503_never_a_500(
+    test_settings: Settings, ingest: httpx.AsyncClient, pg_dsn: str, unique: str
+) -> None:
+    """A value copied from another tenant's row (or sealed under another master key) is the
+    operator's to fix: the provider is told to retry (503), the webhook is not lost."""
+    env = _env(test_settings)
+    other = f"{unique}o"
+    for tenant in (unique, other):
+        _ok(paywatch(test_settings, "tenant", "create", tenant, env=env))
+    argv = ("tenant", "secret", other, "stripe", "-")
+    _ok(paywatch(test_settings, *argv, env=env, input="signing_secret=whsec_theirs\n"))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO tenant_secrets (tenant, provider, name, value_enc) "
+            "SELECT $2, provider, name, value_enc FROM tenant_secrets WHERE tenant = $1",
+            other,
+            unique,
+        )
+    finally:
+        await conn.close()
+    body = failure_body(event_id=f"evt_{unique}_copied")
+    resp = await ingest.post(
+        f"/webhooks/stripe/{unique}", content=body, headers=signed(body, "whsec_theirs")
+    )
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"] == "unavailable" and "Retry-After" in resp.headers
+    assert "whsec_theirs" not in resp.text
+
+
 # Binding: a value only opens in its own row.
 
 

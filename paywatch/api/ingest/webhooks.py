@@ -36,6 +36,7 @@ from paywatch.api.ingest.metrics import PAN_REJECTED, count
 from paywatch.api.ratelimit import retry_after
 from paywatch.errors import (
     CardDataError,
+    ConfigError,
     PayloadError,
     Retryable,
     UnknownProvider,
@@ -227,6 +228,13 @@ async def tenant_secrets(ctx: IngestContext, tenant: str, provider: str) -> Secr
         return await ctx.secrets.get(tenant, provider)
     except _DB_ERRORS as exc:
         raise Retryable(f"tenant secrets unavailable: {type(exc).__name__}") from exc
+    except ConfigError as exc:
+        # A stored value that does not open (another master key, a row copied or altered):
+        # the operator's to fix, and the provider's webhook is not at fault, so 503 and
+        # its retries wait for the fix instead of a 500 or a 401 losing it. The error names
+        # the row and key ids, never a value.
+        log.error("tenant %s: %s secrets cannot be opened: %s", tenant, provider, exc)
+        raise Retryable(f"tenant secrets cannot be opened: {exc}") from exc
 
 
 async def _verify(
