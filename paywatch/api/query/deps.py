@@ -71,7 +71,7 @@ class Principal:
         return permissions.redact(answer) if self.customer_blind else answer
 
 
-def get_app_pool(request: Request) -> asyncpg.Pool:
+async def get_app_pool(request: Request) -> asyncpg.Pool:
     """The pool opened by the app's lifespan, bound to no tenant: logged in as paywatch_api
     it sees no tenant's rows (row-level security, migration 014). For /health and the key
     lookup (through the owner's ``paywatch_authenticate``)."""
@@ -129,7 +129,7 @@ async def get_caller(request: Request, pool: AppPool, credentials: Credentials) 
 Authenticated = Annotated[Principal, Depends(get_caller)]
 
 
-def get_pool(pool: AppPool, caller: Authenticated) -> TenantPool:
+async def get_pool(pool: AppPool, caller: Authenticated) -> TenantPool:
     """The pool bound to the caller's tenant: under row-level security its queries see that
     tenant's rows only, with or without their own tenant filter. FastAPI resolves the caller
     once per request, so the key is looked up once for both."""
