@@ -39,6 +39,8 @@ def benches(full: bool) -> list[Bench]:
         Bench("policy", ("bench_policy.py",)),
         Bench("projector", ("bench_projector.py",)),
         Bench("executor", ("bench_executor.py",)),
+        Bench("api", ("bench_api.py",)),
+        Bench("outbound", ("bench_outbound.py",)),
         Bench("ingest", ("bench_ingest.py",), needs=("wrk",)),
         Bench("producer", ("bench_producer.py",)),
         Bench("saga", ("bench_saga.py", "--sagas", sagas)),

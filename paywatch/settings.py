@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     projector_database_url: SecretStr | None = None
     ingest_port: int = Field(8080, ge=1, le=65535)
     api_port: int = Field(8081, ge=1, le=65535)
+    # Where people reach the query API: the base of the timeline links in outbound Slack
+    # messages (paywatch/outbound/slack.py). Set it when the API sits behind a proxy.
+    public_api_url: str = Field("http://127.0.0.1:8081", pattern=r"^https?://[^\s<>|]+$")
     bind_host: str = "127.0.0.1"
     time_scale: float = Field(1.0, gt=0)
     # Where the scaled saga clock starts (time_scale != 1). Unset: each worker keeps the
@@ -69,6 +72,9 @@ class Settings(BaseSettings):
     # `paywatch secrets rotate-key` has re-sealed them all (tenants/crypto.py).
     secret_key_previous: SecretStr | None = None
     secret_grace_hours: float = Field(24.0, ge=0)
+    # Outbound webhooks (paywatch/outbound): in prod, targets resolving to loopback, private,
+    # link-local, multicast, reserved or unspecified addresses are refused unless this is set.
+    outbound_allow_private: bool = False
 
     # Topics: a prefix lets tests (and staging next to prod) use their own names.
     topic_prefix: str = ""

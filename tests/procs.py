@@ -30,6 +30,9 @@ _FIELDS = (
     "fetch_deadline_s",
     "simulator_seed",
     "simulator_success",
+    "public_api_url",
+    "api_rate",
+    "api_burst",
 )
 
 

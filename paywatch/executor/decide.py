@@ -1,10 +1,17 @@
 """What a batch of due commands does, decided before any I/O. Pure.
 
 For each command, in due order: its journal entry and, for a retry, the outcome event
-already encoded for payments.events. The simulator's day 0 (the anchor) is the
-invoice's first failure when the command carries it, else the earliest due time of the
-invoice's journaled commands (looked up once per batch) or of the commands decided
-before it in the same batch, exactly as when commands were journaled one by one.
+already encoded for payments.events. A retry of a schedule-only tenant (the command's
+``schedule_only``, set by the saga from the policy it emitted the retry under) is not
+charged: it is journaled ``scheduled`` with no outcome, since the tenant charges it and
+reports the result itself (``POST /v1/invoices/{ref}/attempts`` or a provider webhook).
+The flag rides on the command rather than being looked up here: the executor then needs
+no policy view, and a replay decides exactly as the first run did.
+
+The simulator's day 0 (the anchor) is the invoice's first failure when the command carries
+it, else the earliest due time of the invoice's journaled commands (looked up once per
+batch) or of the commands decided before it in the same batch, exactly as when commands
+were journaled one by one.
 
 A command that cannot be decided (any exception while simulating, building or encoding
 its outcome) is returned as a failure for the dead-letter queue, alone: the work is a
@@ -23,6 +30,8 @@ from paywatch.executor.simulator import SimulatorConfig, simulate, simulated_day
 from paywatch.schemas.models import CommandType, PaymentEvent, RecoveryCommand
 from paywatch.schemas.topics import invoice_key
 
+SCHEDULED = "scheduled"
+"""Journal outcome of a retry the tenant charges itself (nothing appended)."""
 Key = tuple[str, str]
 """(tenant, command_id): the journal's primary key."""
 Invoice = tuple[str, str]
@@ -99,9 +108,14 @@ class Context:
     encode: Callable[[PaymentEvent], bytes]
 
 
+def charged(command: RecoveryCommand) -> bool:
+    """True for a retry the executor carries out (a schedule-only one is the tenant's)."""
+    return command.type is CommandType.RETRY_PAYMENT and not command.schedule_only
+
+
 def needs_anchor(command: RecoveryCommand) -> bool:
     """True when the command's day 0 must come from the journal."""
-    return command.type is CommandType.RETRY_PAYMENT and command.first_failed_at is None
+    return charged(command) and command.first_failed_at is None
 
 
 def decide_batch(
@@ -133,10 +147,11 @@ def decide_batch(
 def decide(
     token: Any, command: RecoveryCommand, coords: Coords, anchor: datetime | None, ctx: Context
 ) -> Decision:
-    """The journal entry of one command and, for a retry, its encoded outcome event."""
+    """The journal entry of one command and, for a charged retry, its encoded outcome."""
     detail = command_detail(command, coords)
-    if command.type is not CommandType.RETRY_PAYMENT:
-        return Decision(Entry(command, "recorded", ctx.now, detail), None, token)
+    if not charged(command):
+        recorded = SCHEDULED if command.type is CommandType.RETRY_PAYMENT else "recorded"
+        return Decision(Entry(command, recorded, ctx.now, detail), None, token)
     start = command.first_failed_at or anchor
     start = command.due_at if start is None else min(start, command.due_at)
     day = simulated_days(start, command.due_at, ctx.time_scale)

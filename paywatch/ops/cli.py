@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.apikey_cli import register as register_apikeys
 from paywatch.ops.dbcall import db_call as _db_call
+from paywatch.ops.endpoint_cli import register as register_endpoints
 from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
 from paywatch.ops.risk_cli import register as register_risk
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.set_defaults(func=cmd_tenant_create)
     register_secrets(sub, tenant)  # tenant secret, secrets rotate-key
     register_apikeys(sub)  # apikey create|list|revoke|rotate
+    register_endpoints(sub)  # endpoint add|list|disable|rotate-secret
     _policy_parser(sub)
     register_risk(sub)  # demo generate, risk train
     return p

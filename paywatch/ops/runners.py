@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -125,19 +126,60 @@ def run_executor(settings: Settings, ends: Endpoints) -> None:
 
 
 async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig) -> None:
+    """The executor process: recovery commands, and what paywatch tells tenants (outbound
+    events in, deliveries out), side by side on one pool, stopped by the same signals."""
     from paywatch.db import create_pool
     from paywatch.executor.runner import Executor
     from paywatch.kafka.codec import make_codec
+    from paywatch.outbound.producer import OutboundProducer
+    from paywatch.outbound.sender import Dispatcher
+    from paywatch.outbound.slack import slack_body
 
-    pool = await create_pool(ends.dsn, min_size=1, max_size=2)
-    executor = Executor(settings, ends.bootstrap, pool, make_codec(settings), config)
-    _stop_on_signals(executor.stop)
+    pool = await create_pool(ends.dsn, min_size=1, max_size=6)
+    codec = make_codec(settings)
+    slack = functools.partial(slack_body, base_url=settings.public_api_url)
+    dispatcher = Dispatcher(settings, pool, renderers={"slack": slack})
+    loops: list[_Loop] = [
+        Executor(settings, ends.bootstrap, pool, codec, config),
+        OutboundProducer(settings, ends.bootstrap, pool, codec, on_enqueued=dispatcher.wake),
+        dispatcher,
+    ]
+    _stop_on_signals(lambda: _stop_all(loops))
     serve_metrics(settings, settings.executor_metrics_port, "executor")
     try:
         async with Heartbeat(settings, ends.dsn, "executor"):
-            await executor.run()
+            await _side_by_side(loops)
     finally:
         await pool.close()
+
+
+class _Loop(Protocol):
+    """A long-running part of a process: `run()` until `stop()`."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _stop_all(loops: Sequence[_Loop]) -> None:
+    for loop in loops:
+        loop.stop()
+
+
+async def _side_by_side(loops: Sequence[_Loop]) -> None:
+    """Run the loops together. When one ends or fails the others are asked to stop (each
+    finishes its step: nothing half done is committed); then the first failure is raised."""
+
+    async def one(loop: _Loop) -> None:
+        try:
+            await loop.run()
+        finally:
+            _stop_all(loops)
+
+    results = await asyncio.gather(*(one(loop) for loop in loops), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 RUNNERS: dict[str, Callable[[Settings, Endpoints], None]] = {

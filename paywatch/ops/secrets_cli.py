@@ -135,8 +135,12 @@ def cmd_secrets_rotate_key(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     box = SecretBox.from_settings(settings)
     grace = timedelta(hours=settings.secret_grace_hours)
+    from paywatch.outbound.endpoints import reseal_secrets
+
     done = db_call(settings, lambda conn: rotate_master_key(conn, box, grace, args.batch))
     print(f"re-sealed {done.resealed} provider secret value(s) under key id {box.key_id}")
+    endpoints = db_call(settings, lambda conn: reseal_secrets(conn, box))
+    print(f"re-sealed {endpoints} endpoint signing secret(s) under key id {box.key_id}")
     if done.remaining:
         print(
             f"{done.remaining} value(s) remain under other keys (written meanwhile by a "

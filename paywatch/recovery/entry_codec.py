@@ -112,6 +112,11 @@ FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
         "decline_category",
         "issued_at",
         "first_failed_at",
+        "schedule_only",
+        "attempts_used",
+        "attempts_allowed",
+        "card_retries_left",
+        "card_limit",
     ),
     CardAttempt: (
         "id",

@@ -88,6 +88,35 @@ def earliest(times: list[datetime], limit: WindowLimit) -> datetime | None:
     return sorted(times)[excess - 1] + limit.window if excess > 0 else None
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How many more attempts the card's counters allow at a time, and which one binds."""
+
+    left: int
+    rule: RuleRef
+
+
+def card_budget(saga: Saga, now: datetime, policy: TenantPolicy) -> Budget:
+    """More attempts the network counters allow on the saga's card at `now`, over its
+    ledger snapshot and the saga's own attempts (all invoices of the card).
+
+    A counter allows a new attempt while at most ``max_prior`` of the card's attempts sit
+    in its window, so ``max_prior + 1 - in window`` more fit; the smallest over the
+    network's counters binds (an unknown network has Visa's and Mastercard's). Windows
+    empty with time, giving more later: this is what fits now.
+    """
+    attempts = [a for a in card_attempts(saga) if a.counted]
+    budgets = []
+    for limit in policy.rulebook.limits(saga.network):
+        inside = [
+            a
+            for a in attempts
+            if a.at > now - limit.window and (not limit.same_amount or _same_amount(a, saga))
+        ]
+        budgets.append(Budget(max(0, limit.max_prior + 1 - len(inside)), limit.rule))
+    return min(budgets, key=lambda b: b.left)
+
+
 def retry_gate(saga: Saga, now: datetime, policy: TenantPolicy) -> Gate:
     """May a paywatch retry of `saga` go at `now`, later (when), or never (by which rule)?"""
     if saga.ledger is None or saga.ledger.card != saga.card:

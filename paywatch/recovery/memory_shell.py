@@ -110,7 +110,7 @@ class MemoryShell:
             permit = grant(self.ledger(saga.card), saga, cmd, now, self.policy)
             if permit.granted:
                 self.cards[saga.card] = {e.id: e for e in permit.ledger.entries}
-                sent.append(cmd)
+                sent.append(permit.command or cmd)
             else:
                 assert permit.rule is not None
                 refusals.append(

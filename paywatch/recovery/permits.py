@@ -7,7 +7,10 @@ every RETRY_PAYMENT it emits is a *request*: the shell routes it to the card's l
 card-keyed agent, one writer per card), which checks the same gate against every attempt
 on the card and either grants it (records the attempt, forwards the command) or refuses it
 with the time the card's counters allow one more, or never. A refused saga gets a
-``PermitDenied`` and plans the retry again from there; nothing was charged.
+``PermitDenied`` and plans the retry again from there; nothing was charged. A granted
+command goes out with what the card has left (``card_retries_left``, ``card_limit``): only
+the ledger sees every invoice of the card, so only it can say (a schedule-only tenant, who
+charges the retry itself, is told through ``recovery.retry_due``).
 
 ``grant`` is the ledger's side, ``on_denied`` the saga's; both are pure.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from paywatch.recovery.ledger import AttemptSource, CardAttempt, CardLedger
-from paywatch.recovery.limits import retry_gate
+from paywatch.recovery.limits import card_budget, retry_gate
 from paywatch.recovery.run import Run
 from paywatch.recovery.state import PermitDenied, Saga
 from paywatch.recovery.tenant_policy import TenantPolicy
@@ -37,6 +40,8 @@ class Permit:
     until: datetime | None = None
     rule: RuleRef | None = None
     reason: str = ""
+    command: RecoveryCommand | None = None
+    """Granted (not replayed): the command to send, with the card's budget after it."""
 
 
 def grant(
@@ -53,8 +58,12 @@ def grant(
     asking = saga.model_copy(update={"attempts": own, "ledger": ledger})
     gate = retry_gate(asking, now, policy)
     if gate.allowed_at is not None and gate.allowed_at <= now:
-        entry = _attempt(saga, command, now)
-        return Permit(True, ledger.add((entry,)), rule=gate.rule, reason=gate.reason)
+        granted = ledger.add((_attempt(saga, command, now),))
+        budget = card_budget(asking.model_copy(update={"ledger": granted}), now, policy)
+        sent = command.model_copy(
+            update={"card_retries_left": budget.left, "card_limit": budget.rule.id}
+        )
+        return Permit(True, granted, rule=gate.rule, reason=gate.reason, command=sent)
     return Permit(False, ledger, until=gate.allowed_at, rule=gate.rule, reason=gate.reason)
 
 

@@ -3,7 +3,8 @@
 It is mutable, but local to a single call, so ``decide`` stays a pure function. ``rule``
 and ``reason`` say why the latest decision step was taken: a transition emitted after it
 names them. Commands are completed when emitted: who to charge (provider, customer,
-amount, ...) as the saga knows it then, and ``issued_at``.
+amount, ...) as the saga knows it then, and ``issued_at``; a retry also says whether the
+tenant charges it (``schedule_only``) and how much of the invoice's budget is used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from paywatch.recovery.rules import paywatch_rule
 from paywatch.recovery.state import ALLOWED_EDGES, InvalidTransition, Saga
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import (
+    CommandType,
     RecoveryCommand,
     RiskBand,
     RuleRef,
@@ -80,22 +82,31 @@ class Run:
         self.touched = True
         if self.rule is None:
             self.rule, self.reason = cmd.rule, cmd.reason
-        self.commands.append(
-            cmd.model_copy(
-                update={
-                    "issued_at": self.now,
-                    "first_failed_at": saga.opened_at,
-                    "provider": saga.provider,
-                    "customer_ref": saga.customer_ref,
-                    "subscription_ref": saga.subscription_ref,
-                    "payment_ref": saga.payment_ref,
-                    "amount_minor": saga.amount_minor,
-                    "currency": saga.currency,
-                    "decline_category": saga.decline_category,
-                }
-            )
-        )
+        update: dict[str, object] = {
+            "issued_at": self.now,
+            "first_failed_at": saga.opened_at,
+            "provider": saga.provider,
+            "customer_ref": saga.customer_ref,
+            "subscription_ref": saga.subscription_ref,
+            "payment_ref": saga.payment_ref,
+            "amount_minor": saga.amount_minor,
+            "currency": saga.currency,
+            "decline_category": saga.decline_category,
+        }
+        if cmd.type is CommandType.RETRY_PAYMENT:
+            update |= self._retry_facts(saga)
+        self.commands.append(cmd.model_copy(update=update))
         return saga.model_copy(update={"done": (*saga.done, cmd.command_id)})
+
+    def _retry_facts(self, saga: Saga) -> dict[str, object]:
+        """Who charges a retry (the policy it is emitted under: retries are emitted when
+        due, so a change of ``charging`` applies to every retry not yet due) and the
+        invoice's budget, this retry counted (it is recorded before it is emitted)."""
+        return {
+            "schedule_only": self.policy.schedule_only,
+            "attempts_used": max(0, sum(a.counted for a in saga.attempts) - 1),
+            "attempts_allowed": self.policy.retry.max_retries,
+        }
 
     def close(self, saga: Saga, to: SagaState) -> Saga:
         """End the episode (a saga never opened becomes a tombstone: no transition)."""

@@ -25,6 +25,14 @@ Two options act on what the risk agents see (issue 9), both off by default for s
   ``CARD_EXPIRING`` event ``lead_days`` ahead of the renewal; with ``notify`` on, also a
   pre-dunning NOTIFY_CUSTOMER naming rule ``paywatch.tenant.card_expiry``.
 
+Who charges (issue 11): ``charging`` is ``paywatch`` by default (the executor carries each
+RETRY_PAYMENT out); ``schedule_only`` makes paywatch a scheduler only: its retries are still
+planned, gated by the card's ledger and sent on ``recovery.commands`` (flagged
+``schedule_only``, so the executor journals them ``scheduled`` and charges nothing), the
+tenant is told when (``recovery.retry_due``) and reports each attempt's result back
+(``POST /v1/invoices/{ref}/attempts`` or a provider webhook). Which providers' retries are
+paywatch's is still ``owners``.
+
 A policy change (new ``revision``) applies to new decisions only: commands already scheduled
 keep their time, channel and template, except those the new policy forbids, which are
 dropped (see ``policy.reconcile``).
@@ -85,6 +93,17 @@ class FinalAction(StrEnum):
     LEAVE_OPEN = "leave_open"
 
 
+class Charging(StrEnum):
+    """Who charges the retries paywatch schedules.
+
+    An enum rather than a boolean: the policy reads as who does what (like ``RetryOwner``),
+    and a third mode (say, per provider) will not need a second flag that contradicts it.
+    """
+
+    PAYWATCH = "paywatch"
+    SCHEDULE_ONLY = "schedule_only"
+
+
 class Channel(StrEnum):
     """How a customer or an operator is reached."""
 
@@ -94,7 +113,7 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
-_LATER_OPTIONS = ("high_risk", "card_expiry")
+_LATER_OPTIONS = ("high_risk", "card_expiry", "charging")
 """Fields added after policies were first logged (see ``TenantPolicy.revision``)."""
 
 DEFAULT_OWNERS: dict[str, RetryOwner] = {
@@ -216,6 +235,7 @@ class TenantPolicy(Frozen):
     mastercard_edition: str = MASTERCARD_CURRENT
     high_risk: HighRisk | None = None
     card_expiry: CardExpiry = CardExpiry()
+    charging: Charging = Charging.PAYWATCH
 
     @field_validator("owners")
     @classmethod
@@ -256,6 +276,11 @@ class TenantPolicy(Frozen):
             if late:
                 raise ValueError(f"{what} {late} fall outside window_days={self.window_days}")
         return self
+
+    @property
+    def schedule_only(self) -> bool:
+        """True when the tenant charges paywatch's retries itself (``Charging.SCHEDULE_ONLY``)."""
+        return self.charging is Charging.SCHEDULE_ONLY
 
     def owner(self, provider: str) -> RetryOwner:
         """Who retries `provider`'s failures (paywatch for providers outside the contract)."""

@@ -253,6 +253,18 @@ class RecoveryCommand(Frozen):
     decline_category: DeclineCategory | None = None
     issued_at: Instant | None = None
     first_failed_at: Instant | None = None
+    schedule_only: bool = False
+    """The tenant charges this retry itself (TenantPolicy ``charging: schedule_only``):
+    executors must not charge; the tenant reports the result back."""
+    attempts_used: Attempt | None = None
+    """RETRY_PAYMENT: reattempts of the invoice by anyone so far, this one included."""
+    attempts_allowed: Attempt | None = None
+    """RETRY_PAYMENT: the tenant's budget of reattempts of the invoice (``max_retries``)."""
+    card_retries_left: Attempt | None = None
+    """RETRY_PAYMENT: more attempts the card's network counters allow after this one, over
+    every invoice of the card (set by the card's ledger when it grants the retry)."""
+    card_limit: Ref | None = None
+    """The network counter that bounds ``card_retries_left`` (e.g. ``visa.reattempts``)."""
 
 
 class SagaTransition(Frozen):

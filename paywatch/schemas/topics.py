@@ -50,6 +50,9 @@ RISK_TENANTS = "risk.tenants"
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
+OUTBOUND = "outbound"
+"""Not a topic: the source name of the outbound producer's dead letters (``outbound.dlq``),
+whichever topic they came from, so they never mix with the executor's or projector's."""
 TOPIC_MODELS: dict[str, type[Frozen]] = {
     WEBHOOKS_RAW: RawWebhook,
     WEBHOOKS_FETCHED: FetchedDocument,
@@ -61,7 +64,7 @@ TOPIC_MODELS: dict[str, type[Frozen]] = {
     RECOVERY_POLICIES: PolicyChanged,
 }
 """Logical topic name -> value model (``*.dlq`` topics carry DeadLetter)."""
-DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS)
+DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS, OUTBOUND)
 DLQ_MAX_PARTITIONS = 3
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}

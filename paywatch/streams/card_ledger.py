@@ -136,7 +136,8 @@ class CardLedgerStage:
         if permit.replayed:
             return ledger, []
         if permit.granted:
-            return permit.ledger, [encode(self.stage.codec, runtime.commands, key, command)]
+            sent = permit.command or command  # with the card's budget left
+            return permit.ledger, [encode(self.stage.codec, runtime.commands, key, sent)]
         assert permit.rule is not None  # a refusal always names its rule
         refused = PermitDenied(
             tenant=saga.tenant,

@@ -31,6 +31,10 @@ from paywatch.api.query.permissions import (
     allowed,
     route_key,
 )
+from paywatch.outbound.deliveries import enqueue
+from paywatch.outbound.endpoints import TargetPolicy, add_endpoint
+from paywatch.outbound.events import OutboundEvent
+from paywatch.outbound.events import event_id as outbound_id
 from paywatch.providers.base import event_id
 from paywatch.schemas.models import (
     Decline,
@@ -42,6 +46,7 @@ from paywatch.schemas.models import (
 )
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import create_api_key, new_api_key
+from paywatch.tenants.crypto import SecretBox
 from paywatch.tenants.roles import ROLES, Role
 from paywatch.tenants.store import create_tenant
 from tests.integration.test_alerts_api import HIGH_RISK, PROVIDER, alert_id, record
@@ -52,6 +57,8 @@ from tests.kafka_helpers import Published, publish
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+_ENDPOINT = {"url": "http://127.0.0.1:9/hook", "events": ["alert.opened"]}  # discard port
+_ATTEMPT = {"attempt_id": "att_1", "attempted_at": "2026-03-03T10:00:00Z", "outcome": "failed"}
 Record = Published
 
 
@@ -71,6 +78,8 @@ class World:
     customer_alert: str
     spare_keys: tuple[str, str]
     """Key ids of tenant a for the admin's revoke and rotate samples."""
+    outbound: tuple[str, str, str]
+    """Tenant a's endpoints to disable and to rotate, and a delivery to the second."""
 
     @property
     def alice(self) -> str:
@@ -104,14 +113,30 @@ def _samples(w: World) -> dict[str, Sample]:
         "GET /v1/policy": "/v1/policy",
         "GET /v1/policy/history": "/v1/policy/history",
         "GET /v1/apikeys": "/v1/apikeys",
+        "GET /v1/endpoints": "/v1/endpoints",
+        "GET /v1/deliveries": "/v1/deliveries",
         **{route: route.removeprefix("GET ") for route in PUBLIC},
     }
     revoke, rotate = w.spare_keys
+    ep_off, ep_on, delivery = w.outbound
     return {route: Sample("GET", url, 200) for route, url in get.items()} | {
         "PUT /v1/policy": Sample("PUT", "/v1/policy", 200, {"retry": {"days": [1, 3, 5]}}),
         "POST /v1/apikeys": Sample("POST", "/v1/apikeys", 201, {"role": "viewer"}),
         "POST /v1/apikeys/{key_id}/revoke": Sample("POST", f"/v1/apikeys/{revoke}/revoke", 200),
         "POST /v1/apikeys/{key_id}/rotate": Sample("POST", f"/v1/apikeys/{rotate}/rotate", 201),
+        "POST /v1/endpoints": Sample("POST", "/v1/endpoints", 201, _ENDPOINT),
+        "POST /v1/endpoints/{endpoint_id}/disable": Sample(
+            "POST", f"/v1/endpoints/{ep_off}/disable", 200
+        ),
+        "POST /v1/endpoints/{endpoint_id}/rotate-secret": Sample(
+            "POST", f"/v1/endpoints/{ep_on}/rotate-secret", 200
+        ),
+        "POST /v1/deliveries/{delivery_id}/redeliver": Sample(
+            "POST", f"/v1/deliveries/{delivery}/redeliver", 200
+        ),
+        "POST /v1/invoices/{invoice_ref}/attempts": Sample(
+            "POST", f"/v1/invoices/{w.invoice}/attempts", 202, _ATTEMPT
+        ),
     }
 
 
@@ -146,6 +171,19 @@ async def app(test_settings: Settings, pg_dsn: str) -> AsyncIterator[FastAPI]:
         yield app
 
 
+async def _outbound(settings: Settings, pool: asyncpg.Pool, a: str) -> tuple[str, str, str]:
+    """Two endpoints of tenant a, sent one alert each: (endpoint, endpoint, delivery of 2nd)."""
+    box, dev = SecretBox.from_settings(settings), TargetPolicy.from_settings(settings)
+    async with pool.acquire() as conn:
+        made = [
+            (await add_endpoint(conn, box, a, _ENDPOINT["url"], ["alert.opened"], policy=dev))
+            .endpoint.endpoint_id for _ in range(2)
+        ]  # fmt: skip
+        await enqueue(conn, OutboundEvent(outbound_id(f"roles:{a}"), "alert.opened", a, T0))
+        query = "SELECT delivery_id FROM deliveries WHERE endpoint_id = $1"
+        return made[0], made[1], await conn.fetchval(query, made[1])
+
+
 async def _keys(pool: asyncpg.Pool, a: str, b: str) -> tuple[dict[Role, str], tuple[str, str]]:
     async with pool.acquire() as conn:
         for tenant in (a, b):
@@ -163,6 +201,7 @@ async def world(
     alice, bob, carol = f"{a}_alice", f"{a}_bob", f"{a}_carol"
     invoice, by_customer, other = f"{a}_in_1", f"cus:{carol}", f"{b}_in_9"
     keys, spares = await _keys(pool, a, b)
+    outbound = await _outbound(test_settings, pool, a)
     records: list[Record] = [
         _payment(a, alice, invoice, 0),
         _payment(a, bob, f"{a}_in_2", 5),
@@ -181,7 +220,7 @@ async def world(
         a=a, keys=keys, customers=(alice, bob, carol), invoice=invoice,
         customer_invoice=by_customer, other_invoice=other,
         spike=alert_id(a, PROVIDER, "stripe"), customer_alert=alert_id(a, HIGH_RISK, alice),
-        spare_keys=spares,
+        spare_keys=spares, outbound=outbound,
     )  # fmt: skip
 
 

@@ -61,6 +61,8 @@ READ_MODELS = (
 )  # fmt: skip
 """What the projector writes, every one with a tenant column."""
 NO_ROLE_MAY_READ = ("tenant_secrets", "executed_commands", "paypal_transmissions")
+OUTBOUND = ("endpoints", "deliveries")
+"""The API manages its tenant's endpoints and reads and redelivers its deliveries (015)."""
 TENANT_TABLES = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_class c
@@ -206,6 +208,18 @@ async def _owned_rows(owner: asyncpg.Connection, tenant: str) -> str:
         " VALUES ($1, 'tx', $2, $3)",
         tenant, bytes(32), T0,
     )  # fmt: skip
+    endpoint = await owner.fetchval(
+        "INSERT INTO endpoints (tenant, url, events, secret_enc)"
+        " VALUES ($1, 'http://127.0.0.1:9/hook', '{alert.opened}', '\\x00'::bytea)"
+        " RETURNING endpoint_id",
+        tenant,
+    )
+    await owner.execute(
+        "INSERT INTO deliveries"  # delivered: no dispatcher of a later test sends it
+        " (tenant, endpoint_id, event_id, event_type, body, status, next_attempt_at)"
+        " VALUES ($1, $2, 'evt_1', 'alert.opened', '{}'::jsonb, 'succeeded', NULL)",
+        tenant, endpoint,
+    )  # fmt: skip
     return key
 
 
@@ -271,7 +285,7 @@ async def test_a_query_without_tenant_filter_sees_the_bound_tenant_or_nothing(
         assert await _tenants_seen(api_pool, b, table) == {b}, table
         assert await _tenants_seen(api_pool, None, table) == set(), table
         assert await _tenants_seen(api_pool, "no-such-tenant", table) == set(), table
-    assert sorted(readable) == sorted({*READ_MODELS, "tenants", "api_keys"})
+    assert sorted(readable) == sorted({*READ_MODELS, "tenants", "api_keys", *OUTBOUND})
     invoices = await TenantPool(api_pool, a).fetch("SELECT * FROM invoices")
     assert [(r["tenant"], r["invoice_ref"]) for r in invoices] == [(a, world.a.invoice)]
 

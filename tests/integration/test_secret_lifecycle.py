@@ -21,6 +21,12 @@ import pytest
 
 from paywatch.db import migrate, migration_files
 from paywatch.errors import ConfigError
+from paywatch.outbound.endpoints import (
+    TargetPolicy,
+    add_endpoint,
+    open_secret,
+    rotate_secret,
+)
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SECRET_CACHE_TTL_S
 from paywatch.tenants.crypto import SecretBox
@@ -441,6 +447,15 @@ async def test_rotate_key_with_the_previous_key_then_without_it(
         await set_secrets(
             conn, SecretBox(KEY_A), unique, "adyen", {"hmac_key": "beef"}, revoke_previous=True
         )
+        # A tenant webhook endpoint whose signing secret was rotated: two sealed secrets.
+        box_a, open_to_all = SecretBox(KEY_A), TargetPolicy(False, False)
+        made = await add_endpoint(
+            conn, box_a, unique, "http://127.0.0.1:9/hook", ["invoice.recovered"],
+            policy=open_to_all,
+        )  # fmt: skip
+        endpoint = made.endpoint.endpoint_id
+        turned = await rotate_secret(conn, box_a, unique, endpoint, by="test", grace=DAY)
+        signing = (turned.secret, made.secret)
     finally:
         await conn.close()
     live = 4 + 1 + 1  # xero current + superseded, the legacy row, adyen's current value
@@ -457,7 +472,8 @@ async def test_rotate_key_with_the_previous_key_then_without_it(
     box_b = SecretBox(KEY_B)
     assert f"re-sealed {live} provider secret value(s) under key id {box_b.key_id}" in out
     assert "0 value(s) remain under other keys" in out
-    for secret in (KEY_A, KEY_B, *values.values(), "whsec_legacy"):
+    assert f"re-sealed 2 endpoint signing secret(s) under key id {box_b.key_id}" in out
+    for secret in (KEY_A, KEY_B, *values.values(), "whsec_legacy", *signing):
         assert secret not in out + rotating.stderr
     assert await _keys_of_live_rows(scratch_db) == [box_b.key_id] * live
 
@@ -474,6 +490,18 @@ async def test_rotate_key_with_the_previous_key_then_without_it(
     assert await _sets(scratch_db, box_b, unique, "adyen") == [{"hmac_key": "beef"}]
     with pytest.raises(ConfigError):  # re-sealed, not copied: the old key opens nothing now
         await _sets(scratch_db, SecretBox(KEY_A), unique, "xero")
+    conn = await asyncpg.connect(scratch_db)
+    try:  # the endpoint still signs with both its secrets, under the new key alone
+        row = await conn.fetchrow(
+            "SELECT secret_enc, previous_secret_enc FROM endpoints WHERE endpoint_id = $1",
+            endpoint,
+        )
+    finally:
+        await conn.close()
+    assert (
+        open_secret(box_b, unique, endpoint, row["secret_enc"]),
+        open_secret(box_b, unique, endpoint, row["previous_secret_enc"], previous=True),
+    ) == signing
 
 
 async def test_an_interrupted_rotation_resumes_and_a_third_key_is_refused(

@@ -47,7 +47,10 @@ from tests.conftest import REPO
 
 AT = datetime(2024, 5, 1, 10, tzinfo=UTC)
 APIKEYS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/apikeys")}
+ENDPOINTS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/endpoints")}
+DELIVERIES = {"GET /v1/deliveries", "POST /v1/deliveries/{delivery_id}/redeliver"}
 CUSTOMERS = {"GET /v1/customers", "GET /v1/customers/{customer_ref}"}
+OPERATOR_WRITES = {"PUT /v1/policy", "POST /v1/invoices/{invoice_ref}/attempts"}
 CELL = {"✓": True, "—": False}
 
 
@@ -97,20 +100,20 @@ def test_admin_may_call_every_route() -> None:
 
 
 def test_each_role_gets_what_the_issue_asks() -> None:
-    assert _allowed("viewer") == _gets() - CUSTOMERS - APIKEYS
+    assert _allowed("viewer") == _gets() - CUSTOMERS - APIKEYS - ENDPOINTS - DELIVERIES
     assert _allowed("support") == {
         "GET /v1/invoices/{invoice_ref}",
         "GET /v1/invoices/{invoice_ref}/timeline",
     }
-    assert _allowed("analyst") == _gets() - APIKEYS
-    assert _allowed("operator") == _allowed("analyst") | {"PUT /v1/policy"}
+    assert _allowed("analyst") == _gets() - APIKEYS - ENDPOINTS - DELIVERIES
+    assert _allowed("operator") == _allowed("analyst") | OPERATOR_WRITES | DELIVERIES
     assert APIKEYS == {
         "GET /v1/apikeys",
         "POST /v1/apikeys",
         "POST /v1/apikeys/{key_id}/revoke",
         "POST /v1/apikeys/{key_id}/rotate",
     }
-    for route in APIKEYS:
+    for route in APIKEYS | ENDPOINTS:
         assert PERMISSIONS[route] == {"admin"}, route
 
 

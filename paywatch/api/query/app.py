@@ -30,7 +30,10 @@ from paywatch.api.query.openapi import corrected
 from paywatch.api.query.routes import (
     alerts,
     apikeys,
+    attempts,
     customers,
+    deliveries,
+    endpoints,
     failures,
     health,
     invoices,
@@ -257,7 +260,19 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics.create(app.state.registry))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for module in (invoices, timeline, failures, customers, alerts, policy, apikeys, health):
+    for module in (
+        invoices,
+        timeline,
+        attempts,
+        failures,
+        customers,
+        alerts,
+        policy,
+        apikeys,
+        endpoints,
+        deliveries,
+        health,
+    ):
         app.include_router(module.router)
     return app
 

@@ -39,6 +39,7 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "GET /v1/invoices": READERS,
     "GET /v1/invoices/{invoice_ref}": ANYONE,
     "GET /v1/invoices/{invoice_ref}/timeline": ANYONE,
+    "POST /v1/invoices/{invoice_ref}/attempts": OPERATORS,
     "GET /v1/failures": READERS,
     "GET /v1/customers": ANALYSTS,
     "GET /v1/customers/{customer_ref}": ANALYSTS,
@@ -51,6 +52,12 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "POST /v1/apikeys": ADMINS,
     "POST /v1/apikeys/{key_id}/revoke": ADMINS,
     "POST /v1/apikeys/{key_id}/rotate": ADMINS,
+    "GET /v1/endpoints": ADMINS,
+    "POST /v1/endpoints": ADMINS,
+    "POST /v1/endpoints/{endpoint_id}/disable": ADMINS,
+    "POST /v1/endpoints/{endpoint_id}/rotate-secret": ADMINS,
+    "GET /v1/deliveries": OPERATORS,
+    "POST /v1/deliveries/{delivery_id}/redeliver": OPERATORS,
 }
 """Route -> the roles that may call it."""
 
