@@ -9,7 +9,9 @@ letters are sent and acked, and only then the offsets are committed. At least on
 crash after the transaction re-reads the batch, and enqueue is idempotent on (endpoint,
 event id), so no endpoint ever gets an event twice.
 
-Poison: a record that does not decode or map, or whose deliveries Postgres refuses for
+Poison: a record that does not decode is skipped with a warning (the executor or the
+projector, which own those topics, dead-letter it; one poison record is one letter). A
+record that does not map, or whose deliveries Postgres refuses for
 good (a data or integrity error of that record), goes alone to ``outbound.dlq`` (its own:
 the executor dead-letters a poison command too, and one DLQ per stage keeps each letter
 once where its readers look) with the stage ``outbound-decode`` / ``outbound-map`` /
@@ -188,8 +190,15 @@ class OutboundProducer:
         try:
             model = self._models[record.topic]
             source = cast(Source, self._codec.decode(record.value or b"", model, record.topic))
-        except Exception as exc:  # any record that does not decode is its own dead letter
-            return Item(record, stage="outbound-decode", error=exc)
+        except Exception as exc:
+            # Not lettered here: the stage that owns the topic (the executor for commands, the
+            # projector for transitions and alerts) dead-letters it already, and one poison
+            # record must count once, in the DLQ and in its process's health.
+            log.warning(
+                "outbound: skipped undecodable %s[%s]@%s (%s); its own stage dead-letters it",
+                record.topic, record.partition, record.offset, dead_letter_reason(exc),
+            )  # fmt: skip
+            return Item(record)
         try:
             return Item(record, source=source, event=to_event(source))
         except Exception as exc:  # a record the mapping cannot take is its own dead letter
