@@ -194,7 +194,8 @@ class OutboundProducer:
             # Not lettered here: the stage that owns the topic (the executor for commands, the
             # projector for transitions and alerts) dead-letters it already, and one poison
             # record must count once, in the DLQ and in its process's health.
-            log.warning(
+            # INFO, not a warning: the owning stage's letter is the process's last error.
+            log.info(
                 "outbound: skipped undecodable %s[%s]@%s (%s); its own stage dead-letters it",
                 record.topic, record.partition, record.offset, dead_letter_reason(exc),
             )  # fmt: skip
