@@ -14,8 +14,10 @@ class Loop:
 
     def __init__(self, fail: bool = False) -> None:
         self.fail, self.stopped, self.finished = fail, asyncio.Event(), False
+        self.started = asyncio.Event()
 
     async def run(self) -> None:
+        self.started.set()
         if self.fail:
             raise RuntimeError("boom")
         await self.stopped.wait()
@@ -35,7 +37,7 @@ async def test_a_failing_loop_stops_the_others_cleanly_and_its_error_is_raised()
 async def test_one_stop_request_ends_every_loop() -> None:
     loops = [Loop(), Loop(), Loop()]
     running = asyncio.create_task(_side_by_side(loops))
-    await asyncio.sleep(0)  # let them start
+    await asyncio.wait_for(asyncio.gather(*(loop.started.wait() for loop in loops)), 10)
     _stop_all(loops)
     await asyncio.wait_for(running, 10)
     assert all(loop.finished for loop in loops)
