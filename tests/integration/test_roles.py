@@ -25,12 +25,15 @@ from fastapi.routing import iter_route_contexts
 from paywatch.api.query.app import create_app
 from paywatch.api.query.deps import Caller
 from paywatch.api.query.permissions import (
+    LINKS,
     PERMISSIONS,
     PUBLIC,
     REDACTED_FIELDS,
     allowed,
     route_key,
 )
+from paywatch.email import store as email_store
+from paywatch.email.links import LinkSigner, claims_for
 from paywatch.outbound.deliveries import enqueue
 from paywatch.outbound.endpoints import TargetPolicy, add_endpoint
 from paywatch.outbound.events import OutboundEvent
@@ -80,6 +83,8 @@ class World:
     """Key ids of tenant a for the admin's revoke and rotate samples."""
     outbound: tuple[str, str, str]
     """Tenant a's endpoints to disable and to rotate, and a delivery to the second."""
+    links: tuple[str, str]
+    """The unsubscribe and update tokens of an email to alice (email LINKS: no key)."""
 
     @property
     def alice(self) -> str:
@@ -108,6 +113,7 @@ def _samples(w: World) -> dict[str, Sample]:
         "GET /v1/failures": "/v1/failures",
         "GET /v1/customers": "/v1/customers",
         "GET /v1/customers/{customer_ref}": f"/v1/customers/{w.alice}",
+        "GET /v1/customers/{customer_ref}/contact": f"/v1/customers/{w.alice}/contact",
         "GET /v1/alerts": "/v1/alerts",
         "GET /v1/alerts/{alert_id:path}": f"/v1/alerts/{quote(w.spike, safe='')}",
         "GET /v1/policy": "/v1/policy",
@@ -115,8 +121,11 @@ def _samples(w: World) -> dict[str, Sample]:
         "GET /v1/apikeys": "/v1/apikeys",
         "GET /v1/endpoints": "/v1/endpoints",
         "GET /v1/deliveries": "/v1/deliveries",
-        **{route: route.removeprefix("GET ") for route in PUBLIC},
+        **{route: route.removeprefix("GET ") for route in PUBLIC - LINKS},
     }
+    unsubscribe, update = (
+        f"/v1/email/{p}?token={t}" for p, t in zip(("unsubscribe", "update"), w.links, strict=True)
+    )
     revoke, rotate = w.spare_keys
     ep_off, ep_on, delivery = w.outbound
     return {route: Sample("GET", url, 200) for route, url in get.items()} | {
@@ -137,6 +146,12 @@ def _samples(w: World) -> dict[str, Sample]:
         "POST /v1/invoices/{invoice_ref}/attempts": Sample(
             "POST", f"/v1/invoices/{w.invoice}/attempts", 202, _ATTEMPT
         ),
+        "PUT /v1/customers/{customer_ref}/contact": Sample(
+            "PUT", f"/v1/customers/{w.alice}/contact", 200, {"email": "alice@example.com"}
+        ),
+        "GET /v1/email/unsubscribe": Sample("GET", unsubscribe, 200),
+        "POST /v1/email/unsubscribe": Sample("POST", unsubscribe, 200),
+        "GET /v1/email/update": Sample("GET", update, 303),
     }
 
 
@@ -184,6 +199,20 @@ async def _outbound(settings: Settings, pool: asyncpg.Pool, a: str) -> tuple[str
         return made[0], made[1], await conn.fetchval(query, made[1])
 
 
+async def _email(settings: Settings, pool: asyncpg.Pool, a: str, alice: str) -> tuple[str, str]:
+    """Email for tenant a (an update page, alice's contact) and the tokens of her links."""
+    async with pool.acquire() as conn:
+        await email_store.enable(
+            conn, SecretBox.from_settings(settings), a, from_address="billing@acme.example",
+            update_url="https://acme.example/billing", by="test",
+        )  # fmt: skip
+        await email_store.set_contact(conn, a, alice, "alice@example.com", name=None, by="test")
+    signer, until = LinkSigner.from_settings(settings), T0 + timedelta(days=36500)
+    return signer.sign(claims_for(a, alice, "in_1", "unsubscribe", until)), signer.sign(
+        claims_for(a, alice, "in_1", "update", until)
+    )
+
+
 async def _keys(pool: asyncpg.Pool, a: str, b: str) -> tuple[dict[Role, str], tuple[str, str]]:
     async with pool.acquire() as conn:
         for tenant in (a, b):
@@ -202,6 +231,7 @@ async def world(
     invoice, by_customer, other = f"{a}_in_1", f"cus:{carol}", f"{b}_in_9"
     keys, spares = await _keys(pool, a, b)
     outbound = await _outbound(test_settings, pool, a)
+    email_links = await _email(test_settings, pool, a, alice)
     records: list[Record] = [
         _payment(a, alice, invoice, 0),
         _payment(a, bob, f"{a}_in_2", 5),
@@ -220,7 +250,7 @@ async def world(
         a=a, keys=keys, customers=(alice, bob, carol), invoice=invoice,
         customer_invoice=by_customer, other_invoice=other,
         spike=alert_id(a, PROVIDER, "stripe"), customer_alert=alert_id(a, HIGH_RISK, alice),
-        spare_keys=spares, outbound=outbound,
+        spare_keys=spares, outbound=outbound, links=email_links,
     )  # fmt: skip
 
 

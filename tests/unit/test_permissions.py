@@ -50,6 +50,7 @@ APIKEYS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/apikeys"
 ENDPOINTS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/endpoints")}
 DELIVERIES = {"GET /v1/deliveries", "POST /v1/deliveries/{delivery_id}/redeliver"}
 CUSTOMERS = {"GET /v1/customers", "GET /v1/customers/{customer_ref}"}
+CONTACTS = {"GET /v1/customers/{customer_ref}/contact", "PUT /v1/customers/{customer_ref}/contact"}
 OPERATOR_WRITES = {"PUT /v1/policy", "POST /v1/invoices/{invoice_ref}/attempts"}
 CELL = {"✓": True, "—": False}
 
@@ -100,13 +101,13 @@ def test_admin_may_call_every_route() -> None:
 
 
 def test_each_role_gets_what_the_issue_asks() -> None:
-    assert _allowed("viewer") == _gets() - CUSTOMERS - APIKEYS - ENDPOINTS - DELIVERIES
+    assert _allowed("viewer") == _gets() - CUSTOMERS - CONTACTS - APIKEYS - ENDPOINTS - DELIVERIES
     assert _allowed("support") == {
         "GET /v1/invoices/{invoice_ref}",
         "GET /v1/invoices/{invoice_ref}/timeline",
     }
-    assert _allowed("analyst") == _gets() - APIKEYS - ENDPOINTS - DELIVERIES
-    assert _allowed("operator") == _allowed("analyst") | OPERATOR_WRITES | DELIVERIES
+    assert _allowed("analyst") == _gets() - CONTACTS - APIKEYS - ENDPOINTS - DELIVERIES
+    assert _allowed("operator") == _allowed("analyst") | OPERATOR_WRITES | DELIVERIES | CONTACTS
     assert APIKEYS == {
         "GET /v1/apikeys",
         "POST /v1/apikeys",

@@ -31,8 +31,10 @@ from paywatch.api.query.routes import (
     alerts,
     apikeys,
     attempts,
+    contacts,
     customers,
     deliveries,
+    email_links,
     endpoints,
     failures,
     health,
@@ -271,6 +273,8 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
         apikeys,
         endpoints,
         deliveries,
+        contacts,
+        email_links,
         health,
     ):
         app.include_router(module.router)

@@ -43,6 +43,8 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "GET /v1/failures": READERS,
     "GET /v1/customers": ANALYSTS,
     "GET /v1/customers/{customer_ref}": ANALYSTS,
+    "GET /v1/customers/{customer_ref}/contact": OPERATORS,
+    "PUT /v1/customers/{customer_ref}/contact": OPERATORS,
     "GET /v1/alerts": READERS,
     "GET /v1/alerts/{alert_id:path}": READERS,
     "GET /v1/policy": READERS,
@@ -61,17 +63,27 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
 }
 """Route -> the roles that may call it."""
 
-PUBLIC: frozenset[str] = frozenset(
-    {
-        "GET /health",
-        "GET /metrics",
-        "GET /openapi.json",
-        "GET /docs",
-        "GET /docs/oauth2-redirect",
-        "GET /redoc",
-    }
+LINKS: frozenset[str] = frozenset(
+    {"GET /v1/email/unsubscribe", "POST /v1/email/unsubscribe", "GET /v1/email/update"}
 )
-"""Routes answered without a key (they take no caller): probes, metrics and the API's docs."""
+"""The links of customers' emails: no API key, the signed token in the URL is the authority
+(paywatch/email/links.py), and it names the one tenant and customer they act on."""
+
+PUBLIC: frozenset[str] = (
+    frozenset(
+        {
+            "GET /health",
+            "GET /metrics",
+            "GET /openapi.json",
+            "GET /docs",
+            "GET /docs/oauth2-redirect",
+            "GET /redoc",
+        }
+    )
+    | LINKS
+)
+"""Routes answered without a key (they take no caller): probes, metrics, the API's docs,
+and the email LINKS."""
 
 INCLUDES: Mapping[Role, frozenset[Role]] = {
     "viewer": frozenset({"viewer"}),
