@@ -22,6 +22,10 @@ stored card, found through ``GET /storedPaymentMethods``, under an ``Idempotency
 ``checkout`` makes a merchant-initiated Recurring payment from the customer's default
 instrument under a ``Cko-Idempotency-Key``; a pending (202) payment is read back.
 
+``http`` is what the clients share: ``HttpClient`` (the connection pool, transport errors
+as ``Unavailable``, credentials scrubbed from provider text), the outcome log line and the
+JSON readers. Each client module keeps only what its provider's API makes specific.
+
 ``registry`` names the secrets each provider's client needs (``CREDENTIALS``), the
 providers that charge live (``LIVE_PROVIDERS``) and builds a tenant's client
 (``client_for``), defaulting to each provider's sandbox host.

@@ -40,17 +40,15 @@ Default ``api_base`` is the test host; live needs the merchant's own
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 import httpx
 
 from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.http import HttpClient, json_body, log_outcome, text
 from paywatch.errors import PayloadError
 from paywatch.providers.adyen.declines import network_of, reason_key, refusal
 from paywatch.schemas.models import Decline
-
-log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://checkout-test.adyen.com"
 VERSION = "v71"
@@ -62,11 +60,6 @@ def idempotency_key(command_id: str) -> str:
     if len(command_id) <= MAX_KEY:
         return command_id
     return hashlib.sha256(command_id.encode("utf-8")).hexdigest()
-
-
-def _str(mapping: dict[str, Any], key: str) -> str | None:
-    value = mapping.get(key)
-    return value if isinstance(value, str) and value else None
 
 
 def _allows(method: dict[str, Any], key: str, wanted: str) -> bool:
@@ -81,11 +74,11 @@ def pick_token(body: dict[str, Any]) -> str | None:
     for method in methods if isinstance(methods, list) else []:
         if (
             isinstance(method, dict)
-            and _str(method, "id")
+            and text(method, "id")
             and _allows(method, "supportedRecurringProcessingModels", "Subscription")
             and _allows(method, "supportedShopperInteractions", "ContAuth")
         ):
-            return _str(method, "id")
+            return text(method, "id")
     return None
 
 
@@ -95,21 +88,21 @@ def classified(body: dict[str, Any], reason: str | None) -> Decline | None:
     data = body.get("additionalData")
     data = data if isinstance(data, dict) else {}
     method = body.get("paymentMethod")
-    brand = _str(method, "brand") if isinstance(method, dict) else None
+    brand = text(method, "brand") if isinstance(method, dict) else None
     try:
-        return refusal(reason, data, network_of(brand or _str(data, "paymentMethod")))
+        return refusal(reason, data, network_of(brand or text(data, "paymentMethod")))
     except PayloadError:
         return None
 
 
 def outcome(body: dict[str, Any]) -> ChargeResult:
     """The ChargeResult of a /payments answer (module doc)."""
-    result = _str(body, "resultCode")
-    ref = _str(body, "pspReference")
+    result = text(body, "resultCode")
+    ref = text(body, "pspReference")
     if result == "Authorised":
         return ChargeResult(succeeded=True, provider_ref=ref)
     if result in ("Refused", "Cancelled"):
-        reason, number = _str(body, "refusalReason"), _str(body, "refusalReasonCode")
+        reason, number = text(body, "refusalReason"), text(body, "refusalReasonCode")
         return ChargeResult(
             succeeded=False,
             provider_ref=ref,
@@ -120,7 +113,7 @@ def outcome(body: dict[str, Any]) -> ChargeResult:
     raise Unavailable(f"adyen payment {ref} has resultCode {result}, no outcome yet")
 
 
-class AdyenClient:
+class AdyenClient(HttpClient):
     """One tenant's Adyen merchant account."""
 
     provider = "adyen"
@@ -135,12 +128,12 @@ class AdyenClient:
         timeout_s: float = 10.0,
     ) -> None:
         self._merchant = merchant_account
-        self._secrets = (api_key,)
-        self._http = httpx.AsyncClient(
+        super().__init__(
             base_url=f"{(api_base or DEFAULT_API_BASE).rstrip('/')}/{VERSION}",
             headers={"X-API-Key": api_key},
             transport=transport,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
+            secrets=(api_key,),
         )
 
     async def charge(self, request: ChargeRequest, *, resumed: bool = False) -> ChargeResult:
@@ -162,19 +155,8 @@ class AdyenClient:
         headers = {"Idempotency-Key": idempotency_key(request.command_id)}
         response = await self._send("POST", "/payments", json=body, headers=headers)
         result = outcome(self._answer(response, "payment"))
-        log.info(
-            "adyen charge %s (%s/%s, resumed=%s): %s",
-            request.command_id,
-            request.tenant,
-            request.invoice_ref,
-            resumed,
-            "paid" if result.succeeded else f"declined {result.decline_code}",
-        )
+        log_outcome(self.provider, request, resumed, result)
         return result
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     async def _token(self, shopper: str) -> str:
         params = {"merchantAccount": self._merchant, "shopperReference": shopper}
@@ -186,32 +168,12 @@ class AdyenClient:
 
     def _answer(self, response: httpx.Response, what: str) -> dict[str, Any]:
         """The JSON body of a 200, else the error mapped to Unavailable/Rejected."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        body = body if isinstance(body, dict) else {}
+        body = json_body(response)
         status = response.status_code
         if status == 200:
             return body
-        code = _str(body, "errorCode") or str(body.get("errorCode") or "")
+        code = text(body, "errorCode") or str(body.get("errorCode") or "")
         if status in (400, 422) and code != "704":
-            message = self._clean(_str(body, "message"))
+            message = self._clean(text(body, "message"))
             raise Rejected(f"adyen refused the {what} ({code or status}): {message}")
         raise Unavailable(f"adyen {what} answered HTTP {status}" + (f" ({code})" if code else ""))
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Unavailable("adyen did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"adyen unreachable: {type(exc).__name__}") from exc
-
-    def _clean(self, text: str | None) -> str | None:
-        """A provider's text without any credential in it, cut to 200 characters."""
-        if text is None:
-            return None
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:200]

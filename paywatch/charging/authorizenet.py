@@ -51,19 +51,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.http import HttpClient, log_outcome, obj
 from paywatch.errors import PayloadError
 from paywatch.providers.authorizenet.declines import REASON_CODES, decline
 from paywatch.providers.money import exponent
 from paywatch.schemas.models import Decline
-
-log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://apitest.authorize.net"
 PATH = "/xml/v1/request.api"
@@ -87,11 +85,6 @@ def decimal_amount(amount_minor: int, currency: str) -> str:
     return f"{Decimal(amount_minor).scaleb(-digits):.{digits}f}"
 
 
-def _obj(mapping: Any, key: str) -> dict[str, Any]:
-    value = mapping.get(key) if isinstance(mapping, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
 def _list(mapping: Any, key: str) -> list[dict[str, Any]]:
     value = mapping.get(key) if isinstance(mapping, dict) else None
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
@@ -106,7 +99,7 @@ def _str(mapping: dict[str, Any], key: str) -> str | None:
 
 def message_code(body: dict[str, Any]) -> str | None:
     """The first ``messages.message[].code`` (E00007...)."""
-    messages = _list(_obj(body, "messages"), "message")
+    messages = _list(obj(body, "messages"), "message")
     return _str(messages[0], "code") if messages else None
 
 
@@ -141,7 +134,7 @@ def transaction_outcome(txn: dict[str, Any]) -> ChargeResult:
     raise Rejected(f"authorizenet refused the transaction (response {code}, reason {reason})")
 
 
-class AuthorizeNetClient:
+class AuthorizeNetClient(HttpClient):
     """One tenant's Authorize.Net merchant."""
 
     provider = "authorizenet"
@@ -156,12 +149,12 @@ class AuthorizeNetClient:
         timeout_s: float = 10.0,
     ) -> None:
         self._auth = {"name": api_login_id, "transactionKey": transaction_key}
-        self._secrets = (api_login_id, transaction_key)
-        self._http = httpx.AsyncClient(
+        super().__init__(
             base_url=(api_base or DEFAULT_API_BASE).rstrip("/"),
             headers={"Content-Type": "application/json"},
             transport=transport,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
+            secrets=(api_login_id, transaction_key),
         )
 
     async def charge(self, request: ChargeRequest, *, resumed: bool = False) -> ChargeResult:
@@ -178,25 +171,13 @@ class AuthorizeNetClient:
             result = await self._create(request.customer_ref, profile, amount, number)
         else:
             result = found
-        log.info(
-            "authorizenet charge %s (%s/%s, resumed=%s, found=%s): %s",
-            request.command_id,
-            request.tenant,
-            request.invoice_ref,
-            resumed,
-            found is not None,
-            "paid" if result.succeeded else f"declined {result.decline_code}",
-        )
+        log_outcome(self.provider, request, resumed, result, found=found is not None)
         return result
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     async def _payment_profile(self, customer: str) -> str:
         body = await self._call("getCustomerProfileRequest", {"customerProfileId": customer})
         self._check(body, "getCustomerProfile")
-        profiles = _list(_obj(body, "profile"), "paymentProfiles")
+        profiles = _list(obj(body, "profile"), "paymentProfiles")
         chosen = next((p for p in profiles if p.get("defaultPaymentProfile") is True), None)
         chosen = chosen or (profiles[0] if profiles else None)
         ident = _str(chosen, "customerPaymentProfileId") if chosen else None
@@ -217,7 +198,7 @@ class AuthorizeNetClient:
         body = await self._call(
             "createTransactionRequest", {"refId": number, "transactionRequest": txn_request}
         )
-        txn = _obj(body, "transactionResponse")
+        txn = obj(body, "transactionResponse")
         if _str(txn, "responseCode"):
             return transaction_outcome(txn)
         self._check(body, "createTransaction")
@@ -251,7 +232,7 @@ class AuthorizeNetClient:
             raise Unavailable(f"authorizenet transaction {ref} is {status}")
         body = await self._call("getTransactionDetailsRequest", {"transId": ref})
         self._check(body, "getTransactionDetails")
-        details = _obj(body, "transaction")
+        details = obj(body, "transaction")
         return declined(
             ref,
             _str(details, "responseReasonCode") or status,
@@ -261,10 +242,10 @@ class AuthorizeNetClient:
 
     def _check(self, body: dict[str, Any], what: str) -> None:
         """Raise for an ``Error`` result: Unavailable when a later try can cure it."""
-        if _str(_obj(body, "messages"), "resultCode") == "Ok":
+        if _str(obj(body, "messages"), "resultCode") == "Ok":
             return
         code = message_code(body)
-        messages = _list(_obj(body, "messages"), "message")
+        messages = _list(obj(body, "messages"), "message")
         text = self._clean(_str(messages[0], "text") if messages else None)
         if code in TRANSIENT_MESSAGES:
             raise Unavailable(f"authorizenet {what} failed ({code}): {text}")
@@ -272,12 +253,7 @@ class AuthorizeNetClient:
 
     async def _call(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         payload = {name: {"merchantAuthentication": self._auth, **fields}}
-        try:
-            response = await self._http.post(PATH, content=json.dumps(payload).encode())
-        except httpx.TimeoutException as exc:
-            raise Unavailable("authorizenet did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"authorizenet unreachable: {type(exc).__name__}") from exc
+        response = await self._send("POST", PATH, content=json.dumps(payload).encode())
         if response.status_code != 200:
             raise Unavailable(f"authorizenet answered HTTP {response.status_code}")
         try:
@@ -285,11 +261,3 @@ class AuthorizeNetClient:
         except (UnicodeDecodeError, ValueError) as exc:
             raise Unavailable("authorizenet answered something that is not JSON") from exc
         return body if isinstance(body, dict) else {}
-
-    def _clean(self, text: str | None) -> str | None:
-        """A provider's text without any credential in it, cut to 200 characters."""
-        if text is None:
-            return None
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:200]

@@ -44,7 +44,6 @@ paywatch/providers/braintree/xmldoc.py does for webhooks.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal
@@ -54,12 +53,11 @@ from urllib.parse import quote
 import httpx
 
 from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.http import HttpClient, log_outcome
 from paywatch.errors import PayloadError
 from paywatch.providers.braintree.declines import Facts, decline
 from paywatch.providers.money import exponent
 from paywatch.schemas.models import Decline
-
-log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://api.sandbox.braintreegateway.com"
 SUCCEEDED = frozenset(
@@ -159,7 +157,7 @@ def outcome(txn: ET.Element) -> ChargeResult:
     raise Unavailable(f"braintree transaction {ref} is {status or 'without status'}, no outcome")
 
 
-class BraintreeClient:
+class BraintreeClient(HttpClient):
     """One tenant's Braintree merchant."""
 
     provider = "braintree"
@@ -175,7 +173,7 @@ class BraintreeClient:
         timeout_s: float = 10.0,
     ) -> None:
         base = (api_base or DEFAULT_API_BASE).rstrip("/")
-        self._http = httpx.AsyncClient(
+        super().__init__(
             base_url=f"{base}/merchants/{quote(merchant_id, safe='')}",
             auth=httpx.BasicAuth(public_key, private_key),
             headers={
@@ -185,7 +183,7 @@ class BraintreeClient:
                 "User-Agent": "paywatch",
             },
             transport=transport,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
         )
 
     async def charge(self, request: ChargeRequest, *, resumed: bool = False) -> ChargeResult:
@@ -195,20 +193,8 @@ class BraintreeClient:
         order = order_id(request.command_id)
         found = await self._find(order) if resumed else None
         result = found or await self._sale(request, order)
-        log.info(
-            "braintree charge %s (%s/%s, resumed=%s, found=%s): %s",
-            request.command_id,
-            request.tenant,
-            request.invoice_ref,
-            resumed,
-            found is not None,
-            "paid" if result.succeeded else f"declined {result.decline_code}",
-        )
+        log_outcome(self.provider, request, resumed, result, found=found is not None)
         return result
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     async def _sale(self, request: ChargeRequest, order: str) -> ChargeResult:
         fields: dict[str, Any] = {"type": "sale", "subscription-id": request.subscription_ref}
@@ -216,7 +202,7 @@ class BraintreeClient:
             fields["amount"] = decimal_amount(request.amount_minor, request.currency)
         fields["order-id"] = order
         fields["options"] = {"submit-for-settlement": "true"}
-        response = await self._post("/transactions", _xml("transaction", fields))
+        response = await self._send("POST", "/transactions", content=_xml("transaction", fields))
         if response.status_code not in (200, 201, 422):
             raise Unavailable(f"braintree answered HTTP {response.status_code}")
         root = parse(response.content)
@@ -243,15 +229,7 @@ class BraintreeClient:
         return next((r for r in results if r.succeeded), results[-1])
 
     async def _search(self, path: str, criteria: dict[str, Any]) -> ET.Element:
-        response = await self._post(path, _xml("search", criteria))
+        response = await self._send("POST", path, content=_xml("search", criteria))
         if response.status_code != 200:
             raise Unavailable(f"braintree search answered HTTP {response.status_code}")
         return parse(response.content)
-
-    async def _post(self, path: str, body: bytes) -> httpx.Response:
-        try:
-            return await self._http.post(path, content=body)
-        except httpx.TimeoutException as exc:
-            raise Unavailable("braintree did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"braintree unreachable: {type(exc).__name__}") from exc

@@ -33,19 +33,17 @@ unique ``{prefix}.api.checkout.com`` set it explicitly.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.http import HttpClient, json_body, log_outcome
 from paywatch.errors import PayloadError
 from paywatch.providers.checkout import declines
 from paywatch.providers.checkout.normalize import network
 from paywatch.schemas.models import Decline
-
-log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://api.sandbox.checkout.com"
 PAID = frozenset({"Authorized", "Captured", "Paid", "Partially Captured"})
@@ -84,7 +82,7 @@ def outcome(body: dict[str, Any]) -> ChargeResult:
     return declined(body, ref)
 
 
-class CheckoutClient:
+class CheckoutClient(HttpClient):
     """One tenant's Checkout.com account."""
 
     provider = "checkout"
@@ -99,12 +97,12 @@ class CheckoutClient:
         timeout_s: float = 10.0,
     ) -> None:
         self._channel = processing_channel_id
-        self._secrets = (secret_key,)
-        self._http = httpx.AsyncClient(
+        super().__init__(
             base_url=(api_base or DEFAULT_API_BASE).rstrip("/"),
             headers={"Authorization": f"Bearer {secret_key}"},
             transport=transport,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
+            secrets=(secret_key,),
         )
 
     async def charge(self, request: ChargeRequest, *, resumed: bool = False) -> ChargeResult:
@@ -127,22 +125,11 @@ class CheckoutClient:
         headers = {"Cko-Idempotency-Key": request.command_id}
         response = await self._send("POST", "/payments", json=body, headers=headers)
         result = await self._outcome(response)
-        log.info(
-            "checkout charge %s (%s/%s, resumed=%s): %s",
-            request.command_id,
-            request.tenant,
-            request.invoice_ref,
-            resumed,
-            "paid" if result.succeeded else f"declined {result.decline_code}",
-        )
+        log_outcome(self.provider, request, resumed, result)
         return result
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
-
     async def _outcome(self, response: httpx.Response) -> ChargeResult:
-        status, body = response.status_code, _json(response)
+        status, body = response.status_code, json_body(response)
         if status == 201:
             return outcome(body)
         if status == 202:
@@ -152,7 +139,8 @@ class CheckoutClient:
             named = (
                 ", ".join(c for c in codes if isinstance(c, str)) if isinstance(codes, list) else ""
             )
-            raise Rejected(f"checkout refused the payment (HTTP {status}): {self._clean(named)}")
+            cleaned = self._clean(named) or "no error codes"
+            raise Rejected(f"checkout refused the payment (HTTP {status}): {cleaned}")
         raise Unavailable(f"checkout answered HTTP {status}")
 
     async def _pending(self, payment_id: str | None) -> ChargeResult:
@@ -161,32 +149,10 @@ class CheckoutClient:
         response = await self._send("GET", f"/payments/{quote(payment_id, safe='')}")
         if response.status_code != 200:
             raise Unavailable(f"checkout payment read answered HTTP {response.status_code}")
-        details = _json(response)
+        details = json_body(response)
         state = _str(details, "status")
         if state in PAID:
             return ChargeResult(succeeded=True, provider_ref=payment_id)
         if state in FAILED:
             return declined(details, payment_id)
         raise Unavailable(f"checkout payment {payment_id} is {state or 'pending'}")
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Unavailable("checkout did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"checkout unreachable: {type(exc).__name__}") from exc
-
-    def _clean(self, text: str) -> str:
-        """A provider's text without any credential in it, cut to 200 characters."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:200] or "no error codes"
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

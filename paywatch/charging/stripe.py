@@ -37,27 +37,20 @@ accepted; a live key needs ``api_base`` set explicitly (a deliberate choice, nev
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.http import HttpClient, json_body, log_outcome, obj, text
 from paywatch.errors import PayloadError
 from paywatch.providers.declines import to_decline
 from paywatch.providers.stripe.declines import explain_stripe
 from paywatch.schemas.models import Decline
 
-log = logging.getLogger(__name__)
-
 DEFAULT_API_BASE = "https://api.stripe.com"
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")
-
-
-def _obj(mapping: Any, key: str) -> dict[str, Any]:
-    value = mapping.get(key) if isinstance(mapping, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def _ref(value: Any) -> str | None:
@@ -70,24 +63,24 @@ def _ref(value: Any) -> str | None:
 def classified(error: dict[str, Any], message: str | None) -> Decline | None:
     """The card_error classified as paywatch/providers/stripe/normalize.py classifies a
     PaymentIntent's ``last_payment_error`` (None when a field does not fit the model)."""
-    card = _obj(_obj(error, "payment_method"), "card")
-    network = _text(_obj(card, "networks"), "preferred") or _text(card, "brand")
+    card = obj(obj(error, "payment_method"), "card")
+    network = text(obj(card, "networks"), "preferred") or text(card, "brand")
     verdict = explain_stripe(
-        code=_text(error, "code"),
-        decline_code=_text(error, "decline_code"),
-        advice_code=_text(error, "advice_code"),
+        code=text(error, "code"),
+        decline_code=text(error, "decline_code"),
+        advice_code=text(error, "advice_code"),
         network=network,
-        network_advice_code=_text(error, "network_advice_code"),
-        network_decline_code=_text(error, "network_decline_code"),
+        network_advice_code=text(error, "network_advice_code"),
+        network_decline_code=text(error, "network_decline_code"),
     )
     try:
         return to_decline(
             verdict,
-            code=_text(error, "decline_code") or _text(error, "code"),
+            code=text(error, "decline_code") or text(error, "code"),
             message=message,
             network=network,
-            network_code=_text(error, "network_decline_code"),
-            advice_code=_text(error, "network_advice_code") or _text(error, "advice_code"),
+            network_code=text(error, "network_decline_code"),
+            advice_code=text(error, "network_advice_code") or text(error, "advice_code"),
         )
     except PayloadError:
         return None
@@ -98,16 +91,16 @@ def invoice_payment_ref(invoice: dict[str, Any]) -> str | None:
     legacy = _ref(invoice.get("charge")) or _ref(invoice.get("payment_intent"))
     if legacy:
         return legacy
-    entries = _obj(invoice, "payments").get("data")
+    entries = obj(invoice, "payments").get("data")
     for entry in entries if isinstance(entries, list) else []:
-        payment = _obj(entry, "payment")
+        payment = obj(entry, "payment")
         ref = _ref(payment.get("charge")) or _ref(payment.get("payment_intent"))
         if ref:
             return ref
     return None
 
 
-class StripeClient:
+class StripeClient(HttpClient):
     """One tenant's Stripe account."""
 
     provider = "stripe"
@@ -122,12 +115,12 @@ class StripeClient:
     ) -> None:
         if api_base is None and api_key.startswith(_LIVE_PREFIXES):
             raise Rejected("stripe: a live api_key needs an explicit api_base (no live default)")
-        self._secrets = (api_key,)
-        self._http = httpx.AsyncClient(
+        super().__init__(
             base_url=(api_base or DEFAULT_API_BASE).rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"},
             transport=transport,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
+            secrets=(api_key,),
         )
 
     async def charge(self, request: ChargeRequest, *, resumed: bool = False) -> ChargeResult:
@@ -140,32 +133,21 @@ class StripeClient:
             headers={"Idempotency-Key": request.command_id},
         )
         result = await self._outcome(path, response)
-        log.info(
-            "stripe charge %s (%s/%s, resumed=%s): %s",
-            request.command_id,
-            request.tenant,
-            request.invoice_ref,
-            resumed,
-            "paid" if result.succeeded else f"declined {result.decline_code}",
-        )
+        log_outcome(self.provider, request, resumed, result)
         return result
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     async def _outcome(self, path: str, response: httpx.Response) -> ChargeResult:
         status = response.status_code
-        body = _json(response)
+        body = json_body(response)
         if status == 200:
             return await self._paid(path, body)
-        error = _obj(body, "error")
+        error = obj(body, "error")
         if status == 402:
-            message = self._clean(_text(error, "message"))
+            message = self._clean(text(error, "message"))
             return ChargeResult(
                 succeeded=False,
                 provider_ref=_ref(error.get("charge")) or _ref(error.get("payment_intent")),
-                decline_code=_text(error, "decline_code") or _text(error, "code"),
+                decline_code=text(error, "decline_code") or text(error, "code"),
                 decline_message=message,
                 decline=classified(error, message),
             )
@@ -174,7 +156,7 @@ class StripeClient:
             if invoice.get("status") == "paid":
                 return ChargeResult(succeeded=True, provider_ref=invoice_payment_ref(invoice))
         if status in (400, 404):
-            what = _text(error, "code") or _text(error, "type") or str(status)
+            what = text(error, "code") or text(error, "type") or str(status)
             message = self._clean(error.get("message")) or "no message"
             raise Rejected(f"stripe refused the payment ({what}): {message}")
         raise Unavailable(f"stripe answered HTTP {status}")
@@ -193,34 +175,4 @@ class StripeClient:
         response = await self._send("GET", path)
         if response.status_code != 200:
             raise Unavailable(f"stripe invoice read answered HTTP {response.status_code}")
-        return _json(response)
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Unavailable("stripe did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"stripe unreachable: {type(exc).__name__}") from exc
-
-    def _clean(self, text: Any) -> str | None:
-        """A provider's text without any credential in it, cut to 200 characters."""
-        if not isinstance(text, str) or not text:
-            return None
-        cleaned: str = text
-        for secret in self._secrets:
-            cleaned = cleaned.replace(secret, "***")
-        return cleaned[:200]
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _text(mapping: dict[str, Any], key: str) -> str | None:
-    value = mapping.get(key)
-    return value if isinstance(value, str) and value else None
+        return json_body(response)
