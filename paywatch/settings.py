@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # Outbound webhooks (paywatch/outbound): in prod, targets resolving to loopback, private,
     # link-local, multicast, reserved or unspecified addresses are refused unless this is set.
     outbound_allow_private: bool = False
+    # Customer email (paywatch/email, README "Email"): the SMTP server of every tenant
+    # without its own (tenant secret email/smtp_url), smtp:// (STARTTLS unless
+    # ?starttls=false) or smtps://. Unset: nothing is sent, emails wait as pending.
+    smtp_url: SecretStr | None = None
+    email_link_days: int = Field(30, ge=1, le=365)  # how long an email's links work
+    email_timeout_s: float = Field(30.0, gt=0)  # one SMTP conversation, connect to the reply
+    # Where Stripe's billing portal sends the customer back when the tenant has no
+    # update_url (unset: PAYWATCH_PUBLIC_API_URL).
+    email_return_url: str | None = Field(None, pattern=r"^https?://[^\s<>|]+$")
 
     # Topics: a prefix lets tests (and staging next to prod) use their own names.
     topic_prefix: str = ""
@@ -131,6 +140,10 @@ class Settings(BaseSettings):
     # The success table is JSON, format and defaults in paywatch/executor/simulator.py.
     simulator_seed: int = 0
     simulator_success: str = ""
+    # Live retries (paywatch/executor/live.py): how long an executor holds a claimed command
+    # while it charges it (real seconds, longer than a provider call may take); after it, a
+    # claim whose executor died is resumed by another with the same idempotency key.
+    charge_lease_s: float = Field(120.0, gt=0, le=3600)
     # Thin webhooks (Xero, QuickBooks): the worker fetches the invoices they name.
     # Token URLs are settings, not tenant secrets: one per provider sandbox/region.
     xero_token_url: str | None = None  # default https://identity.xero.com/connect/token
@@ -182,6 +195,8 @@ class Settings(BaseSettings):
         "secret_key_previous",
         "api_database_url",
         "projector_database_url",
+        "smtp_url",
+        "email_return_url",
         mode="before",
     )
     @classmethod

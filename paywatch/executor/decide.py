@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from paywatch.executor.outcome import outcome_event
+from paywatch.charging.base import ChargeResult
+from paywatch.executor.outcome import live_outcome_event, outcome_event
 from paywatch.executor.simulator import SimulatorConfig, simulate, simulated_days
 from paywatch.schemas.models import CommandType, PaymentEvent, RecoveryCommand
 from paywatch.schemas.topics import invoice_key
@@ -113,6 +114,15 @@ def charged(command: RecoveryCommand) -> bool:
     return command.type is CommandType.RETRY_PAYMENT and not command.schedule_only
 
 
+NOTICES = frozenset({CommandType.NOTIFY_CUSTOMER, CommandType.REQUEST_PAYMENT_METHOD_UPDATE})
+"""Commands whose message goes to the customer (email, when the tenant turned it on)."""
+
+
+def customer_notice(command: RecoveryCommand) -> bool:
+    """True for a command that messages the customer (queued as an email if enabled)."""
+    return command.type in NOTICES
+
+
 def needs_anchor(command: RecoveryCommand) -> bool:
     """True when the command's day 0 must come from the journal."""
     return charged(command) and command.first_failed_at is None
@@ -164,6 +174,25 @@ def decide(
     extra = {"event_id": event.event_id, "day": day, "probability": verdict.probability}
     outcome = "succeeded" if verdict.succeeded else "failed"
     return Decision(Entry(command, outcome, ctx.now, {**detail, **extra}), output, token)
+
+
+def decide_live(
+    token: Any, command: RecoveryCommand, coords: Coords, result: ChargeResult, tries: int,
+    ctx: Context,
+) -> Decision:  # fmt: skip
+    """The journal entry and encoded outcome of a retry the provider charged (live.py)."""
+    event = live_outcome_event(command, result, topic=coords.topic, partition=coords.partition,
+                               offset=coords.offset)  # fmt: skip
+    output = Output(
+        ctx.events_topic, invoice_key(event.tenant, event.invoice_ref).encode(), ctx.encode(event)
+    )
+    extra = {"event_id": event.event_id, "live": True, "tries": tries,
+             "provider_ref": result.provider_ref}  # fmt: skip
+    if not result.succeeded and event.decline is not None:
+        extra["decline_code"] = event.decline.code
+    outcome = "succeeded" if result.succeeded else "failed"
+    return Decision(Entry(command, outcome, ctx.now, {**command_detail(command, coords), **extra}),
+                    output, token)  # fmt: skip
 
 
 def command_detail(command: RecoveryCommand, coords: Coords) -> dict[str, Any]:

@@ -9,13 +9,18 @@ One record's poison never sinks the batch: a row Postgres refuses for good is fo
 splitting the insert (savepoints) until it stands alone, and is returned as refused; a
 record Kafka refuses for good raises ``SendRefused`` naming it, so the caller
 dead-letters it and applies the rest. Transient errors propagate for the caller's retry.
+
+Customer notices: ``notify`` (email/outbox.py ``enqueue``) queues the emails of the
+notification commands under the same savepoint as their journal rows, so an email is queued
+exactly when its command is journaled, and the journal says ``emailed`` (or ``suppressed``
+with the reason in ``detail.email``) instead of ``recorded``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,7 +29,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from paywatch.executor import journal
-from paywatch.executor.decide import Decision, Invoice, Key, Output, needs_anchor
+from paywatch.executor.decide import (
+    Decision,
+    Entry,
+    Invoice,
+    Key,
+    Output,
+    customer_notice,
+    needs_anchor,
+)
 from paywatch.executor.failures import Failed, permanent_db, permanent_kafka
 from paywatch.schemas.models import RecoveryCommand
 
@@ -49,16 +62,29 @@ class Applied:
     refused: Failed[Decision] = field(default_factory=list)
 
 
+Notify = Callable[[asyncpg.Connection, Sequence[RecoveryCommand]], Awaitable[Mapping[str, str]]]
+"""Queues the customer messages of notification commands in the journal's transaction;
+returns command id -> what became of it (``pending`` or ``suppressed:<reason>``)."""
+
+
 async def apply(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, decisions: Sequence[Decision]
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    decisions: Sequence[Decision],
+    notify: Notify | None = None,
 ) -> Applied:
     """Journal the batch and append its outcomes in one transaction (see the module doc)."""
     if not decisions:
         return Applied()
     async with pool.acquire() as conn, conn.transaction():
-        found, refused = await bisect(decisions, lambda part: _insert(conn, part))
+        noticed: dict[Key, Entry] = {}
+        found, refused = await bisect(decisions, lambda part: _insert(conn, part, notify, noticed))
         inserted = set().union(*found)
-        executed = [d for d in decisions if d.entry.key in inserted]
+        executed = [
+            replace(d, entry=noticed.get(d.entry.key, d.entry))
+            for d in decisions
+            if d.entry.key in inserted
+        ]
         outputs = [(d, d.output) for d in executed if d.output is not None]
         failed = await send_all(producer, outputs)
         if failed:
@@ -68,9 +94,33 @@ async def apply(
     return Applied(executed, duplicates, refused)
 
 
-async def _insert(conn: asyncpg.Connection, part: Sequence[Decision]) -> set[Key]:
+async def _insert(
+    conn: asyncpg.Connection,
+    part: Sequence[Decision],
+    notify: Notify | None,
+    noticed: dict[Key, Entry],
+) -> set[Key]:
+    """Journal a part (and queue its customer messages) under a savepoint; `noticed` gets
+    the entries whose outcome the queueing changed."""
     async with conn.transaction():  # a savepoint: a refused part leaves the others intact
-        return await journal.insert(conn, [d.entry for d in part])
+        entries = [d.entry for d in part]
+        if notify is not None:
+            notices = [e.command for e in entries if customer_notice(e.command)]
+            queued = await notify(conn, notices) if notices else {}
+            entries = [_noticed(e, queued.get(e.command.command_id)) for e in entries]
+        inserted = await journal.insert(conn, entries)
+    noticed.update((e.key, e) for e in entries if e.key in inserted)
+    return inserted
+
+
+def _noticed(entry: Entry, status: str | None) -> Entry:
+    """The journal entry of a notification command whose message was queued (or not)."""
+    if status is None:
+        return entry
+    outcome, _, reason = status.partition(":")
+    outcome = "emailed" if outcome == "pending" else outcome
+    detail = {**entry.detail, "email": status} if reason else entry.detail
+    return replace(entry, outcome=outcome, detail=detail)
 
 
 async def bisect(

@@ -13,11 +13,15 @@ its deterministic id:
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from paywatch.charging.base import ChargeResult
 from paywatch.executor.simulator import Verdict
 from paywatch.providers.base import event_id
 from paywatch.schemas.models import (
     CommandType,
     Decline,
+    DeclineCategory,
     EventType,
     PaymentEvent,
     RawRef,
@@ -30,6 +34,8 @@ SANDBOX_PROVIDER = "paywatch"
 """provider of an outcome when the command does not name one."""
 DECLINE_CODE = "sandbox_declined"
 DECLINE_MESSAGE = "declined by the paywatch sandbox simulator"
+LIVE_DECLINE_CODE = "declined"
+"""Code of a live decline whose provider gave none."""
 
 
 def outcome_event_id(command: RecoveryCommand) -> str:
@@ -63,6 +69,38 @@ def outcome_event(
             topic=topic, partition=partition, offset=offset, provider_event_id=command.command_id
         ),
     )
+
+
+def live_outcome_event(
+    command: RecoveryCommand, result: ChargeResult, *, topic: str, partition: int, offset: int
+) -> PaymentEvent:
+    """The outcome of a live retry: what the provider answered, under the same event id as a
+    simulated one (a resumed try that the provider answers again appends the same event)."""
+    simulated = Verdict(
+        succeeded=result.succeeded,
+        category=command.decline_category or DeclineCategory.UNKNOWN,
+        day=0,
+        probability=1.0 if result.succeeded else 0.0,
+        draw=0.0,
+    )
+    event = outcome_event(command, simulated, topic=topic, partition=partition, offset=offset)
+    update: dict[str, object] = {"payment_ref": result.provider_ref or command.payment_ref}
+    if not result.succeeded:
+        update["decline"] = result.decline or _live_decline(result, simulated.category)
+    return event.model_copy(update=update)
+
+
+def _live_decline(result: ChargeResult, category: DeclineCategory) -> Decline:
+    """The provider's code and message as a Decline; a field the model refuses (too long, a
+    NUL) is dropped rather than losing the outcome of a real charge."""
+    try:
+        return Decline(
+            code=result.decline_code or LIVE_DECLINE_CODE,
+            category=category,
+            message=result.decline_message,
+        )
+    except ValidationError:
+        return Decline(code=LIVE_DECLINE_CODE, category=category)
 
 
 def _decline(verdict: Verdict) -> Decline:

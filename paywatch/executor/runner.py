@@ -1,4 +1,4 @@
-"""The executor process loop: recovery.commands -> sandbox retries and recorded notices.
+"""The executor process loop: recovery.commands -> retries (sandbox or live) and notices.
 
 Each step polls a batch, decodes it, schedules the commands by ``due_at``
 (schedule.py), then takes the due ones in batches: one journal lookup, every decision
@@ -6,6 +6,13 @@ Each step polls a batch, decodes it, schedules the commands by ``due_at``
 broker acks awaited at once (effects.py); then the step's dead letters, acked too, and
 only then each partition's low watermark is committed. Nothing is committed before its
 effects are durable, and a journaled command id is never executed again.
+
+Live retries (live.py): a RETRY_PAYMENT of a tenant whose provider is charged live is
+claimed in Postgres (committed) before the provider's API is called with the command id as
+idempotency key; its outcome is then journaled and appended like a simulated one. No
+outcome (provider unavailable, circuit open, claim held by another executor): the command
+stays pending and is looked at again later; the provider refusing the request for good
+dead-letters it (stage ``charge``).
 
 Poison: a record that does not decode, cannot be decided or is refused by Postgres or
 Kafka goes alone to recovery.commands.dlq (source coordinates, stage, error) and the
@@ -23,18 +30,24 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+import httpx
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from paywatch.charging.base import ChargeResult, Rejected, Unavailable
+from paywatch.charging.breaker import CircuitBreaker
+from paywatch.email import outbox
 from paywatch.errors import CodecError
 from paywatch.executor import effects
-from paywatch.executor.decide import Context, Coords, Decision, decide_batch
+from paywatch.executor import live as live_mod
+from paywatch.executor.decide import Context, Coords, Decision, charged, decide_batch, decide_live
 from paywatch.executor.failures import RETRIED, transient
 from paywatch.executor.letters import DeadLetters
+from paywatch.executor.live import LiveCharges
 from paywatch.executor.metrics import BATCH, COMMANDS, PENDING, RETRIES
 from paywatch.executor.schedule import Schedule, Slot
 from paywatch.executor.simulator import SimulatorConfig
@@ -45,6 +58,7 @@ from paywatch.schemas.codec import Codec
 from paywatch.schemas.models import RecoveryCommand, dead_letter_reason
 from paywatch.schemas.topics import PAYMENTS_EVENTS, RECOVERY_COMMANDS, dlq_name
 from paywatch.settings import Settings
+from paywatch.tenants.crypto import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,13 @@ MAX_BATCH = 500
 MAX_PENDING = 5000
 """Per partition: above this many fetched-but-not-due commands, fetching pauses."""
 RETRY_FIRST_S, RETRY_MAX_S = 0.2, 10.0
+CHARGE_RETRY_FIRST_S, CHARGE_RETRY_MAX_S = 5.0, 300.0
+"""A live retry without an outcome (provider unavailable, circuit open) waits this long,
+doubling per try (real seconds: the provider's recovery is not simulated time)."""
+CHARGE_TIMEOUT_S = 30.0
+"""One provider call, whatever the client's own timeouts, ends within this."""
+MAX_CHARGING = 32
+"""Provider calls in flight in one executor."""
 
 Clock = Callable[[], datetime]
 R = TypeVar("R")
@@ -106,9 +127,21 @@ class Executor:
         codec: Codec,
         config: SimulatorConfig,
         clock: Clock = utc_now,
+        *,
+        live: LiveCharges | None = None,
+        notify: effects.Notify | None = outbox.enqueue,
+        on_emails: Callable[[], None] | None = None,
     ) -> None:
         self._settings, self._pool, self._codec = settings, pool, codec
         self._config, self._clock = config, clock
+        self._live = live or LiveCharges(
+            pool,
+            SecretBox.from_settings(settings),
+            lease_s=settings.charge_lease_s,
+            grace=timedelta(hours=settings.secret_grace_hours),
+        )
+        self._breaker = CircuitBreaker()
+        self._notify, self._on_emails = notify, on_emails
         self._topic = settings.topic(RECOVERY_COMMANDS)
         self._events = settings.topic(PAYMENTS_EVENTS)
         self._dlq = settings.topic(dlq_name(RECOVERY_COMMANDS))
@@ -126,6 +159,7 @@ class Executor:
         self._committed: dict[TopicPartition, int] = {}
         self._dead = DeadLetters(self._producer, codec, self._dlq, clock)
         self._stopping = asyncio.Event()
+        self._charging = asyncio.Semaphore(MAX_CHARGING)
 
     async def run(self) -> None:
         """Run until `stop()`."""
@@ -144,6 +178,7 @@ class Executor:
                 await self._consumer.stop()
         finally:
             await self._producer.stop()
+            await self._live.aclose()
 
     def stop(self) -> None:
         """Ask the loop to finish after the current step."""
@@ -189,6 +224,9 @@ class Executor:
         BATCH.observe(len(live))
         tracker.batch("execute", len(live))
         items = [(s, s.item.command, coords(s.item.record)) for s in live]
+        items = await self._charge_live(items)
+        if not items:
+            return
         anchors, refused = await self._durably(
             functools.partial(effects.anchors, self._pool, items)
         )
@@ -197,11 +235,102 @@ class Executor:
         batch = decide_batch([i for i in items if id(i) not in gone], anchors, self._context())
         self._reject_all([(r.token, r.error) for r in batch.refused], "execute")
         applied = await self._apply(batch.decisions)
+        if self._on_emails is not None and any(
+            d.entry.outcome == "emailed" for d in applied.executed
+        ):
+            self._on_emails()  # the mailer looks at the outbox now, not at its next poll
         self._reject_all([(d.token, exc) for d, exc in applied.refused], "journal")
         for decision in applied.executed:
             self._done(decision.token, decision.entry.outcome)
         for slot in [*batch.duplicates, *(d.token for d in applied.duplicates)]:
             self._done(slot, "duplicate")
+
+    async def _charge_live(self, items: list[Item]) -> list[Item]:
+        """Charge the retries of live accounts through their providers (live.py); the other
+        items are returned for the simulator and the journal."""
+        accounts = await self._durably(self._live.accounts)
+        live = [i for i in items if charged(i[1]) and (i[1].tenant, i[1].provider) in accounts]
+        if not live:
+            return items
+        taken = {id(i) for i in live}
+        mine, seen = [], set()
+        for item in live:  # a command read twice in one batch is charged through its first
+            key = (item[1].tenant, item[1].command_id)
+            if key in seen:
+                self._done(item[0], "duplicate")
+            else:
+                seen.add(key)
+                mine.append(item)
+        claims = await self._durably(
+            functools.partial(self._live.claim, [command for _, command, _ in mine])
+        )
+        ours: list[tuple[Item, int]] = []
+        for item in mine:
+            slot, command, _ = item
+            key = (command.tenant, command.command_id)
+            if key in claims.journaled:
+                self._done(slot, "duplicate")
+            elif key in claims.held:  # another executor is charging it: look again later
+                self._later(slot, (claims.held[key] - self._clock()).total_seconds() + 1)
+            else:
+                ours.append((item, claims.ours[key]))
+        results = await asyncio.gather(*(self._charge_one(item, tries) for item, tries in ours))
+        decisions: list[Decision] = []
+        released: list[tuple[live_mod.Key, str]] = []
+        for (item, tries), result in zip(ours, results, strict=True):
+            slot, command, where = item
+            if isinstance(result, ChargeResult):
+                try:
+                    ctx = self._context()
+                    decisions.append(decide_live(slot, command, where, result, tries, ctx))
+                except Exception as exc:  # building the record of one command
+                    self._reject_all([(slot, exc)], "execute")
+            elif isinstance(result, Rejected):
+                self._reject_all([(slot, result)], "charge")
+            else:
+                released.append(((command.tenant, command.command_id), str(result)))
+                self._later(slot, min(CHARGE_RETRY_MAX_S, CHARGE_RETRY_FIRST_S * 2 ** (tries - 1)))
+        await self._durably(functools.partial(self._live.release, released))
+        applied = await self._apply(decisions)
+        self._reject_all([(d.token, exc) for d, exc in applied.refused], "journal")
+        for decision in applied.executed:
+            self._done(decision.token, decision.entry.outcome)
+        for decision in applied.duplicates:
+            self._done(decision.token, "duplicate")
+        return [i for i in items if id(i) not in taken]
+
+    async def _charge_one(self, item: Item, tries: int) -> ChargeResult | Exception:
+        """One provider call: its result, ``Rejected``, or why there is no outcome yet."""
+        _, command, _ = item
+        account = (command.tenant, command.provider or "")
+        if not self._breaker.allow(account):
+            return Unavailable(f"circuit open for {command.provider} of tenant {command.tenant}")
+        async with self._charging:
+            try:
+                client = await self._live.client(account)
+                result = await asyncio.wait_for(
+                    client.charge(live_mod.request(command), resumed=tries > 1), CHARGE_TIMEOUT_S
+                )
+            except Rejected as exc:
+                self._breaker.succeeded(account)  # the provider answered
+                return exc
+            except (Unavailable, TimeoutError, httpx.HTTPError, OSError) as exc:
+                self._breaker.failed(account)
+                log.warning("live retry %s of %s/%s got no outcome (try %d): %s",
+                            command.command_id, command.tenant, command.invoice_ref, tries,
+                            dead_letter_reason(exc))  # fmt: skip
+                return exc if isinstance(exc, Unavailable) else Unavailable(str(exc) or repr(exc))
+            except Exception as exc:  # a client bug: keep the command, never lose a charge
+                self._breaker.failed(account)
+                log.exception("live retry %s: unexpected client error", command.command_id)
+                return Unavailable(f"unexpected client error: {exc!r}")
+        self._breaker.succeeded(account)
+        return result
+
+    def _later(self, slot: Slot_, seconds: float) -> None:
+        """Keep the command pending and look at it again in `seconds` (not before 1 s)."""
+        when = self._clock() + timedelta(seconds=max(1.0, seconds))
+        self._schedule.add(slot.partition, slot.offset, when, slot.item)
 
     def _context(self) -> Context:
         return Context(
@@ -223,7 +352,7 @@ class Executor:
                 decisions = [d for d in decisions if id(d) not in gone]
 
     async def _apply_once(self, decisions: list[Decision]) -> effects.Applied:
-        return await effects.apply(self._pool, self._producer, decisions)
+        return await effects.apply(self._pool, self._producer, decisions, self._notify)
 
     async def _durably(self, op: Callable[[], Awaitable[R]]) -> R:
         """Run `op` until it succeeds; transient failures are retried with backoff."""

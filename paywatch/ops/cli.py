@@ -18,7 +18,9 @@ from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.apikey_cli import register as register_apikeys
+from paywatch.ops.charging_cli import register as register_charging
 from paywatch.ops.dbcall import db_call as _db_call
+from paywatch.ops.email_cli import register as register_email
 from paywatch.ops.endpoint_cli import register as register_endpoints
 from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_secrets(sub, tenant)  # tenant secret, secrets rotate-key
     register_apikeys(sub)  # apikey create|list|revoke|rotate
     register_endpoints(sub)  # endpoint add|list|disable|rotate-secret
+    register_email(sub)  # email enable|disable|status|log, contact, template
+    register_charging(sub)  # charging enable|disable|status (live retries)
     _policy_parser(sub)
     register_risk(sub)  # demo generate, risk train
     return p

@@ -129,6 +129,7 @@ async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig
     """The executor process: recovery commands, and what paywatch tells tenants (outbound
     events in, deliveries out), side by side on one pool, stopped by the same signals."""
     from paywatch.db import create_pool
+    from paywatch.email.dispatcher import EmailDispatcher
     from paywatch.executor.runner import Executor
     from paywatch.kafka.codec import make_codec
     from paywatch.outbound.producer import OutboundProducer
@@ -139,10 +140,12 @@ async def _executor(settings: Settings, ends: Endpoints, config: SimulatorConfig
     codec = make_codec(settings)
     slack = functools.partial(slack_body, base_url=settings.public_api_url)
     dispatcher = Dispatcher(settings, pool, renderers={"slack": slack})
+    mailer = EmailDispatcher(settings, pool)  # customer email (paywatch/email)
     loops: list[_Loop] = [
-        Executor(settings, ends.bootstrap, pool, codec, config),
+        Executor(settings, ends.bootstrap, pool, codec, config, on_emails=mailer.wake),
         OutboundProducer(settings, ends.bootstrap, pool, codec, on_enqueued=dispatcher.wake),
         dispatcher,
+        mailer,
     ]
     _stop_on_signals(lambda: _stop_all(loops))
     serve_metrics(settings, settings.executor_metrics_port, "executor")

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from paywatch.api.query.app import create_app
+from paywatch.api.query.permissions import LINKS
 from paywatch.db import TenantPool, create_pool, heartbeats
 from paywatch.projections.sink import PostgresSink
 from paywatch.providers.base import event_id
@@ -60,9 +61,14 @@ READ_MODELS = (
     "tenant_policies", "tenant_policy_changes", "customers", "alerts",
 )  # fmt: skip
 """What the projector writes, every one with a tenant column."""
-NO_ROLE_MAY_READ = ("tenant_secrets", "executed_commands", "paypal_transmissions")
+NO_ROLE_MAY_READ = (
+    "tenant_secrets", "executed_commands", "paypal_transmissions", "charge_accounts",
+    "charge_claims",
+)  # fmt: skip
 OUTBOUND = ("endpoints", "deliveries")
 """The API manages its tenant's endpoints and reads and redelivers its deliveries (015)."""
+EMAIL = ("customer_contacts", "email_settings")
+"""The API sets and reads its tenant's contacts and reads its email settings (016)."""
 TENANT_TABLES = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_class c
@@ -208,6 +214,21 @@ async def _owned_rows(owner: asyncpg.Connection, tenant: str) -> str:
         " VALUES ($1, 'tx', $2, $3)",
         tenant, bytes(32), T0,
     )  # fmt: skip
+    await owner.execute(
+        "INSERT INTO email_settings (tenant, from_address, link_secret_enc)"
+        " VALUES ($1, 'billing@acme.example', '\\x00'::bytea)",
+        tenant,
+    )
+    await owner.execute(
+        "INSERT INTO customer_contacts (tenant, customer_ref, email)"
+        " VALUES ($1, $2, 'ada@example.com')",
+        tenant, f"cus-{tenant}",
+    )  # fmt: skip
+    await owner.execute(
+        "INSERT INTO emails (tenant, command_id, command_type, invoice_ref, template)"
+        " VALUES ($1, 'cmd', 'NOTIFY_CUSTOMER', $2, 'payment_failed')",
+        tenant, f"inv-{tenant}",
+    )  # fmt: skip
     endpoint = await owner.fetchval(
         "INSERT INTO endpoints (tenant, url, events, secret_enc)"
         " VALUES ($1, 'http://127.0.0.1:9/hook', '{alert.opened}', '\\x00'::bytea)"
@@ -285,7 +306,7 @@ async def test_a_query_without_tenant_filter_sees_the_bound_tenant_or_nothing(
         assert await _tenants_seen(api_pool, b, table) == {b}, table
         assert await _tenants_seen(api_pool, None, table) == set(), table
         assert await _tenants_seen(api_pool, "no-such-tenant", table) == set(), table
-    assert sorted(readable) == sorted({*READ_MODELS, "tenants", "api_keys", *OUTBOUND})
+    assert sorted(readable) == sorted({*READ_MODELS, "tenants", "api_keys", *OUTBOUND, *EMAIL})
     invoices = await TenantPool(api_pool, a).fetch("SELECT * FROM invoices")
     assert [(r["tenant"], r["invoice_ref"]) for r in invoices] == [(a, world.a.invoice)]
 
@@ -447,7 +468,9 @@ def _get_routes(app: FastAPI) -> list[str]:
     found = {
         str(context.path_format)
         for context in iter_route_contexts(app.routes)
-        if "GET" in (context.methods or ()) and str(context.path).startswith("/v1/")
+        if "GET" in (context.methods or ())
+        and str(context.path).startswith("/v1/")
+        and f"GET {context.path}" not in LINKS  # no API key: the signed token names the tenant
     }
     return sorted(found)
 
