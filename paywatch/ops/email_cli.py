@@ -14,15 +14,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from paywatch.email import store
+from paywatch.email import links, store
 from paywatch.email.outbox import STATUSES
 from paywatch.email.templates import BUILTIN, SAMPLE, Template, render
 from paywatch.errors import ConfigError
+from paywatch.ops.audited import audited_call
 from paywatch.ops.dbcall import db_call
 from paywatch.providers.money import exponent
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import cli_actor
 from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.ops_audit import OpsEntry
 
 
 def _text(value: Any) -> Any:
@@ -43,12 +45,16 @@ def _read(path: str, what: str) -> str:
 def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch email enable TENANT --from ADDR [...]"""
     box = SecretBox.from_settings(settings)
-    made, secret = db_call(
+    made, secret = audited_call(
         settings,
         lambda conn: store.enable(
             conn, box, args.tenant, from_address=args.from_address, reply_to=args.reply_to,
             display_name=args.name, update_url=args.update_url, by=cli_actor(),
             new_secret=args.new_link_secret,
+        ),
+        lambda done: OpsEntry(
+            args.tenant, "email.enable", None,
+            {"from": done[0].from_address, "new_link_secret": str(done[1] is not None).lower()},
         ),
     )  # fmt: skip
     print(f"email enabled for tenant {args.tenant}: from {made.from_address}")
@@ -60,7 +66,11 @@ def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch email disable TENANT"""
-    done = db_call(settings, lambda conn: store.disable(conn, args.tenant, by=cli_actor()))
+    done = audited_call(
+        settings,
+        lambda conn: store.disable(conn, args.tenant, by=cli_actor()),
+        lambda done: OpsEntry(args.tenant, "email.disable") if done is not None else None,
+    )
     said = "disabled" if done is not None else "was never enabled"
     print(f"email for tenant {args.tenant} {said}; pending emails are suppressed (disabled)")
     return 0
@@ -174,13 +184,18 @@ def cmd_template_preview(settings: Settings, args: argparse.Namespace) -> int:
 
     async def read(conn: Any) -> Any:
         await store.require_tenant(conn, args.tenant)
-        return await store.tenant_templates(conn, args.tenant)
+        templates = await store.tenant_templates(conn, args.tenant)
+        return templates, await store.get_settings(conn, args.tenant)
 
-    own = db_call(settings, read)
+    own, email_settings = db_call(settings, read)
     template = own.get(args.name) or BUILTIN.get(args.name)
     if template is None:
         raise ConfigError(f"tenant {args.tenant} has no template {args.name!r} (template list)")
     values = {**SAMPLE, "template": args.name, "company": args.tenant}
+    if email_settings is not None:  # as the tenant's customers would see it
+        values["company"] = email_settings.display_name or args.tenant
+        if email_settings.update_url:
+            values["update_url"] = links.with_token(email_settings.update_url, "sample")
     if args.customer:
         values["customer_ref"] = args.customer
     if args.invoice:
