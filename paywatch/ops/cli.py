@@ -147,9 +147,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch run PROCESS: one process in the foreground."""
     from paywatch.ops.runners import RUNNERS
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     RUNNERS[args.process](settings, resolve_endpoints(settings))
     return 0
+
+
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Libraries that log every request's full URL at INFO: a Slack endpoint's URL is its
+secret, and provider API paths carry merchant ids. paywatch logs its own requests without
+them, so these log warnings only."""
+
+
+def configure_logging() -> None:
+    """A process's logging: INFO to stderr, the URL-logging libraries held to WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
