@@ -54,6 +54,8 @@ class WorkflowRow:
     last_offset: int
     started_at: datetime
     closed_at: datetime | None
+    experiment: str | None = None
+    arm: str | None = None
 
     @classmethod
     def from_record(cls, rec: Any) -> WorkflowRow:
@@ -135,6 +137,8 @@ def evolve(row: WorkflowRow | None, transition: SagaTransition, at: Coords) -> W
         last_offset=at.offset,
         started_at=started_at,
         closed_at=closed_at,
+        experiment=transition.experiment,
+        arm=transition.arm,
     )
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from paywatch.recovery import plan
 from paywatch.recovery.commands import tenant_rule
+from paywatch.recovery.experiments import assign
 from paywatch.recovery.firing import FINAL, flush
 from paywatch.recovery.ledger import card_key, standin_card
 from paywatch.recovery.permits import on_denied
@@ -57,14 +58,19 @@ def decide(
     if isinstance(event, TimerFired) and not _due(state, event, now):
         return Decision(new_state=_kept(state))
     band = risk if isinstance(event, PaymentEvent) else None
-    run = Run(now, policy, cause=_cause(event), outages=outages, risk=band)
+    experiment, arm = _arm(state, event, policy)
+    running = policy.experiment.id if policy.experiment is not None else None
+    ruling = policy.for_arm(arm) if experiment is not None and experiment == running else policy
+    run = Run(now, ruling.control, cause=_cause(event), outages=outages, risk=band)
     saga = state
-    if saga is not None and saga.is_open and saga.policy_revision != policy.revision:
+    if saga is not None and saga.is_open and saga.policy_revision != run.policy.revision:
         saga = reconcile(saga, run)
     if isinstance(event, PaymentEvent):
         saga = on_event(saga, event, run)
     elif isinstance(event, PermitDenied):
         saga = on_denied(saga, event, run)
+    if saga is not None and saga.is_open and not (state is not None and state.is_open):
+        saga = saga.model_copy(update={"experiment": experiment, "arm": arm})  # opened now
     if saga is not None and saga.is_open:
         saga = _settle(flush(saga, run), run)
         # Settling may arm an escalation that is already due: fire it in this decision too.
@@ -88,6 +94,19 @@ def ledger_card(state: Saga | None, event: SagaInput) -> str | None:
 
 def _kept(saga: Saga | None) -> Saga | None:
     return saga if saga is not None and saga.status is not None else None
+
+
+def _arm(
+    state: Saga | None, event: SagaInput, policy: TenantPolicy
+) -> tuple[str | None, str | None]:
+    """(experiment, arm) of the decision: an open saga keeps the ones it was opened under;
+    a failure that may open one is assigned an arm of the tenant's running experiment."""
+    if state is not None and state.is_open:
+        return state.experiment, state.arm
+    exp = policy.experiment
+    if exp is None or not isinstance(event, PaymentEvent):
+        return None, None
+    return exp.id, assign(event.tenant, event.invoice_ref, exp.id, exp.share)
 
 
 def _cause(event: SagaInput) -> str:
@@ -153,6 +172,8 @@ def _with_snapshot(run: Run, saga: Saga | None) -> tuple[SagaTransition, ...]:
         action = FINAL.get(run.policy.final_action)
         at = nxt.due_at if action else None
     snapshot = {
+        "experiment": saga.experiment,
+        "arm": saga.arm,
         "attempts_used": max(0, sum(a.counted for a in saga.attempts) - 1),
         "attempts_allowed": run.policy.retry.max_retries,
         "next_action": action,

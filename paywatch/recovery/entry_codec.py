@@ -89,6 +89,8 @@ FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
         "ledger",
         "permit",
         "high_risk",
+        "experiment",
+        "arm",
     ),
     Timer: ("id", "due_at", "purpose", "command"),
     RecoveryCommand: (

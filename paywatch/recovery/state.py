@@ -129,6 +129,10 @@ class Saga(Frozen):
     # kept for the episode: timers and permit answers come without a band, and a re-planned
     # escalation must keep the earlier time. None: not high-risk (a new episode starts so).
     high_risk: RiskBand | None = None
+    # The policy experiment the episode was opened under and its arm (``experiments``);
+    # None: opened without one. The arm names every transition of the episode.
+    experiment: str | None = None
+    arm: str | None = None
 
     @property
     def is_open(self) -> bool:

@@ -113,7 +113,7 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
-_LATER_OPTIONS = ("high_risk", "card_expiry", "charging")
+_LATER_OPTIONS = ("high_risk", "card_expiry", "charging", "experiment")
 """Fields added after policies were first logged (see ``TenantPolicy.revision``)."""
 
 DEFAULT_OWNERS: dict[str, RetryOwner] = {
@@ -236,6 +236,8 @@ class TenantPolicy(Frozen):
     high_risk: HighRisk | None = None
     card_expiry: CardExpiry = CardExpiry()
     charging: Charging = Charging.PAYWATCH
+    experiment: Experiment | None = None
+    """A challenger policy run on a deterministic share of new sagas (``experiments.py``)."""
 
     @field_validator("owners")
     @classmethod
@@ -289,7 +291,7 @@ class TenantPolicy(Frozen):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy; the cached ``revision`` and ``rulebook`` are recomputed for it."""
         copy = super().model_copy(update=update, deep=deep)
-        for cached in ("revision", "rulebook"):
+        for cached in ("revision", "rulebook", "control"):
             copy.__dict__.pop(cached, None)
         return copy
 
@@ -314,3 +316,43 @@ class TenantPolicy(Frozen):
     def rulebook(self) -> Rulebook:
         """The Visa and Mastercard editions this tenant runs."""
         return rulebook(self.visa_edition, self.mastercard_edition)
+
+    @cached_property
+    def control(self) -> TenantPolicy:
+        """The policy without its experiment: what every saga outside the challenger arm
+        runs (its revision is the policy's revision before the experiment started)."""
+        return self if self.experiment is None else self.model_copy(update={"experiment": None})
+
+    def for_arm(self, arm: str | None) -> TenantPolicy:
+        """The policy a saga in `arm` runs: the challenger's, or the control."""
+        if arm == CHALLENGER and self.experiment is not None:
+            return self.experiment.challenger
+        return self.control
+
+
+CONTROL, CHALLENGER = "control", "challenger"
+"""The two arms of an experiment."""
+
+
+class Experiment(Frozen):
+    """A challenger policy for a share of the tenant's new sagas (issue 10 item 7).
+
+    Which saga runs it is a function of (tenant, invoice, experiment id) alone
+    (``experiments.assign``), so a replay assigns every saga the arm it had. A saga keeps its
+    arm for its episode; sagas opened before the experiment started, and every saga once it
+    stopped, run the control (the tenant's policy without the experiment).
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    share: float = Field(gt=0.0, lt=1.0)
+    """The challenger's share of new sagas."""
+    challenger: TenantPolicy
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Self:
+        if self.challenger.experiment is not None:
+            raise ValueError("a challenger policy cannot run an experiment of its own")
+        return self
+
+
+TenantPolicy.model_rebuild()

@@ -282,6 +282,10 @@ class SagaTransition(Frozen):
     attempts_allowed: Attempt | None = None
     next_action: CommandType | None = None
     next_action_at: Instant | None = None
+    experiment: Ref | None = None
+    """The tenant's policy experiment the episode was opened under (None: none)."""
+    arm: Ref | None = None
+    """The policy experiment arm of the saga (``control``/``challenger``); None: no experiment."""
 
 
 class RiskContribution(Frozen):
