@@ -185,15 +185,18 @@ def test_redact_keeps_an_invoice_s_other_refs() -> None:
     assert redact(invoice) == invoice.model_copy(update={"customer_ref": None})
 
 
-def _models(annotation: Any) -> set[type[BaseModel]]:
-    """The pydantic models an annotation can hold, at any depth."""
-    found: set[type[BaseModel]] = set()
+def _models(annotation: Any, found: set[type[BaseModel]] | None = None) -> set[type[BaseModel]]:
+    """The pydantic models an annotation can hold, at any depth (a model that holds itself,
+    like a policy with an experiment's challenger policy, is walked once)."""
+    found = set() if found is None else found
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in found:
+            return found
         found.add(annotation)
         for field in annotation.model_fields.values():
-            found |= _models(field.annotation)
+            _models(field.annotation, found)
     for arg in typing.get_args(annotation):
-        found |= _models(arg)
+        _models(arg, found)
     return found
 
 
