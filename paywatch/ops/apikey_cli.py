@@ -12,10 +12,12 @@ import json
 from datetime import datetime
 from typing import Any
 
+from paywatch.ops.audited import audited_call
 from paywatch.ops.dbcall import db_call
 from paywatch.settings import Settings
 from paywatch.tenants import api_keys
 from paywatch.tenants.api_keys import ApiKeyRecord, parse_duration
+from paywatch.tenants.ops_audit import OpsEntry
 from paywatch.tenants.roles import ROLES
 
 _COLUMNS = ("KEY ID", "ROLE", "STATE", "PREFIX", "CREATED", "EXPIRES", "LAST USED", "REVOKED")
@@ -37,11 +39,14 @@ def _expiry(record: ApiKeyRecord) -> str:
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch apikey create TENANT --role ROLE [--expires-in D] [--label L]."""
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
-    made = db_call(
+    made = audited_call(
         settings,
         lambda conn: api_keys.new_api_key(
             conn, args.name, args.role,
             expires_in=expires_in, label=args.label, created_by=api_keys.cli_actor(),
+        ),
+        lambda made: OpsEntry(
+            args.name, "apikey.create", made.record.key_id, {"role": made.record.role}
         ),
     )  # fmt: skip
     record = made.record
@@ -90,11 +95,12 @@ def cmd_apikey_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch apikey revoke TENANT KEY_ID: refused from now on (idempotent)."""
-    done = db_call(
+    done = audited_call(
         settings,
         lambda conn: api_keys.revoke_api_key(
             conn, args.tenant, args.key_id, by=api_keys.cli_actor()
         ),
+        lambda done: OpsEntry(args.tenant, "apikey.revoke", args.key_id) if done.changed else None,
     )
     r = done.record
     if done.changed:
@@ -110,12 +116,16 @@ def cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_apikey_rotate(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch apikey rotate TENANT KEY_ID [--grace D] (the new key alone on the last line)."""
     grace = parse_duration(args.grace) if args.grace else None
-    done = db_call(
+    done = audited_call(
         settings,
         lambda conn: api_keys.rotate_api_key(
             conn, args.tenant, args.key_id, by=api_keys.cli_actor(), grace=grace
         ),
-    )
+        lambda done: OpsEntry(
+            args.tenant, "apikey.rotate", args.key_id,
+            {"new_key_id": done.new.record.key_id, "grace": args.grace or "none"},
+        ),
+    )  # fmt: skip
     old, new = done.previous, done.new.record
     until = f"valid until {_when(old.revoked_at)}" if grace else "revoked now"
     print(f"rotated {old.role} API key {old.key_id} of tenant {args.tenant} ({until})")

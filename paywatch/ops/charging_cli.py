@@ -13,16 +13,19 @@ from typing import Any
 
 from paywatch.charging.registry import CREDENTIALS, LIVE_PROVIDERS
 from paywatch.executor import accounts
+from paywatch.ops.audited import audited_call
 from paywatch.ops.dbcall import db_call
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import cli_actor
+from paywatch.tenants.ops_audit import OpsEntry
 
 
 def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch charging enable TENANT PROVIDER."""
-    made = db_call(
+    made = audited_call(
         settings,
         lambda conn: accounts.enable(conn, args.tenant, args.provider, cli_actor()),
+        lambda made: OpsEntry(args.tenant, "charging.enable", args.provider) if made else None,
     )
     state = "now charges" if made else "already charged"
     print(
@@ -35,7 +38,11 @@ def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch charging disable TENANT PROVIDER."""
-    done = db_call(settings, lambda conn: accounts.disable(conn, args.tenant, args.provider))
+    done = audited_call(
+        settings,
+        lambda conn: accounts.disable(conn, args.tenant, args.provider),
+        lambda done: OpsEntry(args.tenant, "charging.disable", args.provider) if done else None,
+    )
     state = "back to" if done else "already in"
     print(f"tenant {args.tenant}: {args.provider} retries {state} the sandbox simulator")
     return 0

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from paywatch.errors import ConfigError
+from paywatch.ops.audited import audited_call
 from paywatch.ops.dbcall import db_call
 from paywatch.outbound import endpoints
 from paywatch.outbound.endpoints import Endpoint, TargetPolicy
@@ -24,6 +25,7 @@ from paywatch.outbound.events import EVENT_TYPES
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import cli_actor
 from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.ops_audit import OpsEntry
 
 STDIN = "-"
 _COLUMNS = ("ENDPOINT ID", "KIND", "STATUS", "CREATED", "EVENTS", "URL")
@@ -48,18 +50,26 @@ def _slack_url(given: str) -> str:
     return sys.stdin.readline().strip()
 
 
+def endpoint_entry(tenant: str, action: str, e: Endpoint) -> OpsEntry:
+    """The ops.audit record of an endpoint action: its id, kind and events, never its secret
+    (and a Slack endpoint's URL, which is one, only as the origin the listing shows)."""
+    details = {"kind": e.kind, "events": ",".join(e.events), "url": e.url}
+    return OpsEntry(tenant, action, e.endpoint_id, details)
+
+
 def cmd_endpoint_add(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch endpoint add TENANT URL --events a,b [--kind webhook|slack]."""
     kind = args.kind
     url = _slack_url(args.url) if kind == "slack" else args.url
     events = endpoints.parse_events(args.events.split(","))  # before connecting
     box = SecretBox.from_settings(settings)
-    made = db_call(
+    made = audited_call(
         settings,
         lambda conn: endpoints.add_endpoint(
             conn, box, args.tenant, url, events, kind=kind,
             policy=TargetPolicy.from_settings(settings), created_by=cli_actor(),
         ),
+        lambda made: endpoint_entry(args.tenant, "endpoint.add", made.endpoint),
     )  # fmt: skip
     e = made.endpoint
     print(f"{kind} endpoint {e.endpoint_id} of tenant {args.tenant}: {e.url}")
@@ -101,11 +111,12 @@ def cmd_endpoint_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_endpoint_disable(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch endpoint disable TENANT EP_ID: nothing more is sent to it (idempotent)."""
-    e, changed = db_call(
+    e, changed = audited_call(
         settings,
         lambda conn: endpoints.disable_endpoint(
             conn, args.tenant, args.endpoint_id, by=cli_actor()
         ),
+        lambda done: endpoint_entry(args.tenant, "endpoint.disable", done[0]) if done[1] else None,
     )
     if changed:
         print(f"disabled endpoint {e.endpoint_id} of tenant {args.tenant}")
@@ -121,11 +132,12 @@ def cmd_endpoint_rotate(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch endpoint rotate-secret TENANT EP_ID (the new secret alone on the last line)."""
     box = SecretBox.from_settings(settings)
     grace = timedelta(hours=settings.secret_grace_hours)
-    done = db_call(
+    done = audited_call(
         settings,
         lambda conn: endpoints.rotate_secret(
             conn, box, args.tenant, args.endpoint_id, by=cli_actor(), grace=grace
         ),
+        lambda done: endpoint_entry(args.tenant, "endpoint.rotate_secret", done.endpoint),
     )
     until = done.endpoint.previous_valid_until
     print(

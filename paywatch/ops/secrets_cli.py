@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from paywatch.errors import ConfigError, UnknownProvider
+from paywatch.ops.audited import audited_call
 from paywatch.ops.dbcall import db_call
 from paywatch.settings import Settings
 from paywatch.tenants.cache import SECRET_CACHE_TTL_S
+from paywatch.tenants.ops_audit import OpsEntry
 from paywatch.tenants.secret_names import SECRET_NAMES
 
 STDIN = "-"
@@ -98,12 +100,16 @@ def cmd_tenant_secret(settings: Settings, args: argparse.Namespace) -> int:
     check_secret_names(args.provider, values)  # before connecting: a typo needs no stack
     box = SecretBox.from_settings(settings)
     revoke = bool(args.revoke_previous)
-    db_call(
+    audited_call(  # the names only: a value never leaves this process but sealed
         settings,
         lambda conn: set_secrets(
             conn, box, args.name, args.provider, values, revoke_previous=revoke
         ),
-    )
+        lambda _: OpsEntry(
+            args.name, "secret.set", args.provider,
+            {"names": ",".join(sorted(values)), "revoke_previous": str(revoke).lower()},
+        ),
+    )  # fmt: skip
     print(
         f"stored {args.provider} secret(s) {', '.join(sorted(values))} for tenant {args.name} "
         f"under key id {box.key_id}"

@@ -419,3 +419,24 @@ class PolicyChanged(Frozen):
         if not isinstance(value, dict):
             raise ValueError("policy_json must be a JSON object")
         return text
+
+
+OpsDetails = Annotated[dict[Ref, Text], Field(max_length=MAX_HEADERS)]
+"""What an operator action changed, as names and short values: never a secret's value."""
+
+
+class OpsAudit(Frozen):
+    """An operator's or admin's action on a tenant (topic ``ops.audit``, key tenant).
+
+    Appended before the action counts (see paywatch/tenants/ops_audit.py), kept forever:
+    who did what to which tenant, when. ``details`` carries names (key ids, secret names,
+    revisions, providers), never a secret value.
+    """
+
+    audit_id: Ref
+    tenant: Ref
+    actor: Ref
+    action: Ref
+    subject: Ref | None = None
+    at: Instant
+    details: OpsDetails = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from paywatch.schemas.models import (
     Alert,
     FetchedDocument,
     Frozen,
+    OpsAudit,
     PaymentEvent,
     PolicyChanged,
     RawWebhook,
@@ -50,6 +51,9 @@ RISK_TENANTS = "risk.tenants"
 RISK_SCORES = "risk.scores"
 ALERTS = "alerts"
 RECOVERY_POLICIES = "recovery.policies"
+OPS_AUDIT = "ops.audit"
+"""Operator and admin actions (OpsAudit, key tenant), kept forever: the audit trail of who
+changed keys, secrets, endpoints, policies, charging and email, and who started replays."""
 OUTBOUND = "outbound"
 """Not a topic: the source name of the outbound producer's dead letters (``outbound.dlq``),
 whichever topic they came from, so they never mix with the executor's or projector's."""
@@ -62,6 +66,7 @@ TOPIC_MODELS: dict[str, type[Frozen]] = {
     RISK_SCORES: RiskScore,
     ALERTS: Alert,
     RECOVERY_POLICIES: PolicyChanged,
+    OPS_AUDIT: OpsAudit,
 }
 """Logical topic name -> value model (``*.dlq`` topics carry DeadLetter)."""
 DLQ_SOURCES = (WEBHOOKS_RAW, WEBHOOKS_FETCHED, PAYMENTS_EVENTS, RECOVERY_COMMANDS, OUTBOUND)
@@ -128,6 +133,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic(RISK_CUSTOMERS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RISK_TENANTS), parts, dict(SEVEN_DAYS), repl))
     specs.append(TopicSpec(settings.topic(RECOVERY_POLICIES), few_parts, dict(FOREVER), repl))
+    specs.append(TopicSpec(settings.topic(OPS_AUDIT), few_parts, dict(FOREVER), repl))
     specs.extend(
         TopicSpec(settings.topic(dlq_name(src)), few_parts, dict(FOREVER), repl)
         for src in DLQ_SOURCES

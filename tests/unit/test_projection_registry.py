@@ -9,6 +9,7 @@ from paywatch.projections.registry import READ_MODELS, checked, sources
 from paywatch.projections.runner import SOURCES
 from paywatch.schemas.models import (
     Alert,
+    OpsAudit,
     PaymentEvent,
     PolicyChanged,
     RecoveryCommand,
@@ -17,6 +18,7 @@ from paywatch.schemas.models import (
 )
 from paywatch.schemas.topics import (
     ALERTS,
+    OPS_AUDIT,
     PAYMENTS_EVENTS,
     RECOVERY_COMMANDS,
     RECOVERY_POLICIES,
@@ -33,6 +35,7 @@ def test_the_runner_reads_the_topics_of_the_registered_models() -> None:
         RECOVERY_POLICIES: PolicyChanged,
         RISK_SCORES: RiskScore,
         ALERTS: Alert,
+        OPS_AUDIT: OpsAudit,
     }
 
 

@@ -24,6 +24,7 @@ from paywatch.api.query.pagination import (
     Ref,
     Where,
 )
+from paywatch.api.query.routes.ops_audit import audit
 from paywatch.api.query.schemas import ErrorBody, Page
 from paywatch.api.query.schemas_apikeys import (
     ApiKeyCreated,
@@ -36,6 +37,7 @@ from paywatch.api.query.schemas_apikeys import (
 from paywatch.errors import ConfigError, UnknownTenant
 from paywatch.tenants import api_keys
 from paywatch.tenants.api_keys import KEY_ID_PATTERN, ApiKeyRecord, KeyNotRotatable, UnknownApiKey
+from paywatch.tenants.ops_audit import OpsEntry
 
 router = APIRouter(prefix="/v1/apikeys", tags=["apikeys"])
 
@@ -115,6 +117,9 @@ async def create_key(
             )  # fmt: skip
         except UnknownTenant as exc:  # the key outlived its tenant
             raise ApiError(404, "not_found", str(exc)) from exc
+        record = made.record
+        await audit(request, OpsEntry(caller.tenant, "apikey.create", record.key_id,
+                                      {"role": record.role}))  # fmt: skip
     return ApiKeyCreated(key=made.key, **_item(made.record))
 
 
@@ -131,6 +136,8 @@ async def revoke_key(request: Request, pool: Pool, caller: Admin, key_id: KeyId)
             done = await api_keys.revoke_api_key(conn, caller.tenant, key_id, by=_actor(request))
         except (UnknownApiKey, UnknownTenant) as exc:
             raise _unknown(key_id) from exc
+        if done.changed:
+            await audit(request, OpsEntry(caller.tenant, "apikey.revoke", key_id))
     return ApiKeyRevoked(changed=done.changed, **_item(done.record))
 
 
@@ -156,5 +163,8 @@ async def rotate_key(
             raise _unknown(key_id) from exc
         except KeyNotRotatable as exc:
             raise ApiError(409, "not_rotatable", str(exc)) from exc
+        details = {"new_key_id": done.new.record.key_id, "grace": body.grace if body else None}
+        await audit(request, OpsEntry(caller.tenant, "apikey.rotate", key_id,
+                                      {k: v or "none" for k, v in details.items()}))  # fmt: skip
     previous = ApiKeyItem(**_item(done.previous))
     return ApiKeyRotated(key=done.new.key, previous=previous, **_item(done.new.record))

@@ -25,6 +25,7 @@ from paywatch.api.query.pagination import (
     Ref,
     Where,
 )
+from paywatch.api.query.routes.ops_audit import audit
 from paywatch.api.query.schemas import ErrorBody, Page, Public
 from paywatch.errors import ConfigError, UnknownTenant
 from paywatch.outbound import endpoints
@@ -40,6 +41,7 @@ from paywatch.outbound.endpoints import (
 from paywatch.outbound.events import EVENT_TYPES, EventType
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox
+from paywatch.tenants.ops_audit import OpsEntry
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"], responses=FORBIDDEN)
 
@@ -120,6 +122,13 @@ def _actor(request: Request) -> str:
     return f"api:{key_id}" if key_id else "api"
 
 
+def _entry(tenant: str, action: str, e: Endpoint) -> OpsEntry:
+    """The ops.audit record of an endpoint action, as the CLI's (never a secret: a Slack
+    endpoint's URL is its origin here)."""
+    details = {"kind": e.kind, "events": ",".join(e.events), "url": e.url}
+    return OpsEntry(tenant, action, e.endpoint_id, details)
+
+
 def _box(request: Request) -> SecretBox:
     """The app's secret box, made on first use."""
     box: SecretBox | None = getattr(request.app.state, "secret_box", None)
@@ -161,6 +170,7 @@ async def add_endpoint(
             raise ApiError(404, "not_found", str(exc)) from exc
         except ConfigError as exc:
             raise ApiError(400, "invalid_target", f"body.url: {exc}") from exc
+        await audit(request, _entry(caller.tenant, "endpoint.add", made.endpoint))
     return EndpointWithSecret(secret=made.secret, **_item(made.endpoint))
 
 
@@ -180,6 +190,8 @@ async def disable_endpoint(
             )
         except (UnknownEndpoint, UnknownTenant) as exc:
             raise _unknown(endpoint_id) from exc
+        if changed:
+            await audit(request, _entry(caller.tenant, "endpoint.disable", done))
     return EndpointDisabled(changed=changed, **_item(done))
 
 
@@ -204,4 +216,5 @@ async def rotate_secret(
             raise _unknown(endpoint_id) from exc
         except EndpointNotRotatable as exc:
             raise ApiError(409, "not_rotatable", str(exc)) from exc
+        await audit(request, _entry(caller.tenant, "endpoint.rotate_secret", done.endpoint))
     return EndpointWithSecret(secret=done.secret, **_item(done.endpoint))

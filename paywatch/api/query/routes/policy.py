@@ -44,6 +44,7 @@ from paywatch.errors import InvalidPolicy, Retryable
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.topics import RECOVERY_POLICIES
 from paywatch.tenants import policy_input, policy_store
+from paywatch.tenants.ops_audit import audited_policy_change
 from paywatch.tenants.policy_log import PolicyLog
 from paywatch.tenants.policy_store import HistoryKey, PolicyHistoryRow
 
@@ -157,9 +158,9 @@ async def put_policy(
     if log is None:
         raise ApiError(503, "kafka_unavailable", "this API process was started without Kafka")
     try:
-        async with pool.acquire() as conn:
-            change = await policy_store.change_policy(
-                conn, log, caller.tenant, policy,
+        async with pool.acquire() as conn:  # its ops.audit record first, then the change
+            change = await audited_policy_change(
+                conn, log, request.app.state.ops_log, caller.tenant, policy,
                 changed_by=f"api:{request.state.api_key_id}", reason=reason, now=datetime.now(UTC),
             )  # fmt: skip
     except Retryable as exc:
