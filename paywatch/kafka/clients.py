@@ -9,6 +9,8 @@ is the embedded broker's only listener.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from paywatch.kafka.security import PLAINTEXT, KafkaSecurity, aiokafka_options
@@ -52,14 +54,16 @@ def group_consumer(
 
 
 def log_reader(
-    bootstrap: str, *, client_id: str, security: KafkaSecurity = PLAINTEXT
+    bootstrap: str, *, client_id: str, security: KafkaSecurity = PLAINTEXT, **options: Any
 ) -> AIOKafkaConsumer:
-    """A consumer outside any group (partitions assigned by hand), reading from the start."""
+    """A consumer outside any group (partitions assigned by hand), reading from the start;
+    ``options``: more aiokafka settings (e.g. ``isolation_level``, fetch sizes)."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **options,
         **aiokafka_options(security),
     )

@@ -11,19 +11,24 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.apikey_cli import register as register_apikeys
+from paywatch.ops.audit_cli import register as register_audit
+from paywatch.ops.backtest_cli import register as register_backtest
 from paywatch.ops.charging_cli import register as register_charging
 from paywatch.ops.dbcall import db_call as _db_call
 from paywatch.ops.email_cli import register as register_email
 from paywatch.ops.endpoint_cli import register as register_endpoints
+from paywatch.ops.experiment_cli import register as register_experiments
 from paywatch.ops.infra import resolve_endpoints, stop_infra
 from paywatch.ops.pids import log_tail, pid_alive
+from paywatch.ops.policy_file import read_policy
+from paywatch.ops.renormalize import register_replay
+from paywatch.ops.replay_cli import register as register_rebuild
 from paywatch.ops.risk_cli import register as register_risk
 from paywatch.ops.secrets_cli import register as register_secrets
 from paywatch.settings import Settings, load_settings
@@ -38,18 +43,6 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     created = _db_call(settings, lambda conn: create_tenant(conn, args.name))
     print(f"tenant {args.name} {'created' if created else 'already exists'}")
     return 0
-
-
-def _read_policy(path: str) -> Any:
-    """The decoded JSON of a policy file (`-`: stdin); ConfigError when unreadable."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"policy file {path} is not JSON: {exc}") from exc
 
 
 def cmd_policy_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -76,21 +69,27 @@ def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
 
     from paywatch.db import create_pool, migrate
     from paywatch.errors import Retryable
+    from paywatch.tenants.api_keys import cli_actor
+    from paywatch.tenants.ops_audit import audited_policy_change, open_ops_log
     from paywatch.tenants.policy_input import parse_policy
     from paywatch.tenants.policy_log import open_policy_log
-    from paywatch.tenants.policy_store import change_policy
 
-    policy = parse_policy(_read_policy(args.file))  # before connecting to anything
+    policy = parse_policy(read_policy(args.file))  # before connecting to anything
     ends = resolve_endpoints(settings)
 
     async def go() -> Any:
         pool = await create_pool(ends.dsn, min_size=1, max_size=1)
         try:
-            async with open_policy_log(settings, ends.bootstrap) as log, pool.acquire() as conn:
+            async with (
+                open_policy_log(settings, ends.bootstrap) as log,
+                open_ops_log(settings, ends.bootstrap) as ops_log,
+                pool.acquire() as conn,
+            ):
                 await migrate(conn)
-                return await change_policy(
-                    conn, log, args.tenant, policy,
+                return await audited_policy_change(  # its ops.audit record first
+                    conn, log, ops_log, args.tenant, policy,
                     changed_by="cli", reason=args.reason, now=datetime.now(UTC),
+                    actor=cli_actor(),
                 )  # fmt: skip
         finally:
             await pool.close()
@@ -285,8 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     register_endpoints(sub)  # endpoint add|list|disable|rotate-secret
     register_email(sub)  # email enable|disable|status|log, contact, template
     register_charging(sub)  # charging enable|disable|status (live retries)
+    register_experiments(sub)  # experiment start|status|stop
     _policy_parser(sub)
     register_risk(sub)  # demo generate, risk train
+    register_audit(sub)  # audit invoice|ops (from Kafka itself)
+    register_backtest(sub)  # backtest --tenant T --policy FILE (in isolation)
+    register_replay(sub)  # replay --renormalize (until replay_cli.py has --renormalize)
+    register_rebuild(sub)  # replay --projection NAME|all, --job ID (after --renormalize)
     return p
 
 

@@ -1,11 +1,13 @@
 """`paywatch demo generate` and `paywatch risk train`: a seeded history in, a fitted model out.
 
-``demo generate`` writes a generated population (``paywatch.risk.population``) as generic
-webhooks: ``--via raw`` appends RawWebhook records to ``webhooks.raw`` as ingest would
-(headers ``webhook-id`` / ``webhook-timestamp``; no signature, since nothing after ingest
-verifies one), ``--via ingest`` POSTs them signed with the tenant's generic secret, a few at a
-time; the first refusal or unreachable ingest stops the run with the ingest's answer. Event ids
-are deterministic, so writing the same population twice is deduplicated by normalize.
+``demo generate`` writes a generated population (``paywatch.risk.population``) as webhooks of
+each customer's provider (``--providers``, ``paywatch.risk.render``; generic by default):
+``--via raw`` appends RawWebhook records to ``webhooks.raw`` as ingest would (generic ones with
+headers ``webhook-id`` / ``webhook-timestamp``; no signature, since nothing after ingest
+verifies one), ``--via ingest`` POSTs them signed with the tenant's secret for each provider
+(all checked before the first is sent), a few at a time; the first refusal or unreachable
+ingest stops the run with the ingest's answer. Event ids are deterministic, so writing the
+same population twice is deduplicated by normalize.
 
 ``risk train`` reads the whole ``payments.events`` log without a consumer group (nothing is
 committed, nothing moves for the worker), keeps one tenant's events in ``[--from, --to)``,
@@ -17,17 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
+import json
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 
 from paywatch.errors import ConfigError, InfraError, PaywatchError
 from paywatch.ops.infra import resolve_endpoints
 from paywatch.risk import population as pop
+from paywatch.risk import render
 from paywatch.risk.model import load_model, parse_model
 from paywatch.schemas.models import PaymentEvent, RawWebhook
 from paywatch.settings import Settings
@@ -53,27 +62,73 @@ def _date(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _mix(text: str) -> dict[str, int]:
+    """--providers: a usage error (exit 2) that says what is wrong with the list."""
+    try:
+        return render.parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def cmd_demo_generate(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch demo generate --tenant T --customers N --months M [--seed S] [--via raw|ingest]"""
     if args.customers < 1 or args.months < 1:
         raise ConfigError("--customers and --months must be at least 1")
     start = args.start or _default_start(args.months)
     people = pop.generate(args.customers, args.months, args.seed, start, tenant=args.tenant)
-    hooks = list(pop.webhooks(people))
+    mix = args.providers or {"generic": 1}
+    chosen = render.assign(people.customers, mix, args.seed, settings.authorizenet_currency)
+    hooks = list(render.render(people, chosen))
+    _readable(hooks, args.via, args.seed)
     if args.via == "raw":
         written = asyncio.run(_append_raw(settings, args.tenant, hooks))
     else:
         written = asyncio.run(_post_ingest(settings, args, hooks))
     lost = sum(t.lost for t in people.truth)
     print(
-        f"wrote {written} generic webhooks for tenant {args.tenant} via {args.via}: "
+        f"wrote {written} {_kinds(hooks)} webhooks for tenant {args.tenant} via {args.via}: "
         f"{len(people.customers)} customers, {people.renewals} renewals, "
         f"{len(people.truth)} failed invoices ({lost} lost, {len(people.truth) - lost} recovered)"
     )
     if people.events:
         first, last = people.events[0].occurred_at, people.events[-1].occurred_at
         print(f"seed {args.seed}, events from {first.isoformat()} to {last.isoformat()}")
+    if set(mix) != {"generic"}:
+        print("customers per provider: " + _counts(Counter(chosen.values())))
     return 0
+
+
+def _readable(hooks: list[render.Wire], via: str, seed: int) -> None:
+    """ConfigError before anything is written when a body would be refused downstream.
+
+    A population's refs can hold a Luhn-valid digit run (``cus_26343786_00005``, when the
+    seed's 8-hex prefix happens to be all digits): the ingest refuses such a body as a card
+    number (422), and so does every ``parse`` but Stripe's (this command's raw records and
+    the worker's normalize); found halfway, the run would stop with part of it written.
+    ``parse`` is what the raw path runs; ``read`` adds the ingest's raw-byte scan.
+    """
+    from paywatch.errors import CardDataError
+    from paywatch.providers.registry import PROVIDERS
+
+    for hook in hooks:
+        provider = PROVIDERS[hook.provider]
+        try:
+            provider.read(hook.body) if via == "ingest" else provider.parse(hook.body)
+        except CardDataError as exc:
+            raise ConfigError(
+                f"seed {seed} gives {hook.provider} webhook {hook.msg_id} a ref that reads as a "
+                f"card number ({exc}); the {via} path would refuse it: choose another --seed"
+            ) from exc
+
+
+def _kinds(hooks: list[render.Wire]) -> str:
+    """``generic`` alone (today's wording), else the webhooks per provider."""
+    counts = Counter(h.provider for h in hooks)
+    return "generic" if set(counts) <= {"generic"} else f"({_counts(counts)})"
+
+
+def _counts(counts: Counter[str]) -> str:
+    return ", ".join(f"{name} {counts[name]}" for name in render.PROVIDERS if counts[name])
 
 
 def _default_start(months: int) -> datetime:
@@ -82,23 +137,21 @@ def _default_start(months: int) -> datetime:
     return today - months * pop.CYCLE - pop.LOST_AFTER
 
 
-def _raw(tenant: str, hook: pop.Webhook, now: datetime) -> RawWebhook:
+def _raw(tenant: str, hook: render.Wire, now: datetime) -> RawWebhook:
     """The record ingest would append for ``hook`` (its key subject chosen as ingest does)."""
-    from paywatch.providers.generic import generic
+    from paywatch.providers.registry import PROVIDERS
 
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": hook.msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-    }
+    provider = PROVIDERS[hook.provider]
+    headers = {"content-type": hook.content_type, "user-agent": USER_AGENT}
+    if hook.provider == "generic":
+        headers |= {"webhook-id": hook.msg_id, "webhook-timestamp": str(int(now.timestamp()))}
     return RawWebhook(
-        ingest_id=str(uuid.uuid4()), tenant=tenant, provider=pop.PROVIDER, received_at=now,
-        headers=headers, body=hook.body, subject=generic.subject(generic.parse(hook.body)),
+        ingest_id=str(uuid.uuid4()), tenant=tenant, provider=hook.provider, received_at=now,
+        headers=headers, body=hook.body, subject=provider.subject(provider.parse(hook.body)),
     )  # fmt: skip
 
 
-async def _append_raw(settings: Settings, tenant: str, hooks: list[pop.Webhook]) -> int:
+async def _append_raw(settings: Settings, tenant: str, hooks: list[render.Wire]) -> int:
     """Append every webhook to webhooks.raw; returns the count once all are acknowledged."""
     from paywatch.kafka.clients import reliable_producer
     from paywatch.kafka.codec import make_codec
@@ -116,7 +169,7 @@ async def _append_raw(settings: Settings, tenant: str, hooks: list[pop.Webhook])
         futures = []
         for hook in hooks:
             raw = _raw(tenant, hook, datetime.now(UTC))
-            key = raw_key(tenant, pop.PROVIDER, raw.subject).encode()
+            key = raw_key(tenant, hook.provider, raw.subject).encode()
             futures.append(await producer.send(topic, codec.encode(raw, topic=topic), key=key))
         await asyncio.gather(*futures)
     finally:
@@ -125,24 +178,22 @@ async def _append_raw(settings: Settings, tenant: str, hooks: list[pop.Webhook])
 
 
 async def _post_ingest(
-    settings: Settings, args: argparse.Namespace, hooks: list[pop.Webhook]
+    settings: Settings, args: argparse.Namespace, hooks: list[render.Wire]
 ) -> int:
     """POST every webhook, signed, to the ingest; the first refusal stops them all."""
     import httpx
 
-    from paywatch.providers.generic.signature import secret_key
-
-    key = secret_key(await _generic_secret(settings, args.tenant))
-    if key is None:
-        raise ConfigError(f"tenant {args.tenant}'s generic signing_secret is not whsec_<base64>")
+    names = sorted({h.provider for h in hooks})
+    secrets = await _secrets(settings, args.tenant, names)
     base = (args.url or f"http://127.0.0.1:{settings.ingest_port}").rstrip("/")
-    url = f"{base}/webhooks/{pop.PROVIDER}/{args.tenant}"
+    url = f"{base}/webhooks/{{}}/{args.tenant}"
     pending, accepted = iter(hooks), 0
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal accepted
         for hook in pending:  # one iterator shared by the workers: each hook is sent once
-            await _post(client, url, key, hook)
+            secret = secrets[hook.provider]
+            await _post(client, url.format(hook.provider), hook, secret, settings)
             accepted += 1
 
     try:
@@ -152,28 +203,93 @@ async def _post_ingest(
                 tg.create_task(worker(client))
     except ExceptionGroup as group:
         first = group.exceptions[0]
-        error = _stopped(first, url, accepted, len(hooks))
+        error = _stopped(first, url.format("…"), accepted, len(hooks))
         if error is None:
             raise  # not a refusal but a bug: its traceback is wanted
         raise error from first
     return accepted
 
 
-async def _post(client: httpx.AsyncClient, url: str, key: bytes, hook: pop.Webhook) -> None:
-    """POST one webhook signed now (the ingest refuses timestamps over 5 minutes old)."""
-    from paywatch.providers.generic.signature import sign
-
-    stamp = str(int(time.time()))
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": hook.msg_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": sign(key, hook.msg_id, stamp, hook.body),
-    }
-    reply = await client.post(url, content=hook.body, headers=headers)
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    hook: render.Wire,
+    secret: Mapping[str, str],
+    settings: Settings,
+) -> None:
+    """POST one webhook signed now (Stripe and generic refuse timestamps over 5 minutes old)."""
+    headers = {"content-type": hook.content_type, "user-agent": USER_AGENT}
+    body, signed = _SIGNERS[hook.provider](hook, secret, settings, int(time.time()))
+    reply = await client.post(url, content=body, headers=headers | signed)
     if not 200 <= reply.status_code < 300:  # 2xx is also the answer to a duplicate
-        raise _Refused(reply.status_code, hook.msg_id, reply.text)
+        raise _Refused(reply.status_code, f"{hook.provider} {hook.msg_id}", reply.text)
+
+
+Signed = tuple[bytes, dict[str, str]]
+"""The body as sent (Braintree and Adyen sign inside it) and the signature headers."""
+
+
+def _sign_generic(hook: render.Wire, secret: Mapping[str, str], _: Settings, now: int) -> Signed:
+    from paywatch.providers.generic.signature import secret_key, sign
+
+    key = secret_key(secret["signing_secret"])
+    if key is None:  # _usable checked it before the first was sent
+        raise ConfigError("the generic signing_secret is not whsec_<base64>")
+    stamp = str(now)
+    signature = sign(key, hook.msg_id, stamp, hook.body)
+    return hook.body, {"webhook-id": hook.msg_id, "webhook-timestamp": stamp,
+                       "webhook-signature": signature}  # fmt: skip
+
+
+def _sign_stripe(hook: render.Wire, secret: Mapping[str, str], _: Settings, now: int) -> Signed:
+    mac = hmac.new(secret["signing_secret"].encode(), b"%d." % now + hook.body, hashlib.sha256)
+    return hook.body, {"stripe-signature": f"t={now},v1={mac.hexdigest()}"}
+
+
+def _sign_checkout(hook: render.Wire, secret: Mapping[str, str], _: Settings, now: int) -> Signed:
+    from paywatch.providers.checkout.provider import sign
+
+    return hook.body, {"cko-signature": sign(hook.body, secret["signature_key"])}
+
+
+def _sign_anet(hook: render.Wire, secret: Mapping[str, str], cfg: Settings, now: int) -> Signed:
+    from paywatch.providers.authorizenet.signature import hmac_keys, sign
+
+    key = hmac_keys(secret["signature_key"], cfg.authorizenet_key_form)[0]
+    return hook.body, {"x-anet-signature": "sha512=" + sign(hook.body, key).decode()}
+
+
+def _sign_braintree(hook: render.Wire, secret: Mapping[str, str], _: Settings, now: int) -> Signed:
+    from paywatch.providers.braintree.signature import sign_payload
+
+    [payload] = parse_qs(hook.body.decode("ascii"))["bt_payload"]
+    signature = f"{secret['public_key']}|{sign_payload(payload, secret['private_key'])}"
+    form = urlencode({"bt_signature": signature, "bt_payload": payload})
+    return form.encode("ascii"), {}
+
+
+def _sign_adyen(hook: render.Wire, secret: Mapping[str, str], _: Settings, now: int) -> Signed:
+    from paywatch.providers.adyen.signature import sign
+
+    doc = json.loads(hook.body)
+    for entry in doc["notificationItems"]:
+        item = entry["NotificationRequestItem"]
+        item["additionalData"]["hmacSignature"] = sign(item, _adyen_key(secret)).decode()
+    return json.dumps(doc, separators=(",", ":")).encode(), {}
+
+
+def _adyen_key(secret: Mapping[str, str]) -> bytes:
+    return bytes.fromhex(secret["hmac_key"].strip())
+
+
+_SIGNERS: dict[str, Callable[[render.Wire, Mapping[str, str], Settings, int], Signed]] = {
+    "generic": _sign_generic,
+    "stripe": _sign_stripe,
+    "checkout": _sign_checkout,
+    "authorizenet": _sign_anet,
+    "braintree": _sign_braintree,
+    "adyen": _sign_adyen,
+}
 
 
 class _Refused(Exception):
@@ -208,28 +324,53 @@ def _stopped(exc: Exception, url: str, done: int, total: int) -> PaywatchError |
 
 
 _HINTS = {
-    401: " (does the ingest's generic signing_secret for this tenant match this stack's?)",
+    401: " (does the ingest's secret for this provider and tenant match this stack's?)",
     404: " (the ingest's stack has no such tenant, or --url names something else)",
 }
 
 
-async def _generic_secret(settings: Settings, tenant: str) -> str:
+async def _secrets(settings: Settings, tenant: str, names: list[str]) -> dict[str, dict[str, str]]:
+    """The tenant's current secret set per provider, each usable for signing, or ConfigError
+    naming the `paywatch tenant secret` to run: checked before anything is sent."""
     from paywatch.db import create_pool
     from paywatch.tenants.crypto import SecretBox
     from paywatch.tenants.store import valid_secrets
 
     box = SecretBox.from_settings(settings)
     pool = await create_pool(resolve_endpoints(settings).dsn, min_size=1, max_size=1)
+    found: dict[str, dict[str, str]] = {}
     try:
         async with pool.acquire() as conn:
-            sets = await valid_secrets(conn, box, tenant, "generic", timedelta(0))
+            for name in names:
+                sets = await valid_secrets(conn, box, tenant, name, timedelta(0))
+                if sets is None:
+                    raise ConfigError(f"unknown tenant {tenant} (paywatch tenant create)")
+                found[name] = _usable(tenant, name, sets[0] if sets else {})
     finally:
         await pool.close()
-    if sets is None:
-        raise ConfigError(f"unknown tenant {tenant} (paywatch tenant create)")
-    if not sets or not sets[0].get("signing_secret"):
-        raise ConfigError(f"tenant {tenant} has no generic signing_secret (paywatch tenant secret)")
-    return sets[0]["signing_secret"]
+    return found
+
+
+def _usable(tenant: str, provider: str, secret: dict[str, str]) -> dict[str, str]:
+    """``secret`` when it holds what signing for ``provider`` needs, else ConfigError."""
+    from paywatch.providers.generic.signature import secret_key
+    from paywatch.providers.registry import PROVIDERS
+
+    needed = PROVIDERS[provider].secret_names
+    missing = [n for n in needed if not secret.get(n)]
+    if missing:
+        raise ConfigError(
+            f"tenant {tenant} has no {provider} {' and '.join(missing)}: store it with "
+            f"`paywatch tenant secret {tenant} {provider} -` ({'=… '.join(needed)}=… on stdin)"
+        )
+    if provider == "generic" and secret_key(secret["signing_secret"]) is None:
+        raise ConfigError(f"tenant {tenant}'s generic signing_secret is not whsec_<base64>")
+    if provider == "adyen":
+        try:
+            _adyen_key(secret)
+        except ValueError:
+            raise ConfigError(f"tenant {tenant}'s adyen hmac_key is not hex") from None
+    return secret
 
 
 async def read_events(
@@ -343,13 +484,18 @@ def _line(name: str, m: Metrics) -> str:
 def register(sub: Any) -> None:
     """Add `demo generate` and `risk train` to the CLI's subcommands."""
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="dcmd", required=True)
-    gen = demo.add_parser("generate", help="write a seeded population as generic webhooks")
+    gen = demo.add_parser("generate", help="write a seeded population as provider webhooks")
     gen.add_argument("--tenant", required=True)
     gen.add_argument("--customers", type=int, required=True)
     gen.add_argument("--months", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--start", type=_date, help="first billing day (default: months ago)")
     gen.add_argument("--via", choices=("raw", "ingest"), default="raw")
+    gen.add_argument(
+        "--providers",
+        type=_mix,
+        help="customers' providers, weights optional: stripe:5,adyen:2,generic (default generic)",
+    )
     gen.add_argument("--url", help="ingest base URL for --via ingest (default: local ingest)")
     gen.set_defaults(func=cmd_demo_generate)
     risk = sub.add_parser("risk", help="risk model").add_subparsers(dest="rcmd", required=True)

@@ -16,6 +16,8 @@ from paywatch.projections import (
     event_log,
     failures,
     invoices,
+    metrics_daily,
+    ops_audit,
     recovery_log,
     recovery_workflows,
     tenant_policies,
@@ -44,9 +46,11 @@ READ_MODELS = checked(
         recovery_log.READ_MODEL,
         recovery_workflows.READ_MODEL,
         invoices.READ_MODEL,  # after event_log and recovery_workflows: it reads their rows
+        metrics_daily.READ_MODEL,  # after invoices, event_log and the recovery models
         tenant_policies.READ_MODEL,
         customers.READ_MODEL,
         alerts.READ_MODEL,
+        ops_audit.READ_MODEL,
     ]
 )
 

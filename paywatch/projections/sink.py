@@ -3,8 +3,13 @@
 The rows of every registered read model and the `(topic, partition) -> next_offset`
 checkpoints are committed together, so a crash anywhere replays at most the uncommitted
 batch and the replay is a no-op (exactly-once effect; ARCHITECTURE §1, STYLE.md item 5).
-Inside the transaction: every model's advisory locks, then each model in registry order
-(:mod:`paywatch.projections.base`), then the checkpoints.
+Inside the transaction: the shared `GATE`, every model's advisory locks, then each model in
+registry order (:mod:`paywatch.projections.base`), then the checkpoints.
+
+A rebuild (:mod:`paywatch.projections.rebuild`) swaps its new tables in holding `GATE`
+exclusively: it waits for the batch in flight to commit and holds the next one back before
+it touches a table, so the swap reads checkpoints that match the rows, and no batch ever
+writes half into the old generation and half into the new.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ CHECKPOINT = (
 )
 LOCKS = "SELECT pg_advisory_xact_lock(lock) FROM unnest($1::bigint[]) AS lock"
 """Every lock of a batch in one statement, taken in the array's (ascending) order."""
+GATE = 0x7077_7377_6170
+"""Advisory-lock id every batch holds shared and a rebuild's swap exclusively."""
+ENTER = "SELECT pg_advisory_xact_lock_shared($1)"
 
 
 @dataclass
@@ -66,6 +74,7 @@ class PostgresSink:
             return 0
         batches = self.batches()
         async with conn.transaction():
+            await conn.execute(ENTER, GATE)  # first: a swap never meets a batch half written
             locks = {lock for model, batch in batches if batch for lock in model.locks(batch)}
             if locks:  # in a fixed order, so two batches never deadlock
                 await conn.execute(LOCKS, sorted(locks))

@@ -111,6 +111,8 @@ def _samples(w: World) -> dict[str, Sample]:
         "GET /v1/invoices/{invoice_ref}": f"/v1/invoices/{w.invoice}",
         "GET /v1/invoices/{invoice_ref}/timeline": f"/v1/invoices/{w.invoice}/timeline",
         "GET /v1/failures": "/v1/failures",
+        "GET /v1/metrics/recovery": "/v1/metrics/recovery?group_by=provider",
+        "GET /v1/metrics/at-risk": "/v1/metrics/at-risk",
         "GET /v1/customers": "/v1/customers",
         "GET /v1/customers/{customer_ref}": f"/v1/customers/{w.alice}",
         "GET /v1/customers/{customer_ref}/contact": f"/v1/customers/{w.alice}/contact",
@@ -121,6 +123,7 @@ def _samples(w: World) -> dict[str, Sample]:
         "GET /v1/apikeys": "/v1/apikeys",
         "GET /v1/endpoints": "/v1/endpoints",
         "GET /v1/deliveries": "/v1/deliveries",
+        "GET /v1/ops/audit": "/v1/ops/audit",
         **{route: route.removeprefix("GET ") for route in PUBLIC - LINKS},
     }
     unsubscribe, update = (
@@ -142,6 +145,13 @@ def _samples(w: World) -> dict[str, Sample]:
         ),
         "POST /v1/deliveries/{delivery_id}/redeliver": Sample(
             "POST", f"/v1/deliveries/{delivery}/redeliver", 200
+        ),
+        # A rebuild swaps every test's tables: the samples stop at the checks after the role
+        # (tests/integration/test_replay.py starts real ones, on a database of their own).
+        "POST /v1/ops/replay": Sample("POST", "/v1/ops/replay", 400, {"projection": "nope"}),
+        "GET /v1/ops/replay/{job_id}": Sample("GET", "/v1/ops/replay/rb_aaaaaaaaaaaaaa", 404),
+        "POST /v1/ops/backtest": Sample(
+            "POST", "/v1/ops/backtest", 200, {"policy": {"retry": {"days": [2], "max_retries": 1}}}
         ),
         "POST /v1/invoices/{invoice_ref}/attempts": Sample(
             "POST", f"/v1/invoices/{w.invoice}/attempts", 202, _ATTEMPT

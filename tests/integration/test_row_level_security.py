@@ -9,6 +9,8 @@ fails here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from paywatch.schemas.models import (
     DeclineCategory,
     EventType,
     Frozen,
+    OpsAudit,
     PaymentEvent,
     PolicyChanged,
     RecoveryCommand,
@@ -58,7 +61,8 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RULE = RuleRef(id="visa.cat2.reattempt", edition="2024-04", source="Visa Core Rules")
 READ_MODELS = (
     "event_log", "failures", "invoices", "recovery_workflows", "recovery_log",
-    "tenant_policies", "tenant_policy_changes", "customers", "alerts",
+    "tenant_policies", "tenant_policy_changes", "customers", "alerts", "ops_audit",
+    "recovery_facts", "metrics_daily",
 )  # fmt: skip
 """What the projector writes, every one with a tenant column."""
 NO_ROLE_MAY_READ = (
@@ -69,6 +73,8 @@ OUTBOUND = ("endpoints", "deliveries")
 """The API manages its tenant's endpoints and reads and redelivers its deliveries (015)."""
 EMAIL = ("customer_contacts", "email_settings")
 """The API sets and reads its tenant's contacts and reads its email settings (016)."""
+REPLAY = ("replay_jobs",)
+"""The API starts rebuilds of the read models and reads its tenant's (019)."""
 TENANT_TABLES = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_class c
@@ -79,6 +85,12 @@ ORDER BY c.relname
 """
 API_MAY_READ = "SELECT has_table_privilege('paywatch_api', $1, 'SELECT')"
 Denied = asyncpg.InsufficientPrivilegeError
+
+
+def replay_job_id(tenant: str) -> str:
+    """The replay job id the test gives ``tenant`` (the id's pattern, none other's)."""
+    digest = hashlib.sha256(tenant.encode()).digest()
+    return "rb_" + base64.b32encode(digest).decode().lower()[:14]
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,11 @@ class Tenant:
     @property
     def alert(self) -> str:
         return f"alert-{self.name}"
+
+    @property
+    def replay_job(self) -> str:
+        """A replay job id of its own (rb_ + 14 base32 characters)."""
+        return replay_job_id(self.name)
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,14 @@ def _records(tenant: str) -> list[Frozen]:
             alert_id=f"alert-{tenant}",
             opened_at=T0,
         ),
+        OpsAudit(
+            audit_id=f"audit-{tenant}",
+            tenant=tenant,
+            actor="cli:test",
+            action="apikey.create",
+            subject=f"key-{tenant}",
+            at=T0,
+        ),
     ]
 
 
@@ -188,7 +213,7 @@ async def _project(pool: asyncpg.Pool, unique: str, tenants: list[str]) -> None:
             offsets[topic] = offsets.get(topic, -1) + 1
             sink.add(record, Coords(topic, 0, offsets[topic]))
     async with pool.acquire() as conn:
-        assert await sink.write(conn) == 6 * len(tenants)
+        assert await sink.write(conn) == len(_records(tenants[0])) * len(tenants)
 
 
 async def _owned_rows(owner: asyncpg.Connection, tenant: str) -> str:
@@ -240,6 +265,11 @@ async def _owned_rows(owner: asyncpg.Connection, tenant: str) -> str:
         " (tenant, endpoint_id, event_id, event_type, body, status, next_attempt_at)"
         " VALUES ($1, $2, 'evt_1', 'alert.opened', '{}'::jsonb, 'succeeded', NULL)",
         tenant, endpoint,
+    )  # fmt: skip
+    await owner.execute(
+        "INSERT INTO replay_jobs (job_id, tenant, models, requested_by, status, finished_at)"
+        " VALUES ($1, $2, '{all}', 'test', 'done', now())",  # done: it holds no active slot
+        replay_job_id(tenant), tenant,
     )  # fmt: skip
     return key
 
@@ -306,7 +336,8 @@ async def test_a_query_without_tenant_filter_sees_the_bound_tenant_or_nothing(
         assert await _tenants_seen(api_pool, b, table) == {b}, table
         assert await _tenants_seen(api_pool, None, table) == set(), table
         assert await _tenants_seen(api_pool, "no-such-tenant", table) == set(), table
-    assert sorted(readable) == sorted({*READ_MODELS, "tenants", "api_keys", *OUTBOUND, *EMAIL})
+    expected = {*READ_MODELS, "tenants", "api_keys", *OUTBOUND, *EMAIL, *REPLAY}
+    assert sorted(readable) == sorted(expected)
     invoices = await TenantPool(api_pool, a).fetch("SELECT * FROM invoices")
     assert [(r["tenant"], r["invoice_ref"]) for r in invoices] == [(a, world.a.invoice)]
 
@@ -348,7 +379,7 @@ async def test_the_projector_writes_and_reads_every_tenant(
         checkpoints = await conn.fetchval(
             "SELECT count(*) FROM projection_checkpoints WHERE projection = $1", f"rls-{unique}"
         )
-        assert checkpoints == 6
+        assert checkpoints == len(_records(world.a.name))  # one topic per record type
         with pytest.raises(Denied):  # the keys are the API's and the owner's business
             await conn.fetch("SELECT * FROM api_keys")
         with pytest.raises(Denied):
@@ -482,7 +513,7 @@ def _params(path: str) -> set[str]:
 def _path(path: str, tenant: Tenant) -> str:
     """The route's path for ``tenant``'s own objects."""
     values = {"invoice_ref": tenant.invoice, "customer_ref": tenant.customer,
-              "alert_id": tenant.alert}  # fmt: skip
+              "alert_id": tenant.alert, "job_id": tenant.replay_job}  # fmt: skip
     missing = _params(path) - set(values)
     assert not missing, f"{path}: give this test a {missing} of each tenant"
     return path.format(**values)

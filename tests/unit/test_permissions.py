@@ -49,9 +49,14 @@ AT = datetime(2024, 5, 1, 10, tzinfo=UTC)
 APIKEYS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/apikeys")}
 ENDPOINTS = {r for r in PERMISSIONS if r.split(" ", 1)[1].startswith("/v1/endpoints")}
 DELIVERIES = {"GET /v1/deliveries", "POST /v1/deliveries/{delivery_id}/redeliver"}
+OPS_AUDIT = {"GET /v1/ops/audit"}
 CUSTOMERS = {"GET /v1/customers", "GET /v1/customers/{customer_ref}"}
 CONTACTS = {"GET /v1/customers/{customer_ref}/contact", "PUT /v1/customers/{customer_ref}/contact"}
 OPERATOR_WRITES = {"PUT /v1/policy", "POST /v1/invoices/{invoice_ref}/attempts"}
+REPLAY = {"POST /v1/ops/replay", "GET /v1/ops/replay/{job_id}"}
+"""Rebuilds of the read models: operators start them and follow them."""
+BACKTEST = {"POST /v1/ops/backtest"}
+"""Policy backtests: operators run them (they replay history, they change nothing)."""
 CELL = {"✓": True, "—": False}
 
 
@@ -101,20 +106,23 @@ def test_admin_may_call_every_route() -> None:
 
 
 def test_each_role_gets_what_the_issue_asks() -> None:
-    assert _allowed("viewer") == _gets() - CUSTOMERS - CONTACTS - APIKEYS - ENDPOINTS - DELIVERIES
+    admin_only = APIKEYS | ENDPOINTS | OPS_AUDIT
+    assert _allowed("viewer") == _gets() - CUSTOMERS - CONTACTS - admin_only - DELIVERIES - REPLAY
     assert _allowed("support") == {
         "GET /v1/invoices/{invoice_ref}",
         "GET /v1/invoices/{invoice_ref}/timeline",
     }
-    assert _allowed("analyst") == _gets() - CONTACTS - APIKEYS - ENDPOINTS - DELIVERIES
-    assert _allowed("operator") == _allowed("analyst") | OPERATOR_WRITES | DELIVERIES | CONTACTS
+    assert _allowed("analyst") == _gets() - CONTACTS - admin_only - DELIVERIES - REPLAY
+    assert _allowed("operator") == (
+        _allowed("analyst") | OPERATOR_WRITES | DELIVERIES | CONTACTS | REPLAY | BACKTEST
+    )
     assert APIKEYS == {
         "GET /v1/apikeys",
         "POST /v1/apikeys",
         "POST /v1/apikeys/{key_id}/revoke",
         "POST /v1/apikeys/{key_id}/rotate",
     }
-    for route in APIKEYS | ENDPOINTS:
+    for route in admin_only:
         assert PERMISSIONS[route] == {"admin"}, route
 
 

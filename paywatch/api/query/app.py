@@ -31,6 +31,7 @@ from paywatch.api.query.routes import (
     alerts,
     apikeys,
     attempts,
+    backtest,
     contacts,
     customers,
     deliveries,
@@ -39,13 +40,17 @@ from paywatch.api.query.routes import (
     failures,
     health,
     invoices,
+    metrics,
+    ops_audit,
     policy,
+    replay,
     timeline,
 )
 from paywatch.api.query.schemas import ErrorBody
 from paywatch.api.ratelimit import TokenBuckets
 from paywatch.db import create_pool
 from paywatch.settings import BODY_LIMIT_BYTES, Settings
+from paywatch.tenants.ops_audit import open_ops_log
 from paywatch.tenants.policy_log import open_policy_log
 
 _UNMATCHED = "<unmatched>"
@@ -234,8 +239,9 @@ class QueryApp(FastAPI):
 def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> FastAPI:
     """Build the query API; the lifespan opens (and closes) the Postgres pool.
 
-    With `bootstrap`, also a producer for policy changes (PUT /v1/policy); without one,
-    that route answers 503.
+    With `bootstrap`, also producers for policy changes (PUT /v1/policy) and the ops.audit
+    records of admin actions; without one, PUT /v1/policy answers 503 and admin actions
+    are not audited (an app for tests or embedding: `paywatch run api` always has Kafka).
     """
 
     @asynccontextmanager
@@ -245,9 +251,12 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
             app.state.pool = await create_pool(settings.role_dsn("api", dsn))
             stack.push_async_callback(app.state.pool.close)
             app.state.policy_log = None
+            app.state.ops_log = None  # no Kafka: admin actions are not audited (tests only)
             if bootstrap is not None:
                 log = open_policy_log(settings, bootstrap)
                 app.state.policy_log = await stack.enter_async_context(log)
+                ops_log = open_ops_log(settings, bootstrap)
+                app.state.ops_log = await stack.enter_async_context(ops_log)
             yield
 
     app = QueryApp(
@@ -256,6 +265,7 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.bootstrap = bootstrap  # None: POST /v1/ops/backtest answers 503
     app.state.registry = _registry()
     app.state.rate_limits = _limits(settings, app.state.registry)
     app.add_middleware(BodyDeadlineMiddleware, within_s=settings.body_read_timeout_s)
@@ -267,6 +277,7 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
         timeline,
         attempts,
         failures,
+        metrics,
         customers,
         alerts,
         policy,
@@ -275,6 +286,9 @@ def create_app(settings: Settings, dsn: str, bootstrap: str | None = None) -> Fa
         deliveries,
         contacts,
         email_links,
+        ops_audit,
+        backtest,
+        replay,
         health,
     ):
         app.include_router(module.router)

@@ -41,6 +41,8 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "GET /v1/invoices/{invoice_ref}/timeline": ANYONE,
     "POST /v1/invoices/{invoice_ref}/attempts": OPERATORS,
     "GET /v1/failures": READERS,
+    "GET /v1/metrics/recovery": READERS,
+    "GET /v1/metrics/at-risk": READERS,
     "GET /v1/customers": ANALYSTS,
     "GET /v1/customers/{customer_ref}": ANALYSTS,
     "GET /v1/customers/{customer_ref}/contact": OPERATORS,
@@ -60,6 +62,10 @@ PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "POST /v1/endpoints/{endpoint_id}/rotate-secret": ADMINS,
     "GET /v1/deliveries": OPERATORS,
     "POST /v1/deliveries/{delivery_id}/redeliver": OPERATORS,
+    "GET /v1/ops/audit": ADMINS,
+    "POST /v1/ops/backtest": OPERATORS,
+    "POST /v1/ops/replay": OPERATORS,
+    "GET /v1/ops/replay/{job_id}": OPERATORS,
 }
 """Route -> the roles that may call it."""
 

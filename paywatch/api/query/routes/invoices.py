@@ -30,7 +30,9 @@ from paywatch.api.query.pagination import (
     Listing,
     Ref,
     Where,
+    instant_bound,
 )
+from paywatch.api.query.routes.failures import InstantParam
 from paywatch.api.query.schemas import (
     Decline,
     ErrorBody,
@@ -40,7 +42,7 @@ from paywatch.api.query.schemas import (
     Recovery,
     Rule,
 )
-from paywatch.schemas.models import CommandType, DeclineCategory, SagaState
+from paywatch.schemas.models import MAX_MINOR, CommandType, DeclineCategory, SagaState
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=FORBIDDEN)
 
@@ -66,6 +68,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 Filter = Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)]
+Amount = Annotated[
+    int | None,
+    Query(ge=-MAX_MINOR, le=MAX_MINOR, description="Minor units, e.g. 4900 for 49.00."),
+]
+_FROM = "Failed first at or after this instant (RFC 3339 with a UTC offset)."
+_TO = "Failed first before this instant (RFC 3339 with a UTC offset)."
+
+
+def _check_ranges(
+    amount_min: int | None,
+    amount_max: int | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> None:
+    """400 for a range that can match nothing: it is a mistake, not an empty answer."""
+    if amount_min is not None and amount_max is not None and amount_max < amount_min:
+        raise ApiError(400, "invalid_request", "query.amount_max: must not be below amount_min")
+    if since is not None and until is not None and until <= since:
+        raise ApiError(400, "invalid_request", "query.to: must be later than from")
 
 
 def _decline(row: Any) -> Decline | None:
@@ -114,14 +135,30 @@ async def list_invoices(
     status: SagaState | None = None,
     provider: Filter = None,
     customer_ref: Filter = None,
+    decline_category: DeclineCategory | None = None,
+    amount_min: Amount = None,
+    amount_max: Amount = None,
+    since: Annotated[InstantParam, Query(alias="from", description=_FROM)] = None,
+    until: Annotated[InstantParam, Query(alias="to", description=_TO)] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Invoice]:
-    """Invoices of the caller's tenant, filtered, by (last_event_at, invoice_ref) descending."""
+    """Invoices of the caller's tenant, filtered, by (last_event_at, invoice_ref) descending.
+
+    ``decline_category`` is the last decline's, ``amount_min``/``amount_max`` bound
+    ``amount_minor`` (both included) and ``from``/``to`` the first failure
+    (from <= first_failed_at < to), as the metrics count failures.
+    """
+    _check_ranges(amount_min, amount_max, since, until)
     where = Where(caller.tenant)
     where.add_if("status = {}", status.value if status else None)
     where.add_if("provider = {}", provider)
     where.add_if("customer_ref = {}", customer_ref)
+    where.add_if("last_decline_category = {}", decline_category.value if decline_category else None)
+    where.add_if("amount_minor >= {}", amount_min)
+    where.add_if("amount_minor <= {}", amount_max)
+    where.add_if("first_failed_at >= {}", instant_bound(since))
+    where.add_if("first_failed_at < {}", instant_bound(until))
     if caller.customer_blind:
         where.add("NOT starts_with(invoice_ref, {})", permissions.CUSTOMER_INVOICE_PREFIX)
     return caller.redact(await LISTING.page(pool, where, cursor, limit, _invoice))
