@@ -9,17 +9,19 @@ Run: ``.venv/bin/python bench/bench_analytics.py [--invoices 1000000] [--tenants
    ``--tenants`` tenants and ``--days`` days of failures (3 providers, 5 decline
    categories, 80 % USD and 20 % EUR, 1-4 attempts; older invoices mostly closed: about 55 %
    recovered by one of the five paths, the rest exhausted or canceled; the last 60 days
-   partly open), one ``invoices`` row and one ``recovery_facts`` row each, and the
-   ``metrics_daily`` rows the projector's own ``differences`` makes of those facts; then
+   partly open), one ``invoices`` row and one ``recovery_facts`` row each, and the rows of
+   every aggregate table (``metrics_daily``, ``metrics_monthly``, ``metrics_daily_ttr``)
+   the projector's own ``differences`` and ``Rollup.roll_up`` make of those facts; then
    VACUUM ANALYZE. Every tenant gets an analyst key.
 3. Builds the query API with ``create_app`` (logged in as ``paywatch_api``, row-level
    security on, rate limit off) and calls it in process through ``httpx.ASGITransport``, one
    request at a time: after 20 unmeasured requests, ``--requests`` of each analytics request
    for the first tenant. Reports p50, p95 and max per request (the whole request: key lookup,
    tenant binding, queries, JSON).
-4. Guards: the month totals of a year equal ``count(*)`` of that tenant's invoices (so the
-   aggregate is complete), every request answers 200, and EXPLAIN of each analytics query
-   shows no sequential scan. Exits 1 when a guard fails.
+4. Guards: the month totals (from metrics_daily_ttr) and the provider totals (whole months
+   from metrics_monthly, edge days from metrics_daily) of a year each equal ``count(*)`` of
+   that tenant's invoices (so the aggregates are complete), every request answers 200, and
+   EXPLAIN of each analytics query shows no sequential scan. Exits 1 when a guard fails.
 
 About 3-5 minutes on 2 busy cores, most of it the fill.
 """
@@ -50,7 +52,7 @@ from paywatch.api.query.app import create_app
 from paywatch.api.query.routes import metrics
 from paywatch.db import TenantPool, create_pool, migrate
 from paywatch.ops.postgres import EmbeddedPostgres
-from paywatch.projections.metrics_daily import COLUMNS, SUMS, Fact, differences
+from paywatch.projections.metrics_daily import COLUMNS, ROLLUPS, SUMS, Fact, differences
 from paywatch.recovery.analytics import NO_BUCKET, NOT_RECOVERED, RecoveryPath, bucket
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import create_api_key
@@ -168,14 +170,14 @@ async def fill(
                 for i, v in enumerate(moved):
                     total[i] += v
             print(f"  {len(batch):,} invoices copied", end="\r", flush=True)
-        columns = ("tenant", "currency", "day", "provider", "decline_category", "path")
-        await conn.copy_records_to_table(
-            "metrics_daily",
-            records=[(*key, *total) for key, total in sums.items()],
-            columns=(*columns, "ttr_bucket", *SUMS),
-        )
-        await conn.execute("VACUUM ANALYZE invoices, recovery_facts, metrics_daily")
-        print(f"  metrics_daily: {len(sums):,} rows" + " " * 20)
+        for rollup in ROLLUPS:
+            rows = rollup.roll_up(sums)
+            await conn.copy_records_to_table(
+                rollup.table, records=rows, columns=(*rollup.columns, *SUMS)
+            )
+            print(f"  {rollup.table}: {len(rows):,} rows" + " " * 20)
+        tables = ", ".join(("invoices", "recovery_facts", *(r.table for r in ROLLUPS)))
+        await conn.execute(f"VACUUM ANALYZE {tables}")
         return tenants, keys
     finally:
         await conn.close()
@@ -228,11 +230,17 @@ async def seq_scans(
 ) -> dict[str, list[str]]:
     """EXPLAIN of each analytics query as paywatch_api bound to ``tenant``: any Seq Scan."""
     year = (now - timedelta(days=364)).date()
+    window = metrics.DEFAULT_WINDOW_DAYS
+    by_month, by_provider = metrics.GroupBy.month, metrics.GroupBy.provider
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
-        "currencies": (metrics._CURRENCIES, (tenant, year, now.date())),
+        "currencies": (metrics._PRESENT, (tenant, year, now.date())),
         "figures month": (
-            metrics.FIGURES[metrics.GroupBy.month],
-            (tenant, "USD", year, now.date()),
+            metrics.FIGURES[by_month],
+            (tenant, ["EUR", "USD"], *metrics.ranges(by_month, year, now.date(), window, now)),
+        ),
+        "figures provider": (
+            metrics.FIGURES[by_provider],
+            (tenant, ["EUR", "USD"], *metrics.ranges(by_provider, year, now.date(), window, now)),
         ),
         "at-risk": (metrics._AT_RISK, (tenant, now, [3.0, 7.0, 14.0, 30.0, 60.0])),
     }
@@ -261,11 +269,13 @@ async def bench(pg: EmbeddedPostgres, settings: Settings, args: argparse.Namespa
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             year = (now - timedelta(days=364)).date()
-            got = await client.get(
-                f"/v1/metrics/recovery?from={year}&group_by=month&currency=USD",
-                headers={"Authorization": f"Bearer {keys[tenant]}"},
-            )
-            counted = sum(d["failures"] for d in got.json()["data"])
+            counted = {}
+            for by in ("month", "provider"):
+                got = await client.get(
+                    f"/v1/metrics/recovery?from={year}&group_by={by}&currency=USD",
+                    headers={"Authorization": f"Bearer {keys[tenant]}"},
+                )
+                counted[by] = sum(d["failures"] for d in got.json()["data"])
             owner = await asyncpg.connect(pg.dsn)
             truth = await owner.fetchval(
                 "SELECT count(*) FROM invoices WHERE tenant = $1 AND currency = 'USD'"
@@ -277,11 +287,12 @@ async def bench(pg: EmbeddedPostgres, settings: Settings, args: argparse.Namespa
                 "SELECT count(*) FROM invoices WHERE tenant = $1", tenant
             )
             await owner.close()
-            ok = counted == truth
-            failures += not ok
-            print(
-                f"guard: month totals {counted:,} vs count(*) {truth:,}: {'ok' if ok else 'FAIL'}"
-            )
+            for by, total in counted.items():
+                ok = total == truth
+                failures += not ok
+                print(
+                    f"guard: {by} totals {total:,} vs count(*) {truth:,}: {'ok' if ok else 'FAIL'}"
+                )
             print(f"\n{per_tenant:,} invoices of tenant {tenant}, {args.requests} requests each\n")
             print("| request | p50 ms | p95 ms | max ms |")
             print("|---|---:|---:|---:|")

@@ -17,7 +17,14 @@ read models' rows for its invoice, which only change when a record of that invoi
 zero difference. `metrics_daily` always holds exactly the sums of the facts, and a row that
 sums to nothing is deleted, so a replay, whatever its batches, ends with the same rows.
 
-Cohorts are not a third table: a cohort is the failures of one day (``day`` is the UTC day
+Two rollups of `metrics_daily` are moved by the same differences in the same transaction
+(`ROLLUPS`), because a year of `metrics_daily` is ~0.5 rows per invoice (the time-to-recover
+bucket splits nearly every recovery into a row of its own) and summing ~100k rows per request
+is too slow: `metrics_monthly` (the same key by month) serves key groupings over whole
+months, `metrics_daily_ttr` (day and bucket only) serves period groupings and the currency
+pick. Each holds exactly the sums of `metrics_daily`'s rows it rolls up.
+
+Cohorts are not a table of their own: a cohort is the failures of one day (``day`` is the UTC day
 of the invoice's first failure), and whether it is final depends on the reader's clock and
 the tenant's window, so the API decides it (paywatch/recovery/analytics.py). Attribution is
 the fact's ``path``. Writers of one invoice are serialised by the `invoices` advisory locks;
@@ -26,7 +33,7 @@ the aggregate rows are moved in key order, so two projectors never deadlock on t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import attrgetter
@@ -150,22 +157,70 @@ was recovered (the newest success; the EXISTS only for recovered invoices)."""
 FAILURE_NAMES = sorted(t.value for t in FAILURE_TYPES)
 SUCCESS_NAMES = sorted(t.value for t in SUCCESS_TYPES)
 
-_KEYS = "tenant, currency, day, provider, decline_category, path, ttr_bucket"
+
+@dataclass(frozen=True)
+class Rollup:
+    """One aggregate table: the sums of the facts per ``key`` of their metrics_daily row."""
+
+    table: str
+    columns: tuple[str, ...]
+    """Its key columns, in primary-key order."""
+    types: tuple[str, ...]
+    key: Callable[[AggKey], tuple[Any, ...]]
+
+    @property
+    def apply(self) -> str:
+        """Adds each key's difference (rows given in key order: locks taken in that order)."""
+        keys = ", ".join(self.columns)
+        types = (*self.types, *("int8",) * len(SUMS))
+        arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        return (
+            f"INSERT INTO {self.table} AS m ({keys}, {', '.join(SUMS)})"  # noqa: S608
+            f" SELECT * FROM unnest({arrays}) ON CONFLICT ({keys}) DO UPDATE SET "
+            + ", ".join(f"{c} = m.{c} + EXCLUDED.{c}" for c in SUMS)
+            + ", updated_at = now()"
+        )
+
+    @property
+    def prune(self) -> str:
+        """Drops the rows the batch emptied (every fact counts one failure: 0 failures, 0 of
+        all)."""
+        arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(self.types))
+        return (
+            f"DELETE FROM {self.table} m USING unnest({arrays})"  # noqa: S608
+            f" AS k({', '.join(self.columns)}) WHERE m.failures = 0 AND "
+            + " AND ".join(f"m.{c} = k.{c}" for c in self.columns)
+        )
+
+    def roll_up(self, moved: Mapping[AggKey, Sequence[int]]) -> list[tuple[Any, ...]]:
+        """(key..., sums...) rows of this table that ``moved`` changes, in key order."""
+        summed: dict[tuple[Any, ...], list[int]] = {}
+        for key, sums in moved.items():
+            total = summed.setdefault(self.key(key), [0] * len(SUMS))
+            for i, value in enumerate(sums):
+                total[i] += value
+        return sorted((*key, *sums) for key, sums in summed.items() if any(sums))
+
+
+_KEY = ("tenant", "currency", "day", "provider", "decline_category", "path", "ttr_bucket")
 _TYPES = ("text", "text", "date", "text", "text", "text", "int2")
-_UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_TYPES + ("int8",) * len(SUMS)))
-APPLY = (
-    f"INSERT INTO metrics_daily AS m ({_KEYS}, {', '.join(SUMS)})"  # noqa: S608
-    f" SELECT * FROM unnest({_UNNEST}) ON CONFLICT ({_KEYS}) DO UPDATE SET "
-    + ", ".join(f"{c} = m.{c} + EXCLUDED.{c}" for c in SUMS)
-    + ", updated_at = now()"
+DAILY = Rollup("metrics_daily", _KEY, _TYPES, lambda k: k)
+MONTHLY = Rollup(
+    "metrics_monthly",
+    ("tenant", "currency", "month", *_KEY[3:]),
+    _TYPES,
+    lambda k: (k[0], k[1], k[2].replace(day=1), *k[3:]),
 )
-"""Adds each key's difference (rows given in key order: locks taken in that order)."""
-_KEY_UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_TYPES))
-PRUNE = (
-    f"DELETE FROM metrics_daily m USING unnest({_KEY_UNNEST}) AS k({_KEYS})"  # noqa: S608
-    " WHERE m.failures = 0 AND " + " AND ".join(f"m.{c} = k.{c}" for c in _KEYS.split(", "))
+DAILY_TTR = Rollup(
+    "metrics_daily_ttr",
+    ("tenant", "currency", "day", "ttr_bucket"),
+    ("text", "text", "date", "int2"),
+    lambda k: (k[0], k[1], k[2], k[6]),
 )
-"""Drops the rows the batch emptied (every fact counts one failure: 0 failures, 0 of all)."""
+ROLLUPS = (DAILY, MONTHLY, DAILY_TTR)
+"""Every aggregate table, in the order their rows are locked."""
+TABLES = ("recovery_facts", *(r.table for r in ROLLUPS))
+"""Every table this read model writes (a rebuild must copy and swap each of them)."""
 
 
 def derive(rec: Mapping[str, Any]) -> Fact:
@@ -245,14 +300,16 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 async def write(conn: asyncpg.Connection, changes: Sequence[Row]) -> None:
-    """Store the new facts and move metrics_daily by their differences, in key order."""
+    """Store the new facts and move every rollup by their differences, in key order."""
     await FACTS(conn, [new.values() for _, new in changes])
-    moved = sorted(differences((old, new) for old, new in changes).items())
-    if not moved:
-        return
-    keys = [key for key, _ in moved]
-    await conn.execute(APPLY, *_columns([(*key, *sums) for key, sums in moved], 13))
-    await conn.execute(PRUNE, *_columns(keys, 7))
+    moved = differences((old, new) for old, new in changes)
+    for rollup in ROLLUPS:
+        rows = rollup.roll_up(moved)
+        if not rows:
+            continue
+        width = len(rollup.columns)
+        await conn.execute(rollup.apply, *_columns(rows, width + len(SUMS)))
+        await conn.execute(rollup.prune, *_columns(rows, width))
 
 
 READ_MODEL: ReadModel[PaymentEvent | SagaTransition] = ReadModel(

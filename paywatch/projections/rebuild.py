@@ -39,7 +39,7 @@ from paywatch.db.replay_jobs import Job
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import log_reader
 from paywatch.kafka.security import kafka_security
-from paywatch.projections import generation
+from paywatch.projections import generation, metrics_daily
 from paywatch.projections.base import ReadModel
 from paywatch.projections.faults import record_fault
 from paywatch.projections.merge import quoted
@@ -56,7 +56,7 @@ from paywatch.settings import Settings
 log = logging.getLogger(__name__)
 TABLES: Mapping[str, tuple[str, ...]] = {
     "tenant_policies": ("tenant_policies", "tenant_policy_changes"),
-    "metrics_daily": ("recovery_facts", "metrics_daily"),
+    "metrics_daily": metrics_daily.TABLES,
 }
 """A model's tables when they are not just its name."""
 REPORT_EVERY_S = 1.0

@@ -28,6 +28,12 @@ bucket holding the middle recovery, exact to within that bucket's width.
 can still grow until every invoice of it has had its full recovery window (the tenant
 policy's ``window_days``), so a cohort is final only once that window has passed after its
 last day (`final`); younger cohorts are provisional.
+
+**Months and edge days.** Sums over long ranges read whole calendar months from a monthly
+rollup and only the days at the range's edges from the daily rows (`split`). A month is read
+whole only once it is final too, so a group whose rows all lie in such months is final
+whatever its exact last day; a younger month's days are read one by one, which keeps
+``provisional`` exact.
 """
 
 from __future__ import annotations
@@ -148,3 +154,41 @@ def final(last_day: date, window_days: int, now: datetime) -> bool:
 def rate(recovered: int, failures: int) -> float | None:
     """Recovered share of failures, rounded to four places (None without a failure)."""
     return round(recovered / failures, 4) if failures > 0 else None
+
+
+DayRange = tuple[date, date]
+"""First and last day, both included."""
+
+
+def month_end(day: date) -> date:
+    """The last day of ``day``'s month."""
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A range of failure days cut into the days before the whole months, the whole final
+    months (their first days) and the days after them; every day in exactly one part."""
+
+    head: DayRange | None
+    months: DayRange | None
+    tail: DayRange | None
+
+
+def split(since: date, until: date, window_days: int, now: datetime) -> Split:
+    """Cut ``since``..``until`` into edge days and the whole months inside it that are final
+    at ``now`` (module doc); without such a month, it is all head."""
+    first = since if since.day == 1 else month_end(since) + timedelta(days=1)
+    last: date | None = None
+    month = first
+    # Finality grows with time, so the final whole months are one run from the first.
+    while month_end(month) <= until and final(month_end(month), window_days, now):
+        last, month = month, month_end(month) + timedelta(days=1)
+    if last is None:
+        return Split((since, until), None, None)
+    after = month_end(last) + timedelta(days=1)
+    return Split(
+        (since, first - timedelta(days=1)) if since < first else None,
+        (first, last),
+        (after, until) if after <= until else None,
+    )

@@ -5,7 +5,7 @@ One tenant's history: five invoices of an old cohort recovered by each of the fi
 old invoice still open, and a young cohort in two currencies. Records arrive in three rounds
 (failures and sagas, then the outcomes, then every record again), so the incremental build
 sees out-of-order and repeated records; a replay from offset 0 by a fresh projector must
-then give the same rows.
+then give the same rows, in the facts and in every aggregate table.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import pytest
 
 from paywatch.api.query.app import create_app
 from paywatch.kafka.codec import make_codec
+from paywatch.projections.metrics_daily import TABLES
 from paywatch.projections.runner import PROJECTION, Projector
 from paywatch.providers.base import event_id
-from paywatch.recovery.analytics import RecoveryPath
+from paywatch.recovery.analytics import RecoveryPath, split
 from paywatch.schemas.models import (
     Decline,
     DeclineCategory,
@@ -49,7 +50,6 @@ RULE = RuleRef(id="visa.cat2.reattempt", edition="2024-04", source="Visa Core Ru
 LATE = RuleRef(id="paywatch.paid_after_exhaustion", edition="1", source="paywatch")
 S = SagaState
 F, OK, PM = EventType.PAYMENT_FAILED, EventType.PAYMENT_SUCCEEDED, EventType.PAYMENT_METHOD_UPDATED
-TABLES = ("recovery_facts", "metrics_daily")
 READ_MODELS = ("event_log", "failures", "invoices", "recovery_workflows", "recovery_log", *TABLES)
 
 
@@ -281,6 +281,48 @@ async def test_periods_and_keys_sum_to_the_same_totals(stack: Stack) -> None:
         "HARD": 1,
         "SOFT": 5,
     }
+
+
+_SUMS = "sum(failures), sum(failed_amount_minor), sum(attempts), sum(recovered),"
+_SUMS += " sum(recovered_amount_minor), sum(recovered_attempts)"
+ROLLED_UP = {
+    "metrics_monthly": (
+        "date_trunc('month', day)::date, provider, decline_category, path, ttr_bucket",
+        "month, provider, decline_category, path, ttr_bucket",
+    ),
+    "metrics_daily_ttr": ("day, ttr_bucket", "day, ttr_bucket"),
+}
+
+
+async def test_each_rollup_holds_exactly_the_sums_of_the_daily_rows(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    for table, (from_daily, key) in ROLLED_UP.items():
+        ordinals = ", ".join(str(i + 1) for i in range(key.count(",") + 2))
+        summed = await pool.fetch(
+            f"SELECT currency, {from_daily}, {_SUMS} FROM metrics_daily WHERE tenant = $1"
+            f" GROUP BY {ordinals} ORDER BY {ordinals}",
+            stack.tenant,
+        )
+        stored = await pool.fetch(
+            f"SELECT currency, {key}, {_SUMS} FROM {table} WHERE tenant = $1"
+            f" GROUP BY {ordinals} ORDER BY {ordinals}",
+            stack.tenant,
+        )
+        assert [tuple(r) for r in stored] == [tuple(r) for r in summed] and stored, table
+
+
+async def test_whole_months_answer_as_their_days_do(stack: Stack) -> None:
+    month = OLD.date().replace(day=1)
+    parts = split(month, NOW.date(), 30, NOW)  # 30: the tenant's window (default policy)
+    assert parts.head is None and parts.months and parts.months[0] == month, "monthly rows"
+    for group_by in ("provider", "decline_category", "path"):
+        whole = await stack.get(f"/v1/metrics/recovery?from={month}&group_by={group_by}")
+        days = await stack.get(f"/v1/metrics/recovery?from={OLD.date()}&group_by={group_by}")
+        assert whole["data"] == days["data"] and whole["data"], group_by
+    by_path = _by(whole["data"], "key")
+    assert by_path["late_payment"]["provisional"] is False
+    assert by_path["late_payment"]["median_hours_to_recover"] >= 40 * 24
 
 
 async def test_at_risk_is_the_open_amount_by_state_and_age(stack: Stack) -> None:

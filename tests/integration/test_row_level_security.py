@@ -62,7 +62,7 @@ RULE = RuleRef(id="visa.cat2.reattempt", edition="2024-04", source="Visa Core Ru
 READ_MODELS = (
     "event_log", "failures", "invoices", "recovery_workflows", "recovery_log",
     "tenant_policies", "tenant_policy_changes", "customers", "alerts", "ops_audit",
-    "recovery_facts", "metrics_daily",
+    "recovery_facts", "metrics_daily", "metrics_monthly", "metrics_daily_ttr",
 )  # fmt: skip
 """What the projector writes, every one with a tenant column."""
 NO_ROLE_MAY_READ = (

@@ -1,5 +1,6 @@
-"""Pure parts of recovery analytics: attribution, buckets and median, cohort finality, and
-the projector's fact and difference functions (no Kafka, no Postgres)."""
+"""Pure parts of recovery analytics: attribution, buckets and median, cohort finality, the
+month/day split of a range, and the projector's fact, difference and rollup functions (no
+Kafka, no Postgres)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,31 @@ from typing import Any
 
 import pytest
 
-from paywatch.projections.metrics_daily import Fact, derive, differences
+from paywatch.projections.metrics_daily import (
+    DAILY,
+    DAILY_TTR,
+    MONTHLY,
+    ROLLUPS,
+    TABLES,
+    Fact,
+    derive,
+    differences,
+)
+from paywatch.projections.rebuild import plan
 from paywatch.recovery.analytics import (
     EDGES,
     NO_BUCKET,
     NOT_RECOVERED,
     Evidence,
     RecoveryPath,
+    Split,
     attribute,
     bucket,
     final,
     median_hours,
+    month_end,
     rate,
+    split,
 )
 
 T0 = datetime(2026, 3, 2, 22, 30, tzinfo=UTC)
@@ -155,3 +169,95 @@ def test_differences_move_a_fact_between_rows_and_cancel_repeats() -> None:
 
 
 _COLUMNS = tuple(Fact.__dataclass_fields__)
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def test_month_end_knows_short_months_and_leap_years() -> None:
+    assert month_end(date(2024, 2, 10)) == date(2024, 2, 29)
+    assert month_end(date(2025, 2, 28)) == date(2025, 2, 28)
+    assert month_end(date(2025, 12, 1)) == date(2025, 12, 31)
+    assert month_end(date(2026, 4, 30)) == date(2026, 4, 30)
+
+
+def test_the_split_of_a_range_is_exact_at_the_edges() -> None:
+    later = datetime(2030, 1, 1, tzinfo=UTC)  # every month of 2024 long final
+    assert split(date(2024, 3, 1), date(2024, 3, 31), 30, later) == Split(
+        None, (date(2024, 3, 1), date(2024, 3, 1)), None
+    )
+    # One day short of a whole month at either end: every day from the daily rows.
+    assert split(date(2024, 3, 2), date(2024, 3, 31), 30, later).months is None
+    assert split(date(2024, 3, 1), date(2024, 3, 30), 30, later).months is None
+    assert split(date(2024, 2, 29), date(2024, 5, 1), 30, later) == Split(
+        (date(2024, 2, 29), date(2024, 2, 29)),
+        (date(2024, 3, 1), date(2024, 4, 1)),
+        (date(2024, 5, 1), date(2024, 5, 1)),
+    )
+    # April closes on May 1; final 30 days later: then, and not a second before, whole.
+    closes = datetime(2024, 5, 31, tzinfo=UTC)
+    before = split(date(2024, 2, 29), date(2024, 5, 1), 30, closes - timedelta(seconds=1))
+    assert before.months == (date(2024, 3, 1), date(2024, 3, 1))
+    assert before.tail == (date(2024, 4, 1), date(2024, 5, 1))
+    assert split(date(2024, 2, 29), date(2024, 5, 1), 30, closes).months == (
+        date(2024, 3, 1),
+        date(2024, 4, 1),
+    )
+
+
+@pytest.mark.parametrize("window", [0, 30, 90])
+def test_every_day_of_a_range_is_read_once_and_months_only_whole_and_final(window: int) -> None:
+    now = datetime(2024, 7, 10, 12, tzinfo=UTC)
+    start = date(2023, 12, 20)
+    for since in _days(start, start + timedelta(days=75)):
+        for until in _days(since, date(2024, 7, 20))[::3]:
+            parts = split(since, until, window, now)
+            read = []
+            for part in (parts.head, parts.tail):
+                read += _days(*part) if part else []
+            months: list[date] = []
+            if parts.months:
+                months = sorted({d.replace(day=1) for d in _days(*parts.months)})
+                assert parts.months == (months[0], months[-1])
+            for month in months:
+                assert final(month_end(month), window, now)
+                read += _days(month, month_end(month))
+            assert sorted(read) == _days(since, until), (since, until)
+            if parts.head and parts.months:  # the head never holds a whole month
+                assert parts.head[1] - parts.head[0] < timedelta(days=31)
+                assert parts.head[1] == parts.months[0] - timedelta(days=1)
+
+
+def test_rollups_sum_the_daily_rows_by_month_and_by_bucket() -> None:
+    fact = derive(_record(status="recovered", recovered_at=T0 + timedelta(hours=1)))
+    later = derive(
+        _record(key_ref="in_2", first_failed_at=T0 + timedelta(days=1), last_event_at=T0)
+    )
+    moved = differences([(None, fact), (None, later)])
+    assert fact.day.month == later.day.month and fact.day != later.day
+    assert DAILY.roll_up(moved) == sorted((*k, *v) for k, v in moved.items())
+    assert sorted(MONTHLY.roll_up(moved)) == sorted(
+        [
+            ("acme", "USD", date(2026, 3, 1), "stripe", "SOFT", f.path, f.ttr_bucket, *f.sums)
+            for f in (fact, later)
+        ]
+    )
+    assert [row[:4] for row in DAILY_TTR.roll_up(moved)] == [
+        ("acme", "USD", fact.day, fact.ttr_bucket),
+        ("acme", "USD", later.day, NO_BUCKET),
+    ]
+    # A fact moved to another day of its month: two daily rows move, its month's row not.
+    shifted = derive(
+        _record(
+            status="recovered",
+            first_failed_at=T0 + timedelta(days=1),
+            recovered_at=T0 + timedelta(days=1, hours=1),
+        )
+    )
+    moved = differences([(fact, shifted)])
+    assert [len(rollup.roll_up(moved)) for rollup in ROLLUPS] == [2, 0, 2]
+
+
+def test_a_rebuild_copies_and_swaps_every_table_the_model_writes() -> None:
+    assert set(TABLES) <= set(plan(["metrics_daily"]).tables)

@@ -1,11 +1,16 @@
 """GET /v1/metrics/recovery and /v1/metrics/at-risk: recovery analytics, per tenant.
 
-Both answer from small index ranges: recovery figures are sums of `metrics_daily` rows
+Both answer from small index ranges: recovery figures are sums of the aggregate tables
 (migration 018, paywatch/projections/metrics_daily.py), the at-risk amounts one scan of the
-partial index of open invoices. Amounts are never summed across currencies: each answer is
-in one `currency`, the one asked for or, by default, the one with the most failures (open
-invoices for at-risk) in the range; `currencies` lists every currency there is, so a client
-asks again for the others. Aggregates name no customer, so the viewer reads them too.
+partial index of open invoices. Periods (day, week, month) sum `metrics_daily_ttr`; keys
+(provider, decline category, path) sum `metrics_monthly` for the whole final months of the
+range and `metrics_daily` for the days at its edges (paywatch/recovery/analytics.py
+`split`), so a year is ~1/3 of metrics_daily's rows. Amounts are never summed across
+currencies: each answer is in one `currency`, the one asked for or, by default, the one with
+the most failures (open invoices for at-risk) in the range; `currencies` lists every
+currency there is, so a client asks again for the others. Without a currency asked, one
+query sums every currency of the range and the answer keeps the chosen one's groups (not a
+scan to count, then a scan to sum). Aggregates name no customer, so the viewer reads them too.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pydantic import BeforeValidator, Field
 
 from paywatch.api.query.deps import FORBIDDEN, ApiError, Caller, Pool
 from paywatch.api.query.schemas import ErrorBody, Public
-from paywatch.recovery.analytics import NOT_RECOVERED, final, in_bucket, rate
+from paywatch.recovery.analytics import NOT_RECOVERED, DayRange, final, in_bucket, rate, split
 from paywatch.recovery.tenant_policy import TenantPolicy
 from paywatch.schemas.models import SagaState
 
@@ -129,42 +134,81 @@ class _Group:
 
 _SUMS = "failures, failed_amount_minor, recovered, recovered_amount_minor, recovered_attempts"
 _SUMMED = ", ".join(f"sum({c})::int8 AS {c}" for c in _SUMS.split(", "))
-_CURRENCIES = (
+_PRESENT = (
     "WITH RECURSIVE c(currency) AS ("
-    " (SELECT currency FROM metrics_daily WHERE tenant = $1 ORDER BY currency LIMIT 1)"
-    " UNION ALL SELECT (SELECT m.currency FROM metrics_daily m WHERE m.tenant = $1"
+    " (SELECT currency FROM metrics_daily_ttr WHERE tenant = $1 ORDER BY currency LIMIT 1)"
+    " UNION ALL SELECT (SELECT m.currency FROM metrics_daily_ttr m WHERE m.tenant = $1"
     " AND m.currency > c.currency ORDER BY m.currency LIMIT 1) FROM c"
     " WHERE c.currency IS NOT NULL)"
-    " SELECT c.currency, (SELECT sum(m.failures) FROM metrics_daily m WHERE m.tenant = $1"
-    " AND m.currency = c.currency AND m.day >= $2 AND m.day <= $3) AS failures"
-    " FROM c WHERE c.currency IS NOT NULL"
+    " SELECT c.currency FROM c WHERE c.currency IS NOT NULL AND EXISTS (SELECT FROM"
+    " metrics_daily_ttr m WHERE m.tenant = $1 AND m.currency = c.currency"
+    " AND m.day >= $2 AND m.day <= $3)"
 )
-"""Each currency of the tenant (a loose index scan) with its failures in the range."""
+"""Each currency of the tenant (a loose index scan) with a failure in the range: a row only
+exists while it counts one (the projector deletes emptied rows)."""
 _WINDOW = "SELECT (policy->>'window_days')::int FROM tenant_policies WHERE tenant = $1"
+_OF = "tenant = $1 AND currency = ANY($2::text[])"
+_ROWS = f"currency, ttr_bucket, {_SUMS}"
+
+
+def _source(group_by: GroupBy) -> str:
+    """Rows of (currency, g, ttr_bucket, last_day, sums) of the range, from the smallest
+    table that has the group: $3-$4 days (head), $5-$6 months, $7-$8 days (tail)."""
+    g = _GROUP_SQL[group_by]
+    if group_by in PERIODS:
+        return (
+            f"SELECT {g} AS g, day AS last_day, {_ROWS} FROM metrics_daily_ttr"  # noqa: S608
+            f" WHERE {_OF} AND day >= $3 AND day <= $4"
+        )
+    days = f"SELECT {g} AS g, day AS last_day, {_ROWS} FROM metrics_daily WHERE {_OF}"  # noqa: S608
+    return (
+        f"{days} AND day >= $3 AND day <= $4 UNION ALL"  # noqa: S608
+        f" SELECT {g}, (month + interval '1 month' - interval '1 day')::date, {_ROWS}"
+        f" FROM metrics_monthly WHERE {_OF} AND month >= $5 AND month <= $6"
+        f" UNION ALL {days} AND day >= $7 AND day <= $8"
+    )
 
 
 def _figures_query(group_by: GroupBy) -> str:
-    # Summed per group and time-to-recover bucket, then per group, with the one bucket that
-    # holds the middle recovery (seen before it < half <= seen up to it): one row per group
-    # leaves the database, not one per bucket.
+    # Summed per currency, group and time-to-recover bucket (by day, metrics_daily_ttr's
+    # rows already are: hashing 30k rows for nothing spills to disk), then per currency and
+    # group, with the one bucket that holds the middle recovery (seen before it < half <=
+    # seen up to it): one row per group leaves the database, not one per bucket.
+    b = "SELECT * FROM s"
+    if group_by is not GroupBy.day:
+        b = (
+            f"SELECT currency, g, ttr_bucket, max(last_day) AS last_day, {_SUMMED}"  # noqa: S608
+            " FROM s GROUP BY 1, 2, 3"
+        )
+    over = "PARTITION BY currency, g"
     return (
-        f"WITH b AS (SELECT {_GROUP_SQL[group_by]} AS g, ttr_bucket, max(day) AS last_day,"  # noqa: S608
-        f" {_SUMMED} FROM metrics_daily WHERE tenant = $1 AND currency = $2 AND day >= $3"
-        " AND day <= $4 GROUP BY 1, 2),"
-        " c AS (SELECT *, (sum(recovered) OVER (PARTITION BY g ORDER BY ttr_bucket))::int8"
-        " AS upto, (sum(recovered) OVER (PARTITION BY g))::int8 AS total FROM b),"
+        f"WITH s AS ({_source(group_by)}), b AS ({b}),"  # noqa: S608
+        f" c AS (SELECT *, (sum(recovered) OVER ({over} ORDER BY ttr_bucket))::int8"
+        f" AS upto, (sum(recovered) OVER ({over}))::int8 AS total FROM b),"
         " d AS (SELECT *, recovered > 0 AND ttr_bucket >= 0 AND 2 * upto >= total"
         " AND 2 * (upto - recovered) < total AS middle FROM c)"
-        f" SELECT g, max(last_day) AS last_day,"
-        f" {', '.join(f'sum({c})::int8 AS {c}' for c in _SUMS.split(', '))},"
+        f" SELECT currency, g, max(last_day) AS last_day, {_SUMMED},"
         " max(ttr_bucket) FILTER (WHERE middle) AS mid_bucket,"
         " max(upto - recovered) FILTER (WHERE middle) AS mid_seen,"
         " max(recovered) FILTER (WHERE middle) AS mid_n, max(total) AS total"
-        " FROM d GROUP BY g"
+        " FROM d GROUP BY currency, g"
     )
 
 
 FIGURES = {group_by: _figures_query(group_by) for group_by in GroupBy}
+"""Parameters: tenant, currencies, then the `ranges` of the request."""
+_EMPTY: DayRange = (date.max, date.min)
+
+
+def ranges(
+    group_by: GroupBy, since: date, until: date, window: int, now: datetime
+) -> tuple[date, ...]:
+    """$3 on of `FIGURES`: the days of a period grouping; else head days, whole months and
+    tail days (`split`), an empty range for a part that is not there."""
+    if group_by in PERIODS:
+        return (since, until)
+    parts = split(since, until, window, now)
+    return (*(parts.head or _EMPTY), *(parts.months or _EMPTY), *(parts.tail or _EMPTY))
 
 
 def _range(since: date | None, until: date | None, today: date) -> tuple[date, date]:
@@ -186,15 +230,16 @@ def _pick(asked: str | None, counts: Mapping[str, int]) -> tuple[str | None, lis
     return (ranked[0] if ranked else None), present
 
 
-def _fold(rows: Any) -> dict[Any, _Group]:
-    groups: dict[Any, _Group] = {}
+def _fold(rows: Any) -> dict[str, dict[Any, _Group]]:
+    """Currency -> group -> its sums and median."""
+    currencies: dict[str, dict[Any, _Group]] = {}
     for row in rows:
         sums = [row[name] for name in _SUMS.split(", ")]
         median = None
         if row["mid_bucket"] is not None:
             median = in_bucket(row["mid_bucket"], row["mid_seen"], row["mid_n"], row["total"])
-        groups[row["g"]] = _Group(sums, median, row["last_day"])
-    return groups
+        currencies.setdefault(row["currency"], {})[row["g"]] = _Group(sums, median, row["last_day"])
+    return currencies
 
 
 def _item(
@@ -245,14 +290,22 @@ async def recovery(
     now = datetime.now(UTC)
     since, until = _range(since, until, now.date())
     async with pool.acquire() as conn:
-        counts = await conn.fetch(_CURRENCIES, caller.tenant, since, until)
-        chosen, present = _pick(currency, {r["currency"]: r["failures"] or 0 for r in counts})
+        present = [r["currency"] for r in await conn.fetch(_PRESENT, caller.tenant, since, until)]
         window = await conn.fetchval(_WINDOW, caller.tenant) or DEFAULT_WINDOW_DAYS
+        asked = [currency.upper()] if currency is not None else present
         rows = []
-        if chosen is not None:
-            rows = await conn.fetch(FIGURES[group_by], caller.tenant, chosen, since, until)
+        if asked:
+            rows = await conn.fetch(
+                FIGURES[group_by],
+                caller.tenant,
+                asked,
+                *ranges(group_by, since, until, window, now),
+            )
+    groups = _fold(rows)
+    failures = {c: sum(g.sums[0] for g in groups.get(c, {}).values()) for c in present}
+    chosen, _ = _pick(currency, failures)
     return RecoveryMetrics(
-        data=_figures(_fold(rows), group_by, window, now),
+        data=_figures(groups.get(chosen, {}) if chosen else {}, group_by, window, now),
         currency=chosen,
         currencies=present,
         group_by=group_by,
