@@ -104,7 +104,10 @@ async def _seek(
     if since is None:
         await reader.seek_to_beginning(*tps)
         return
-    ms = int((since - SKEW).timestamp() * 1000)
+    try:  # a time before the epoch (or year 1 minus the skew) is the beginning
+        ms = max(0, int((since - SKEW).timestamp() * 1000))
+    except (OverflowError, ValueError):
+        ms = 0
     found = await reader.offsets_for_times(dict.fromkeys(tps, ms))
     ends = await reader.end_offsets(tps)
     for tp in tps:

@@ -53,8 +53,7 @@ def _slack_url(given: str) -> str:
 def endpoint_entry(tenant: str, action: str, e: Endpoint) -> OpsEntry:
     """The ops.audit record of an endpoint action: its id, kind and events, never its secret
     (and a Slack endpoint's URL, which is one, only as the origin the listing shows)."""
-    details = {"kind": e.kind, "events": ",".join(e.events), "url": e.url}
-    return OpsEntry(tenant, action, e.endpoint_id, details)
+    return OpsEntry(tenant, action, e.endpoint_id, endpoints.audit_details(e))
 
 
 def cmd_endpoint_add(settings: Settings, args: argparse.Namespace) -> int:

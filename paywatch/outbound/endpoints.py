@@ -33,6 +33,7 @@ import asyncpg
 
 from paywatch.errors import ConfigError, PaywatchError, UnknownTenant
 from paywatch.outbound.events import EVENT_TYPES, EventType
+from paywatch.schemas.models import MAX_TEXT
 from paywatch.settings import Settings
 from paywatch.tenants.crypto import SecretBox, token_key_id
 from paywatch.tenants.store import tenant_exists
@@ -146,6 +147,18 @@ def record(row: Any) -> Endpoint:
     """An Endpoint from a row of LIST_SELECT's columns."""
     fields = {name: row[name] for name in Endpoint.__dataclass_fields__}
     return Endpoint(**{**fields, "events": tuple(row["events"])})
+
+
+def audit_details(e: Endpoint) -> dict[str, str]:
+    """The ops.audit details of an action on ``e``: kind, events and URL, never a secret (a
+    Slack endpoint's URL is its origin here).
+
+    An audit detail holds MAX_TEXT characters, fewer than a target may have (MAX_URL, the
+    published contract): a longer URL is recorded clipped, ending in "…", rather than the
+    action failing. The record's subject, the endpoint id, names the endpoint whole.
+    """
+    url = e.url if len(e.url) <= MAX_TEXT else e.url[: MAX_TEXT - 1] + "…"
+    return {"kind": e.kind, "events": ",".join(e.events), "url": url}
 
 
 def new_secret() -> str:

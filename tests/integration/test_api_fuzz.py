@@ -54,18 +54,23 @@ LISTINGS = (
     "/v1/invoices", "/v1/failures", "/v1/customers", "/v1/alerts", "/v1/policy/history",
     "/v1/apikeys",
 )  # fmt: skip
-POLICY_RULES = """
+POLICY_RULES = "".join(
+    f"""
 [[operations]]
-include-name = "PUT /v1/policy"
+include-name = "{operation}"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"
 ]
 """
+    for operation in ("PUT /v1/policy", "POST /v1/ops/backtest")
+)
 """A policy of the schema's shape can still break the policy's own rules (days strictly
 increasing and inside window_days, a known time zone or card-network edition), which JSON
 Schema cannot state: that is a 422 `invalid_policy` with every field error (README "Recovery
-policy"), whose body the response-schema check still validates. Schemathesis' default
-expected statuses plus 422, for this operation only."""
+policy"), whose body the response-schema check still validates. POST /v1/ops/backtest takes
+a candidate policy as an open object (the whole TenantPolicy, as PUT /v1/policy takes it)
+and refuses it the same way. Schemathesis' default expected statuses plus 422, for these
+operations only."""
 REPLAY_RULES = """
 [[operations]]
 include-name = "POST /v1/ops/replay"

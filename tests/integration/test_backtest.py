@@ -214,8 +214,10 @@ async def test_the_api_refuses_bad_bodies_precisely(
         ({}, "policy"),
         ({"policy": {}, "from": "March"}, "from"),
         ({"policy": {}, "seed": -1}, "seed"),
+        ({"policy": {}, "seed": 2**63 + 191}, "seed"),  # a double would read it as 2**63 - 1
         ({"policy": {}, "extra": 1}, "extra"),
         ({"policy": {}, "from": "2026-03-05", "to": "2026-03-01"}, "from must be before to"),
+        ({"policy": {}, "from": 0, "to": "2000-01-01T00:00:00Z"}, "date or time string"),
     ):
         r = await api.post("/v1/ops/backtest", json=body, headers=auth)
         assert r.status_code == 400 and r.json()["error"] == "invalid_request", (body, r.text)
@@ -226,6 +228,32 @@ async def test_the_api_refuses_bad_bodies_precisely(
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             r = await client.post("/v1/ops/backtest", json={"policy": {}}, headers=auth)
     assert r.status_code == 503 and r.json()["error"] == "kafka_unavailable"
+
+
+async def test_a_window_from_before_the_epoch_reads_the_whole_history(
+    test_settings: Settings, unique: str, keys: dict[Role, str], api: httpx.AsyncClient
+) -> None:
+    """Regression (schemathesis): a ``from`` in the first day of 1970 or earlier made the
+    reader seek Kafka to a negative time, a 500. It is the whole history, as no ``from``;
+    and an instant past year 9999 in UTC overflowed the replay (a 500 too). A seed of 3.0
+    is JSON Schema's integer 3."""
+    await _write(test_settings, unique)
+    auth, until = _auth(keys, "operator"), (T0 + 40 * DAY).isoformat()
+    whole = await api.post("/v1/ops/backtest", headers=auth,
+                           json={"policy": CANDIDATE, "to": until, "seed": 3})  # fmt: skip
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["history"]["tenant_events"] == 7
+    for since in ("1970-01-01T00:00:00Z", "1970-01-01T12:00:00+02:00", "0001-01-01T00:00:00Z"):
+        body = {"policy": CANDIDATE, "from": since, "to": until, "seed": 3.0}  # JSON's integer
+        r = await api.post("/v1/ops/backtest", json=body, headers=auth)
+        assert r.status_code == 200, (since, r.text)
+        assert r.json() == whole.json(), since
+    early = {"policy": {}, "from": "0001-01-01T00:00:00+02:00", "to": "2000-01-01T00:00:00Z"}
+    r = await api.post("/v1/ops/backtest", json=early, headers=auth)
+    assert r.status_code == 200 and r.json()["history"]["tenant_events"] == 0, r.text
+    last = {"policy": CANDIDATE, "to": "9999-12-31T23:59:59-02:00", "seed": 3}  # past 9999 UTC
+    r = await api.post("/v1/ops/backtest", json=last, headers=auth)
+    assert r.status_code == 200 and r.json()["history"]["tenant_events"] == 7, r.text
 
 
 def _auth(keys: dict[Role, str], role: Role) -> dict[str, str]:

@@ -315,7 +315,10 @@ async def test_unsubscribe_through_the_api_link_suppresses_the_next_email(
         async with pool.acquire() as conn:
             assert (await store.get_contact(conn, unique, "cus_1")).unsubscribed_at is None  # type: ignore[union-attr]
         bad = await api.post(path[:-3] + "AAA")
-        assert bad.status_code == 400 and "not signed by this service" in bad.text
+        assert bad.status_code == 403 and "not signed by this service" in bad.text
+        mangled = await api.post(path[:-5])  # a link cut short: not of a token's shape
+        assert mangled.status_code == 400 and "malformed link token" in mangled.text
+        assert mangled.headers["content-type"].startswith("text/html"), "the customer's page"
         done = await api.post(path, data={"List-Unsubscribe": "One-Click"})
         assert done.status_code == 200 and "Unsubscribed" in done.text
     async with pool.acquire() as conn:
@@ -450,7 +453,7 @@ async def test_a_stripe_update_link_opens_a_billing_portal_session_on_click(
         assert answer.headers["location"] == "https://billing.stripe.com/p/session/test_1"
         unsubscribe = msg["List-Unsubscribe"].strip("<>").removeprefix("https://paywatch.test")
         wrong = await api.get(unsubscribe.replace("/unsubscribe?", "/update?"))
-        assert wrong.status_code == 400 and "not update" in wrong.text
+        assert wrong.status_code == 403 and "not update" in wrong.text
     [call] = calls
     assert str(call.url) == "https://stripe.test/v1/billing_portal/sessions"
     assert call.headers["Authorization"] == "Bearer sk_test_123"

@@ -18,11 +18,14 @@ from paywatch.api.query.app import create_app
 from paywatch.db import TenantPool, create_pool
 from paywatch.outbound import deliveries
 from paywatch.outbound.deliveries import enqueue
+from paywatch.outbound.endpoints import MAX_URL
 from paywatch.outbound.events import OutboundEvent, event_id
+from paywatch.schemas.models import MAX_TEXT
 from paywatch.settings import Settings
 from paywatch.tenants.api_keys import create_api_key
 from paywatch.tenants.roles import ROLES, Role
 from paywatch.tenants.store import create_tenant
+from tests.integration.test_audit import cli, json_lines
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +212,31 @@ async def test_the_delivery_log_filters_pages_and_redelivers(
         await api.post(f"/v1/endpoints/{made['endpoint_id']}/disable", headers=a.auth())
     failed = await api.get("/v1/deliveries", params={"status": "failed"}, headers=op)
     assert len(failed.json()["data"]) == 6
+
+
+async def test_a_url_longer_than_an_audit_detail_is_added_and_audited_clipped(
+    test_settings: Settings, pg_dsn: str, a: Tenant
+) -> None:
+    """Regression (schemathesis): a target of MAX_URL characters, more than an ops.audit
+    detail holds (MAX_TEXT), made the audit record invalid, a 500. It is a valid target:
+    added whole, and recorded on ops.audit with its URL clipped."""
+    url = "http://0?" + "0" * (MAX_URL - len("http://0?"))
+    app: FastAPI = create_app(test_settings, pg_dsn, test_settings.kafka_bootstrap)
+    async with app.router.lifespan_context(app):  # with Kafka: actions are audited
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            made = await _add(api, a, url=url, events=["alert.opened"])
+            assert made["url"] == url
+            ep = made["endpoint_id"]
+            r = await api.post(f"/v1/endpoints/{ep}/disable", headers=a.auth())
+            assert r.status_code == 200 and r.json()["changed"], r.text
+    trail = cli(test_settings, "audit", "ops", "--tenant", a.name, "--json")
+    assert trail.returncode == 0, trail.stderr
+    ops = [x for x in json_lines(trail.stdout) if x["subject"] == ep]
+    assert [x["action"] for x in ops] == ["endpoint.add", "endpoint.disable"], ops
+    for x in ops:
+        clipped = x["details"]["url"]
+        assert len(clipped) == MAX_TEXT and clipped == url[: MAX_TEXT - 1] + "…", clipped[-20:]
 
 
 @pytest.fixture

@@ -18,12 +18,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from paywatch.api.query.deps import FORBIDDEN, ApiError, Caller, Pool
 from paywatch.api.query.schemas import ErrorBody, FieldError, InvalidPolicyBody, Public
 from paywatch.errors import InvalidPolicy, Retryable
-from paywatch.kafka.history import HistoryTooLarge, read_history
+from paywatch.kafka.history import SKEW, HistoryTooLarge, read_history
 from paywatch.recovery.backtest import MAX_EVENTS, compare, comparison_json
 from paywatch.recovery.simulator import SimulatorConfig
 from paywatch.recovery.tenant_policy import TenantPolicy
@@ -32,11 +39,40 @@ from paywatch.tenants import policy_input, policy_store
 router = APIRouter(prefix="/v1/ops", tags=["ops"], responses=FORBIDDEN)
 
 
+UNBOUNDED_BEFORE = datetime(1970, 1, 1, tzinfo=UTC) + SKEW
+"""A ``from`` earlier than this is read as no ``from``: the whole history.
+
+The reader seeks to ``from`` less SKEW by Kafka record time, and aiokafka refuses a time
+before the Unix epoch (that was a 500). Only an event dated in the first day of 1970 before
+``from`` (a provider's zero timestamp, not a payment) is replayed that ``from`` would skip."""
+
+
+def _text(value: object) -> object:
+    # The schema says a date-time string: pydantic alone would also read 0 as a Unix time.
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date or time string, e.g. 2026-03-01T00:00:00Z")
+    return value
+
+
 def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    """``at`` in UTC (naive: taken as UTC). Year 1 or 9999 with an offset can be past what a
+    datetime holds in UTC (later arithmetic overflowed: a 500): then the nearest instant it
+    holds, the same window since no event is that far (years 1970 to 2199)."""
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if at.year > 1 else datetime.min).replace(tzinfo=UTC)
 
 
-When = Annotated[datetime, AfterValidator(_utc)]
+When = Annotated[datetime, BeforeValidator(_text), AfterValidator(_utc)]
+
+
+MAX_SEED = 2**53 - 1
+"""The largest integer every JSON reader holds exactly (a double's 53 bits). Past it a
+validator comparing as doubles (schemathesis, JavaScript) takes 2**63 + 191 as 2**63 - 1,
+valid by the schema, while the API refused it."""
 
 
 class BacktestRequest(Public):
@@ -52,9 +88,16 @@ class BacktestRequest(Public):
     )
     to: When | None = Field(None, description="Replay events before this time; also the end.")
     seed: int | None = Field(
-        None, ge=0, le=2**63 - 1, strict=True,
+        None, ge=0, le=MAX_SEED, strict=True,
         description="Simulator seed (default: PAYWATCH_SIMULATOR_SEED).",
     )  # fmt: skip
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _whole(cls, value: object) -> object:
+        """5.0 as 5: JSON Schema's integer includes it, and the strict int refuses a float.
+        (A field validator here, not an Annotated one: that would unpublish ge/le.)"""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Violation(Public):
@@ -194,9 +237,10 @@ async def _backtest(
     settings = request.app.state.settings
     async with pool.acquire() as conn:
         current = await policy_store.policy_in_force(conn, tenant)
+    since = body.since if body.since is None or body.since >= UNBOUNDED_BEFORE else None
     try:
         history = await read_history(
-            settings, bootstrap, tenant, since=body.since, until=body.to, max_events=MAX_EVENTS
+            settings, bootstrap, tenant, since=since, until=body.to, max_events=MAX_EVENTS
         )
     except Retryable as exc:
         detail = f"{exc}: nothing was replayed, retry later"

@@ -7,8 +7,13 @@ request). ``GET /v1/email/unsubscribe`` shows a small confirmation page with a b
 ``List-Unsubscribe=One-Click`` to the List-Unsubscribe URL). ``GET /v1/email/update``
 makes a Stripe billing-portal session for the token's customer and answers 303 to it;
 without a Stripe API key it sends the customer to the tenant's ``update_url`` with a token
-the tenant verifies. A bad token is a 400 page saying why (expired, altered...), never
-which tenant or customer it named.
+the tenant verifies. A bad token is a page saying why, never which tenant or customer it
+named: 400 for a string that is not of a token's shape at all (a mangled link; the shape is
+published as the parameter's pattern), 403 for a well-formed token this service refuses
+(altered or forged, expired, or the other link's).
+
+The pattern is only published, not enforced by FastAPI: a mangled link still gets the
+customer-facing page, not the JSON error of a bad API parameter.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from paywatch.api.query.deps import AppPool
 from paywatch.api.query.schemas import ErrorBody
 from paywatch.db import TenantPool
 from paywatch.email import store
-from paywatch.email.links import MAX_TOKEN, InvalidLink, LinkClaims, LinkSigner, Purpose, with_token
+from paywatch.email.links import (
+    MAX_TOKEN,
+    TOKEN_PATTERN,
+    InvalidLink,
+    LinkClaims,
+    LinkSigner,
+    MalformedLink,
+    Purpose,
+    with_token,
+)
 from paywatch.email.links import sign as sign_with
 from paywatch.email.portal import PortalError, portal_session
 from paywatch.errors import ConfigError
@@ -36,15 +50,21 @@ router = APIRouter(prefix="/v1/email", tags=["email links"])
 
 Token = Annotated[
     str,
-    Query(min_length=1, max_length=MAX_TOKEN, pattern=r"^[A-Za-z0-9._-]+$",
-          description="The signed token of the email's link."),
+    Query(min_length=1, max_length=MAX_TOKEN, json_schema_extra={"pattern": TOKEN_PATTERN},
+          description="The signed token of the email's link: v1.<payload>.<mac>."),
 ]  # fmt: skip
 _PAGE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "A small HTML page."},
     400: {
         "model": ErrorBody,
         "content": {"text/html": {}},
-        "description": "A malformed query (JSON), or an altered or expired link (HTML page).",
+        "description": "A missing or too long token (JSON), or one not of a token's shape "
+        "(HTML page).",
+    },
+    403: {
+        "content": {"text/html": {}},
+        "description": "A token this service did not sign (altered or forged), expired or "
+        "for the other link (HTML page).",
     },
 }
 _STYLE = "font-family:sans-serif;max-width:32em;margin:3em auto"
@@ -63,7 +83,8 @@ def _claims(request: Request, token: str, purpose: Purpose) -> LinkClaims | HTML
     try:
         return LinkSigner.from_settings(settings).verify(token, purpose, datetime.now(UTC))
     except InvalidLink as exc:
-        return _page("This link does not work", f"<p>{escape(str(exc))}.</p>", 400)
+        status = 400 if isinstance(exc, MalformedLink) else 403
+        return _page("This link does not work", f"<p>{escape(str(exc))}.</p>", status)
 
 
 def _box(request: Request) -> SecretBox:
@@ -101,8 +122,15 @@ async def unsubscribe(request: Request, pool: AppPool, token: Token) -> Response
     return _page("Unsubscribed", "<p>You will not get these emails any more.</p>")
 
 
-@router.get("/update", status_code=303, responses={**_PAGE, 303: {"description": "Redirect"},
-            502: {"description": "Stripe did not answer (HTML)."}},
+_UPDATE: dict[int | str, dict[str, Any]] = {
+    **_PAGE,
+    303: {"description": "To the billing portal, or the tenant's update page."},
+    404: {"content": {"text/html": {}}, "description": "No payment page is set up (HTML)."},
+    502: {"content": {"text/html": {}}, "description": "Stripe did not answer (HTML)."},
+}
+
+
+@router.get("/update", status_code=303, responses=_UPDATE,
             summary="Go to the page where the customer updates the payment method")  # fmt: skip
 async def update(request: Request, pool: AppPool, token: Token) -> Response:
     """303 to a new Stripe billing-portal session, or to the tenant's update_url."""

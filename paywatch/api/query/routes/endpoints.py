@@ -123,10 +123,9 @@ def _actor(request: Request) -> str:
 
 
 def _entry(tenant: str, action: str, e: Endpoint) -> OpsEntry:
-    """The ops.audit record of an endpoint action, as the CLI's (never a secret: a Slack
-    endpoint's URL is its origin here)."""
-    details = {"kind": e.kind, "events": ",".join(e.events), "url": e.url}
-    return OpsEntry(tenant, action, e.endpoint_id, details)
+    """The ops.audit record of an endpoint action (never a secret; a URL longer than an
+    audit detail holds is clipped: endpoints.audit_details)."""
+    return OpsEntry(tenant, action, e.endpoint_id, endpoints.audit_details(e))
 
 
 def _box(request: Request) -> SecretBox:

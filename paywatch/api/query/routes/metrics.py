@@ -211,9 +211,20 @@ def ranges(
     return (*(parts.head or _EMPTY), *(parts.months or _EMPTY), *(parts.tail or _EMPTY))
 
 
+def _shift(day: date, days: int) -> date:
+    """`day` moved by `days`, held inside the calendar (year 1 to 9999)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def _range(since: date | None, until: date | None, today: date) -> tuple[date, date]:
-    until = until or max(today, since or today)
-    since = since or until - timedelta(days=DEFAULT_DAYS - 1)
+    """The days asked for; `to` defaults to today (a later `from`: that day), at most
+    MAX_DAYS after `from`; `from` defaults to DEFAULT_DAYS ending at `to`."""
+    if until is None:
+        until = today if since is None else min(max(today, since), _shift(since, MAX_DAYS - 1))
+    since = since or _shift(until, -(DEFAULT_DAYS - 1))
     if until < since:
         raise ApiError(400, "invalid_request", "query.to: must not be before from")
     if (until - since).days >= MAX_DAYS:
