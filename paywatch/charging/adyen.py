@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.base import ChargeRequest, ChargeResult, Pending, Rejected, Unavailable
 from paywatch.charging.http import HttpClient, json_body, log_outcome, text
 from paywatch.errors import PayloadError
 from paywatch.providers.adyen.declines import network_of, reason_key, refusal
@@ -110,6 +110,8 @@ def outcome(body: dict[str, Any]) -> ChargeResult:
             decline_message=f"{reason} (refusalReasonCode {number})" if number else reason,
             decline=classified(body, reason),
         )
+    if result in ("Pending", "Received"):
+        raise Pending(f"adyen payment {ref} has resultCode {result}, no outcome yet")
     raise Unavailable(f"adyen payment {ref} has resultCode {result}, no outcome yet")
 
 

@@ -56,7 +56,7 @@ from typing import Any
 
 import httpx
 
-from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.base import ChargeRequest, ChargeResult, Pending, Rejected, Unavailable
 from paywatch.charging.http import HttpClient, log_outcome, obj
 from paywatch.errors import PayloadError
 from paywatch.providers.authorizenet.declines import REASON_CODES, decline
@@ -126,7 +126,7 @@ def transaction_outcome(txn: dict[str, Any]) -> ChargeResult:
     if code == "1":
         return ChargeResult(succeeded=True, provider_ref=ref)
     if code == "4":
-        raise Unavailable(f"authorizenet transaction {ref} is held for review")
+        raise Pending(f"authorizenet transaction {ref} is held for review")
     if code == "3" and reason in TRANSIENT_REASONS:
         raise Unavailable(f"authorizenet processing error {reason}, try later")
     if code == "2" or (code == "3" and REASON_CODES.lookup(reason) is not None):

@@ -70,6 +70,12 @@ class Unavailable(ChargeError):
     """Transient: the provider could not be reached or did not answer usably; try later."""
 
 
+class Pending(Unavailable):
+    """The provider took the payment and has no outcome yet (held for review, pending, a
+    202): no outcome to record, but the provider answered, so the circuit breaker does not
+    count it as an outage; the command is looked at again later with the same key."""
+
+
 class Rejected(ChargeError):
     """Permanent: the provider refused the request itself (not a decline); do not retry."""
 

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 import httpx
 
-from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.base import ChargeRequest, ChargeResult, Pending, Rejected, Unavailable
 from paywatch.charging.http import HttpClient, json_body, log_outcome
 from paywatch.errors import PayloadError
 from paywatch.providers.checkout import declines
@@ -155,4 +155,4 @@ class CheckoutClient(HttpClient):
             return ChargeResult(succeeded=True, provider_ref=payment_id)
         if state in FAILED:
             return declined(details, payment_id)
-        raise Unavailable(f"checkout payment {payment_id} is {state or 'pending'}")
+        raise Pending(f"checkout payment {payment_id} is {state or 'pending'}")

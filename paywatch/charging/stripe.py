@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 import httpx
 
-from paywatch.charging.base import ChargeRequest, ChargeResult, Rejected, Unavailable
+from paywatch.charging.base import ChargeRequest, ChargeResult, Pending, Rejected, Unavailable
 from paywatch.charging.http import HttpClient, json_body, log_outcome, obj, text
 from paywatch.errors import PayloadError
 from paywatch.providers.declines import to_decline
@@ -167,7 +167,7 @@ class StripeClient(HttpClient):
             # replayed 200 is the old snapshot, so the invoice itself is the truth.
             invoice = await self._invoice(path)
             if invoice.get("status") != "paid":
-                raise Unavailable(f"stripe invoice is {invoice.get('status')!r}, not paid yet")
+                raise Pending(f"stripe invoice is {invoice.get('status')!r}, not paid yet")
         return ChargeResult(succeeded=True, provider_ref=invoice_payment_ref(invoice))
 
     async def _invoice(self, path: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import httpx
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from paywatch.charging.base import ChargeResult, Rejected, Unavailable
+from paywatch.charging.base import ChargeResult, Pending, Rejected, Unavailable
 from paywatch.charging.breaker import CircuitBreaker
 from paywatch.email import outbox
 from paywatch.errors import CodecError
@@ -313,6 +313,13 @@ class Executor:
                 )
             except Rejected as exc:
                 self._breaker.succeeded(account)  # the provider answered
+                return exc
+            except Pending as exc:  # answered, no outcome yet: not an outage
+                self._breaker.succeeded(account)
+                log.info(
+                    "live retry %s of %s/%s has no outcome yet (try %d): %s",
+                    command.command_id, command.tenant, command.invoice_ref, tries, exc,
+                )  # fmt: skip
                 return exc
             except (Unavailable, TimeoutError, httpx.HTTPError, OSError) as exc:
                 self._breaker.failed(account)

@@ -430,3 +430,49 @@ async def test_kill_9_mid_batch_every_due_command_is_charged_and_delivered_exact
     assert {d["status"] for d in deliveries} == {"succeeded"}
     got_ids = {r.headers.get("webhook-id") for r in receiver.got}
     assert got_ids == {d["event_id"] for d in deliveries}
+
+
+async def test_payments_without_an_outcome_yet_wait_without_opening_the_circuit(
+    test_settings: Settings, kafka_bootstrap: str, pool: asyncpg.Pool, fake: FakeProviders,
+    unique: str,
+) -> None:  # fmt: skip
+    """Checkout.com answering 202 (pending) for six retries is an answer, not an outage: the
+    tenant's circuit stays closed, another customer's retry goes through at once, and each
+    pending payment is recorded once it settles, charged once."""
+    await go_live(pool, test_settings, fake, unique, "checkout")
+    for customer in ("cus_slow", "cus_ok"):
+        fake.checkout_customer(customer)
+    fake.checkout_pending("cus_slow")
+    pending = [retry(unique, f"c-p{i}", "checkout", invoice=f"in_p{i}", customer="cus_slow")
+               for i in range(6)]  # fmt: skip
+    await produce(test_settings, kafka_bootstrap, list(pending))
+    async with executing(test_settings, kafka_bootstrap, pool) as executor:
+
+        async def waiting() -> list[asyncpg.Record] | None:
+            rows = await pool.fetch(
+                "SELECT last_error FROM charge_claims WHERE tenant = $1 AND last_error IS NOT NULL",
+                unique,
+            )
+            return rows if len(rows) == len(pending) else None
+
+        rows = await eventually(waiting, what="six retries waiting for their payments")
+        assert all("Pending" in r["last_error"] for r in rows), rows
+        assert executor._breaker.state((unique, "checkout")) == "closed"
+        ok = retry(unique, "c-ok", "checkout", invoice="in_ok", customer="cus_ok")
+        await produce(test_settings, kafka_bootstrap, [ok])
+        await eventually(
+            lambda: _has(outcomes(test_settings, kafka_bootstrap), "c-ok"),
+            what="another customer's retry not held behind a circuit", timeout=20,
+        )  # fmt: skip
+        for payment_id in list(fake.checkout_payments):
+            fake.settle_checkout(payment_id, "Captured")
+
+        async def settled() -> dict[str, list[PaymentEvent]] | None:
+            found = await outcomes(test_settings, kafka_bootstrap)
+            return found if all(c.command_id in found for c in pending) else None
+
+        found = await eventually(settled, what="the settled payments recorded", timeout=DEADLINE)
+    assert Counter(c.key for c in fake.ledger("checkout")) == Counter(
+        {**{c.command_id: 1 for c in pending}, "c-ok": 1}
+    )
+    assert all(found[c.command_id][0].type is EventType.PAYMENT_SUCCEEDED for c in pending)
