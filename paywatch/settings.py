@@ -9,6 +9,7 @@ back to dev there would run real infrastructure with the public dev keys.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -126,6 +127,9 @@ class Settings(BaseSettings):
     authorizenet_key_form: Literal["ascii", "hex", "both"] = "ascii"
     authorizenet_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     projector_batch: int = Field(5_000, ge=1, le=10_000)  # set-based writes: bigger is cheaper
+    # `paywatch replay`: processes sharing a rebuild's bulk phase (its decoding and folding
+    # are Python CPU), each a share of the partitions; 1 = in the replaying process itself.
+    replay_workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=1, le=32)
     # Limits (README "Configuration"): per-tenant token buckets, enforced by each ingest/API
     # process on its own; a rate of 0 turns that limit off. Ingest's default stays far above
     # the 1,000 webhooks/s design target for one tenant.

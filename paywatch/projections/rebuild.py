@@ -6,10 +6,17 @@ else it would fold against the live tables). In three phases:
 
 1. **bulk**: the models' source topics from offset 0 up to the end offsets taken when the
    job first ran, into a new generation (:mod:`paywatch.projections.generation`) through
-   the projector's own sink and writer, checkpoints in the generation's schema. Progress
-   (events, rate, ETA) goes to `report` and the job row. Interrupted (Ctrl-C, kill) and
-   run again, it resumes from those checkpoints; a record that cannot be decoded or written
-   is skipped and counted (the live projector already dead-lettered it: not twice).
+   the projector's own sink and writer, checkpoints in the generation's schema. Decoding
+   and folding are Python CPU, so `PAYWATCH_REPLAY_WORKERS` processes share it, each the
+   partitions whose number is its index modulo their count (one invoice's events,
+   transitions and commands share a key, so a partition number where the topics have as
+   many partitions: each worker then folds whole invoices). Workers write as two live
+   projectors do: the invoice locks serialise writers of one invoice, and the rollups'
+   key order keeps them from deadlocking. Progress (events, rate, ETA, read from the
+   generation's checkpoints) goes to `report` and the job row. Interrupted (Ctrl-C, kill)
+   and run again, it resumes from those checkpoints; a record that cannot be decoded or
+   written is skipped and counted (the live projector already dead-lettered it: not
+   twice).
 2. **catch-up**: the live projector went on meanwhile; the generation follows it up to its
    checkpoints (`L`), without blocking it, until the gap is small.
 3. **swap**, one transaction: the sink's `GATE` taken exclusively (the projector's batch in
@@ -25,6 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +70,8 @@ TABLES: Mapping[str, tuple[str, ...]] = {
 }
 """A model's tables when they are not just its name."""
 REPORT_EVERY_S = 1.0
+INTERRUPTED = 130
+"""A bulk worker's exit code when it was stopped on request (as `paywatch replay`'s)."""
 CATCH_UP_ROUNDS = 5
 SWAP_ATTEMPTS = 5
 Offsets = dict[TopicPartition, int]
@@ -156,6 +168,7 @@ class Rebuild:
         self._topics = {settings.topic(t): kind for t, kind in self.plan.sources.items()}
         self._done = 0
         self._total = 0
+        self._first: Offsets = {}
         self._clock = (time.monotonic(), 0)
         self._reported = 0.0
         self._owner: asyncpg.Pool | None = None
@@ -187,16 +200,73 @@ class Rebuild:
             self._total = sum(max(0, targets[tp] - first[tp]) for tp in tps)
             await replay_jobs.start(conn, self.job.job_id, _jsonable(targets), self._total)
         writer = BatchWriter(gen, PROJECTION, self._skip, self.plan.models, self.stopping)
-        self._done = sum(
-            max(0, at - first[tp]) for tp, at in (await self._positions(gen, tps)).items()
-        )
+        self._first = first
+        self._done = await self._written(gen, tps)
         self._clock = (time.monotonic(), self._done)
-        await self._consume(consumer, gen, targets, writer, "bulk")
+        workers = min(self.settings.replay_workers, len({tp.partition for tp in tps}))
+        if workers > 1:
+            consumer.pause(*tps)  # the workers read; this consumer must not fetch meanwhile
+            await self._bulk_in_processes(gen, targets, workers)
+        else:
+            await self._consume(consumer, gen, targets, writer, "bulk")
         async with gen.acquire() as conn:  # the planner's statistics, before readers come
             for table in self.plan.tables:
                 await conn.execute(f"ANALYZE {quoted(table)}")
         await self._catch_up(consumer, owner, gen, tps, writer)
         await self._swap(consumer, owner, tps, writer)
+
+    async def _written(self, gen: Any, tps: list[TopicPartition]) -> int:
+        """Events the generation has checkpointed past."""
+        at = await self._positions(gen, tps)
+        return sum(max(0, at[tp] - self._first.get(tp, 0)) for tp in tps)
+
+    async def _bulk_in_processes(self, gen: Any, targets: Offsets, workers: int) -> None:
+        """The bulk phase in `workers` processes (:func:`bulk_worker`), progress read from
+        the generation's checkpoints; a stop is passed on to them as SIGTERM."""
+        context = multiprocessing.get_context("spawn")  # no fork of a running event loop
+        results = context.SimpleQueue()
+        parts = [
+            Part(i, self.settings, self.bootstrap, self.dsn, self.job, share)
+            for i, share in enumerate(shares(targets, workers))
+        ]
+        procs = [context.Process(target=bulk_worker, args=(p, results)) for p in parts]
+        for proc in procs:
+            proc.start()
+        stopped = False
+        try:
+            while any(proc.exitcode is None for proc in procs):
+                if self.stopping.is_set() and not stopped:
+                    stopped = True
+                    for proc in procs:
+                        if proc.exitcode is None and proc.pid is not None:
+                            os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), REPORT_EVERY_S)
+                except TimeoutError:
+                    pass
+                if stopped:
+                    await asyncio.to_thread(_join, procs)
+                self._done = await self._written(gen, list(targets))
+                await self._progress("bulk")
+        finally:
+            for proc in procs:  # cancelled (or failed above): no worker outlives the job
+                if proc.exitcode is None:
+                    proc.terminate()
+            await asyncio.to_thread(_join, procs)
+        errors: dict[int, str] = {}
+        while not results.empty():
+            index, skipped, error = results.get()
+            self.skipped += skipped
+            if error:
+                errors[index] = error
+        codes = [proc.exitcode for proc in procs]
+        if any(code == INTERRUPTED for code in codes) or self.stopping.is_set():
+            raise Interrupted(f"replay {self.job.job_id} interrupted: run it again to resume")
+        failed = [(i, code) for i, code in enumerate(codes) if code != 0]
+        if failed:
+            i, code = failed[0]
+            why = errors.get(i, f"exit code {code}")
+            raise RuntimeError(f"replay {self.job.job_id}: bulk worker {i} failed: {why}")
 
     def _consumer(self) -> AIOKafkaConsumer:
         return log_reader(
@@ -391,6 +461,67 @@ class Rebuild:
 
 class _RecordFault(Exception):
     """A record failed to write inside the swap's transaction."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One bulk worker's share of a job (pickled into its process)."""
+
+    index: int
+    settings: Settings
+    bootstrap: str
+    dsn: str
+    job: Job
+    goal: Offsets
+
+
+def shares(targets: Offsets, workers: int) -> list[Offsets]:
+    """`targets` split by partition number modulo `workers` (every topic's partition n goes
+    to the same worker: the records of one key)."""
+    return [{tp: at for tp, at in targets.items() if tp.partition % workers == i}
+            for i in range(workers)]  # fmt: skip
+
+
+def _join(procs: Sequence[Any]) -> None:
+    for proc in procs:
+        proc.join()
+
+
+def bulk_worker(part: Part, results: Any) -> None:
+    """A bulk worker process: its share of the bulk phase, then its exit code (0, or
+    INTERRUPTED after SIGINT/SIGTERM, or 1 with the error put on `results`)."""
+    raise SystemExit(asyncio.run(_bulk_share(part, results)))
+
+
+async def _bulk_share(part: Part, results: Any) -> int:
+    from paywatch.kafka.codec import make_codec  # the worker's own codec (schema caches)
+
+    runner = Rebuild(part.settings, part.bootstrap, part.dsn, make_codec(part.settings), part.job)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop)
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # the job's process killed (-9): finish the batch and go too
+        loop.add_reader(parent.sentinel, runner.stop)
+    code, error = 0, ""
+    try:
+        gen = await create_pool(with_search_path(part.dsn, part.job.schema), max_size=2)
+        consumer = runner._consumer()
+        await consumer.start()
+        try:
+            consumer.assign(list(part.goal))
+            writer = BatchWriter(gen, PROJECTION, runner._skip, runner.plan.models, runner.stopping)
+            await runner._consume(consumer, gen, part.goal, writer, "bulk")
+        finally:
+            await consumer.stop()
+            await gen.close()
+    except Interrupted:
+        code = INTERRUPTED
+    except Exception as exc:  # reported to the job's process, which fails the job
+        log.exception("replay %s: bulk worker %s failed", part.job.job_id, part.index)
+        code, error = 1, f"{type(exc).__name__}: {exc}"
+    results.put((part.index, runner.skipped, error))
+    return code
 
 
 def with_search_path(dsn: str, schema: str) -> str:

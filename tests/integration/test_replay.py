@@ -288,8 +288,9 @@ async def test_a_rebuild_equals_the_incremental_build_and_the_projector_carries_
 
     progress: list[rebuild.Progress] = []
     job = await _open(owner, ["all"])
+    parallel = settings.model_copy(update={"replay_workers": 3})  # 3 bulk processes
     await rebuild.run_job(
-        rebuild.Rebuild(settings, kafka_bootstrap, db, make_codec(settings), job, progress.append)
+        rebuild.Rebuild(parallel, kafka_bootstrap, db, make_codec(settings), job, progress.append)
     )  # the live projector keeps running: the swap takes the gate from it
 
     assert await snapshot(owner) == built  # row for row
@@ -329,8 +330,11 @@ async def _job(owner: asyncpg.Pool, job_id: str) -> replay_jobs.Job:
     return job
 
 
-def _cli(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = settings_env(settings) | {"PAYWATCH_PROJECTOR_BATCH": "1"}  # slow: one per batch
+def _cli(settings: Settings, log: Path, *args: str, workers: int = 2) -> subprocess.Popen[bytes]:
+    env = settings_env(settings) | {
+        "PAYWATCH_PROJECTOR_BATCH": "1",  # slow: one record per batch
+        "PAYWATCH_REPLAY_WORKERS": str(workers),  # 1: the bulk phase in the job's process
+    }
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "paywatch", "replay", *args],
@@ -409,7 +413,7 @@ async def test_the_api_starts_a_job_and_serves_the_old_generation_until_the_swap
     children: list[subprocess.Popen[bytes]] = []
 
     async def launch(_: Settings, job_id: str) -> None:  # the app's own spawns `os.environ`'s
-        children.append(_cli(settings, tmp_path / "api-replay.log", "--job", job_id))
+        children.append(_cli(settings, tmp_path / "api-replay.log", "--job", job_id, workers=1))
 
     app = create_app(settings, db)
     app.state.replay_launcher = launch
