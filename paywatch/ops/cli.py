@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -65,43 +64,11 @@ def cmd_policy_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_policy_set(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch policy set TENANT --file FILE (the new revision alone on the last line)."""
-    from datetime import UTC, datetime
-
-    from paywatch.db import create_pool, migrate
-    from paywatch.errors import Retryable
-    from paywatch.tenants.api_keys import cli_actor
-    from paywatch.tenants.ops_audit import audited_policy_change, open_ops_log
+    from paywatch.ops.policy_change import change_policy
     from paywatch.tenants.policy_input import parse_policy
-    from paywatch.tenants.policy_log import open_policy_log
 
     policy = parse_policy(read_policy(args.file))  # before connecting to anything
-    ends = resolve_endpoints(settings)
-
-    async def go() -> Any:
-        pool = await create_pool(ends.dsn, min_size=1, max_size=1)
-        try:
-            async with (
-                open_policy_log(settings, ends.bootstrap) as log,
-                open_ops_log(settings, ends.bootstrap) as ops_log,
-                pool.acquire() as conn,
-            ):
-                await migrate(conn)
-                return await audited_policy_change(  # its ops.audit record first
-                    conn, log, ops_log, args.tenant, policy,
-                    changed_by="cli", reason=args.reason, now=datetime.now(UTC),
-                    actor=cli_actor(),
-                )  # fmt: skip
-        finally:
-            await pool.close()
-
-    try:
-        change = asyncio.run(go())
-    except Retryable as exc:
-        raise InfraError(
-            f"Kafka at {ends.bootstrap} did not take the change ({exc}): the policy was not "
-            "changed; is the stack running (`paywatch status`)?"
-        ) from exc
-    _print_change(args.tenant, change)
+    _print_change(args.tenant, change_policy(settings, args.tenant, policy, args.reason))
     return 0
 
 

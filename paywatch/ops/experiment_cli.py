@@ -14,18 +14,16 @@ ago than the longer of the two policies' windows; younger open sagas are shown a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from paywatch.errors import ConfigError, InfraError, PaywatchError, Retryable
+from paywatch.errors import ConfigError, PaywatchError
 from paywatch.ops.dbcall import db_call
-from paywatch.ops.infra import resolve_endpoints
+from paywatch.ops.policy_change import change_policy
 from paywatch.ops.policy_file import read_policy
 from paywatch.recovery.experiments import Arm, Comparison, compare
 from paywatch.recovery.tenant_policy import CHALLENGER, CONTROL, Experiment, TenantPolicy
@@ -58,45 +56,6 @@ class Status:
     open: dict[str, int]
 
 
-def _change(
-    settings: Settings, tenant: str, update: Callable[[TenantPolicy], TenantPolicy], reason: str
-) -> Any:
-    """Store update(policy in force) as the tenant's policy, audited like `policy set`."""
-    from paywatch.db import create_pool, migrate
-    from paywatch.tenants.api_keys import cli_actor
-    from paywatch.tenants.ops_audit import audited_policy_change, open_ops_log
-    from paywatch.tenants.policy_log import open_policy_log
-    from paywatch.tenants.policy_store import policy_in_force, require_tenant
-
-    ends = resolve_endpoints(settings)
-
-    async def go() -> Any:
-        pool = await create_pool(ends.dsn, min_size=1, max_size=1)
-        try:
-            async with (
-                open_policy_log(settings, ends.bootstrap) as log,
-                open_ops_log(settings, ends.bootstrap) as ops_log,
-                pool.acquire() as conn,
-            ):
-                await migrate(conn)
-                await require_tenant(conn, tenant)
-                current = await policy_in_force(conn, tenant)
-                return await audited_policy_change(
-                    conn, log, ops_log, tenant, update(current.policy),
-                    changed_by="cli", reason=reason, now=datetime.now(UTC), actor=cli_actor(),
-                )  # fmt: skip
-        finally:
-            await pool.close()
-
-    try:
-        return asyncio.run(go())
-    except Retryable as exc:
-        raise InfraError(
-            f"Kafka at {ends.bootstrap} did not take the change ({exc}): nothing changed; "
-            "is the stack running (`paywatch status`)?"
-        ) from exc
-
-
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     """paywatch experiment start TENANT ID --policy FILE --share S."""
     from paywatch.tenants.policy_input import describe, field_error, parse_policy
@@ -115,7 +74,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
             )
         return policy.model_copy(update={"experiment": experiment})
 
-    change = _change(settings, args.tenant, started, f"experiment {args.id} started")
+    change = change_policy(settings, args.tenant, started, f"experiment {args.id} started")
     print(
         f"tenant {args.tenant}: experiment {args.id} runs the challenger on {args.share:.0%} of"
         f" new sagas (policy {change.previous_revision or 'defaults'} -> {change.revision})"
@@ -134,7 +93,7 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
         stopped_id.append(policy.experiment.id)
         return policy.control
 
-    _change(settings, args.tenant, stopped, "experiment stopped")
+    change_policy(settings, args.tenant, stopped, "experiment stopped")
     print(
         f"tenant {args.tenant}: experiment {stopped_id[0]} stopped; open challenger sagas go on"
         f" under the control policy (status: paywatch experiment status {args.tenant}"

@@ -18,7 +18,7 @@ Details carry names (key ids, secret names, revisions, providers), never a secre
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,7 +113,7 @@ async def audited_policy_change(
     policy_log: PolicyLog,
     ops_log: OpsLog | None,
     tenant: str,
-    policy: TenantPolicy,
+    policy: TenantPolicy | Callable[[TenantPolicy], TenantPolicy],
     *,
     changed_by: str,
     reason: str | None,
@@ -122,16 +122,20 @@ async def audited_policy_change(
 ) -> policy_store.PolicyChange:
     """``change_policy`` with its ops.audit record appended first (none for a no-op).
 
-    ``actor`` is who the audit names (default ``changed_by``): the CLI's PolicyChanged says
-    ``cli`` as it always did, its audit record ``cli:<os user>``.
+    ``policy`` is the new policy, or a function of the policy in force that returns it
+    (an edit, such as starting an experiment), called under the tenant's policy lock: two
+    edits at once never both start from the same policy. What it raises rolls back and
+    propagates. ``actor`` is who the audit names (default ``changed_by``): the CLI's
+    PolicyChanged says ``cli`` as it always did, its audit record ``cli:<os user>``.
     """
-    policy = parse_policy(policy.model_dump(mode="json"))
     async with conn.transaction():
         # The lock change_policy takes too (advisory locks nest in one session): nobody
         # changes the policy between this read and the change.
         await conn.execute(_POLICY_LOCK, f"tenant-policy/{tenant}")
         await policy_store.require_tenant(conn, tenant)
         current = await policy_store.policy_in_force(conn, tenant)
+        edited = policy(current.policy) if callable(policy) else policy
+        policy = parse_policy(edited.model_dump(mode="json"))
         if current.revision != policy.revision:
             details = {"revision": policy.revision, "previous_revision": current.revision}
             if reason:
