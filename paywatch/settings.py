@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # `paywatch replay`: processes sharing a rebuild's bulk phase (its decoding and folding
     # are Python CPU), each a share of the partitions; 1 = in the replaying process itself.
     replay_workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=1, le=32)
+    # Records a partition group of payments.events/recovery.* may hold to be loaded whole
+    # (decoded in memory, ~1 kB each) by the bulk phase; a larger one, or 0: incrementally.
+    replay_bulk_records: int = Field(300_000, ge=0)
     # Limits (README "Configuration"): per-tenant token buckets, enforced by each ingest/API
     # process on its own; a rate of 0 turns that limit off. Ingest's default stays far above
     # the 1,000 webhooks/s design target for one tenant.

@@ -302,7 +302,11 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 async def write(conn: asyncpg.Connection, changes: Sequence[Row]) -> None:
     """Store the new facts and move every rollup by their differences, in key order."""
     await FACTS(conn, [new.values() for _, new in changes])
-    moved = differences((old, new) for old, new in changes)
+    await move_rollups(conn, differences((old, new) for old, new in changes))
+
+
+async def move_rollups(conn: asyncpg.Connection, moved: Mapping[AggKey, Sequence[int]]) -> None:
+    """Move every rollup by `moved` (`differences`), each table's rows in key order."""
     for rollup in ROLLUPS:
         rows = rollup.roll_up(moved)
         if not rows:

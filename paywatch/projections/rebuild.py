@@ -31,6 +31,7 @@ else it would fold against the live tables). In three phases:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -49,14 +50,14 @@ from paywatch.db.replay_jobs import Job
 from paywatch.errors import CodecError
 from paywatch.kafka.clients import log_reader
 from paywatch.kafka.security import kafka_security
-from paywatch.projections import generation, metrics_daily
+from paywatch.projections import bulk, generation, metrics_daily
 from paywatch.projections.base import ReadModel
 from paywatch.projections.faults import record_fault
 from paywatch.projections.merge import quoted
 from paywatch.projections.registry import READ_MODELS
 from paywatch.projections.runner import PROJECTION
 from paywatch.projections.sink import GATE, PostgresSink
-from paywatch.projections.writer import BatchWriter, Entry
+from paywatch.projections.writer import BatchWriter, Entry, durably
 from paywatch.schemas.codec import Codec
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import Frozen
@@ -208,7 +209,7 @@ class Rebuild:
             consumer.pause(*tps)  # the workers read; this consumer must not fetch meanwhile
             await self._bulk_in_processes(gen, targets, workers)
         else:
-            await self._consume(consumer, gen, targets, writer, "bulk")
+            await self._bulk_phase(consumer, gen, targets, writer)
         async with gen.acquire() as conn:  # the planner's statistics, before readers come
             for table in self.plan.tables:
                 await conn.execute(f"ANALYZE {quoted(table)}")
@@ -267,6 +268,74 @@ class Rebuild:
             i, code = failed[0]
             why = errors.get(i, f"exit code {code}")
             raise RuntimeError(f"replay {self.job.job_id}: bulk worker {i} failed: {why}")
+
+    async def _bulk_phase(self, consumer: Any, gen: Any, goal: Offsets, w: BatchWriter) -> None:
+        """`goal`'s partitions up to it: the groups that qualify loaded whole
+        (:mod:`paywatch.projections.bulk`), every other partition incrementally."""
+        at = await self._positions(gen, list(goal))
+        rest = dict(goal)
+        loader: asyncpg.Connection | None = None
+        try:
+            for group in self._groups(goal, at):
+                if self.stopping.is_set():
+                    break
+                if loader is None:  # asyncpg's own jsonb codec: JSON text in binary COPY
+                    loader = await asyncpg.connect(with_search_path(self.dsn, self.job.schema))
+                if await self._load(consumer, loader, group, at):
+                    for tp in group:
+                        del rest[tp]
+        finally:
+            if loader is not None:
+                await loader.close()
+        await self._consume(consumer, gen, rest, w, "bulk")
+
+    def _groups(self, goal: Offsets, at: Offsets) -> Iterable[Offsets]:
+        """The partition groups a bulk load may take: none of their partitions written yet,
+        at most `replay_bulk_records` records, every model reading them foldable in bulk."""
+        reading = {m.name for m in self.plan.models if set(m.sources) & set(bulk.TOPICS)}
+        if not reading or not reading <= bulk.MODELS:
+            return
+        topics = {self.settings.topic(t) for t in bulk.TOPICS}
+        by_number: dict[int, Offsets] = {}
+        for tp, end in goal.items():
+            if tp.topic in topics:
+                by_number.setdefault(tp.partition, {})[tp] = end
+        for _, group in sorted(by_number.items()):
+            fresh = all(at[tp] <= self._first.get(tp, 0) for tp in group)
+            size = sum(max(0, end - at[tp]) for tp, end in group.items())
+            if fresh and 0 < size <= self.settings.replay_bulk_records:
+                yield group
+
+    async def _load(self, consumer: Any, conn: Any, group: Offsets, at: Offsets) -> bool:
+        """Read the group whole and write it in one transaction; False (nothing written)
+        when stopped meanwhile or when a row cannot be written (then it goes
+        incrementally, where the record at fault is found and skipped)."""
+        records = bulk.Group()
+        gc.disable()  # the group's history is a large young heap: the collector would scan
+        try:  # it again and again (~1/3 of the decoding time), to find no cycles in it
+            async for entries in self._batches(consumer, {tp: at[tp] for tp in group}, group):
+                for entry in entries:
+                    records.add(entry.record, entry.at)
+                self._done += len(entries)
+                await self._progress("bulk")
+            if self.stopping.is_set():
+                return False
+            loaded = bulk.load(records, [m.name for m in self.plan.models])
+        finally:
+            gc.enable()
+        positions = {(tp.topic, tp.partition): end for tp, end in group.items()}
+        try:
+            await durably(lambda: bulk.write(conn, loaded, PROJECTION, positions), self.stopping)
+        except Exception as exc:
+            if not record_fault(exc):
+                raise
+            log.warning(
+                "replay %s: partition group %s goes incrementally: %s",
+                self.job.job_id, next(iter(group)).partition, exc,
+            )  # fmt: skip
+            self._done -= sum(group[tp] - at[tp] for tp in group)
+            return False
+        return True
 
     def _consumer(self) -> AIOKafkaConsumer:
         return log_reader(
@@ -511,7 +580,7 @@ async def _bulk_share(part: Part, results: Any) -> int:
         try:
             consumer.assign(list(part.goal))
             writer = BatchWriter(gen, PROJECTION, runner._skip, runner.plan.models, runner.stopping)
-            await runner._consume(consumer, gen, part.goal, writer, "bulk")
+            await runner._bulk_phase(consumer, gen, part.goal, writer)
         finally:
             await consumer.stop()
             await gen.close()

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from paywatch.api.query.app import create_app
 from paywatch.db import TenantPool, create_pool, migrate_dsn, replay_jobs
 from paywatch.kafka.codec import make_codec
-from paywatch.projections import rebuild
+from paywatch.projections import bulk, rebuild
 from paywatch.projections.runner import PROJECTION, Projector
 from paywatch.providers.base import event_id
 from paywatch.recovery.tenant_policy import TenantPolicy
@@ -127,6 +127,19 @@ def history(t: str, invoices: int) -> list[Frozen]:
         elif i % 4 == 2:  # a late failure arriving after the last one
             out += [_move(t, ref, S.retrying, S.exhausted, m + 4)]
             out.append(_event(t, ref, 1, EventType.PAYMENT_FAILED, m))
+            if i % 8 == 6:  # paid after exhaustion
+                out.append(_event(t, ref, 4, EventType.PAYMENT_SUCCEEDED, m + 5))
+                out.append(_move(t, ref, S.exhausted, S.recovered, m + 5))
+        elif i % 8 == 3:  # the provider announced its own retry, which succeeded
+            retry = _event(t, ref, 3, EventType.PAYMENT_FAILED, m + 3)
+            out.append(retry.model_copy(update={"provider_retry_at": T0 + timedelta(days=1)}))
+            paid = _event(t, ref, 4, EventType.PAYMENT_SUCCEEDED, m + 4)
+            out.append(paid.model_copy(update={"payment_ref": f"pi_{ref}"}))
+            out.append(_move(t, ref, S.retrying, S.recovered, m + 4))
+        else:  # the customer updated the card, then paid
+            out.append(_event(t, ref, 3, EventType.PAYMENT_METHOD_UPDATED, m + 3))
+            out.append(_event(t, ref, 4, EventType.PAYMENT_SUCCEEDED, m + 4))
+            out.append(_move(t, ref, S.retrying, S.recovered, m + 4))
     for c in range(7):
         for k in range(3):
             out.append(
@@ -281,6 +294,8 @@ async def test_a_rebuild_equals_the_incremental_build_and_the_projector_carries_
     await live.caught_up()
     built = await snapshot(owner)
     assert len(built["invoices"]) == 65 and len(built["customers"]) == 14  # a real history
+    paths = {f["path"] for f in built["recovery_facts"]}
+    assert {"provider_retry", "payment_method_updated", "late_payment"} <= paths
     assert all(built[t] for t in ("event_log", "failures", "recovery_log", "tenant_policies"))
     indexes = await owner.fetch(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
@@ -323,6 +338,32 @@ async def test_a_rebuild_equals_the_incremental_build_and_the_projector_carries_
     assert await owner.fetchval(count, a) == 1
 
 
+async def test_a_group_the_bulk_load_cannot_write_goes_incrementally(
+    settings: Settings, kafka_bootstrap: str, owner: asyncpg.Pool, db: str, unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    await publish(settings, kafka_bootstrap, history(f"{unique}a", 60))
+    live = Live(settings, kafka_bootstrap, owner)
+    await live.caught_up()
+    await live.stop()
+    built = await snapshot(owner)
+    loads: list[int] = []
+    load = bulk.write
+
+    async def refused_once(conn: Any, loaded: bulk.Load, *args: Any) -> None:
+        loads.append(len(loaded.tables["event_log"][1]))
+        if len(loads) == 1:  # a row Postgres refuses: the whole group rolls back
+            raise asyncpg.UniqueViolationError("duplicate key value (test)")
+        await load(conn, loaded, *args)
+
+    monkeypatch.setattr(bulk, "write", refused_once)
+    job = await _open(owner, ["all"])
+    one = settings.model_copy(update={"replay_workers": 1})  # in this process: patched
+    await rebuild.run_job(rebuild.Rebuild(one, kafka_bootstrap, db, make_codec(settings), job))
+    assert len(loads) >= 2 and loads[0] > 0  # the other groups were loaded whole
+    assert await snapshot(owner) == built  # bulk groups and the incremental one together
+
+
 async def _job(owner: asyncpg.Pool, job_id: str) -> replay_jobs.Job:
     async with owner.acquire() as conn:
         job = await replay_jobs.get(conn, job_id)
@@ -333,6 +374,7 @@ async def _job(owner: asyncpg.Pool, job_id: str) -> replay_jobs.Job:
 def _cli(settings: Settings, log: Path, *args: str, workers: int = 2) -> subprocess.Popen[bytes]:
     env = settings_env(settings) | {
         "PAYWATCH_PROJECTOR_BATCH": "1",  # slow: one record per batch
+        "PAYWATCH_REPLAY_BULK_RECORDS": "0",  # ... incrementally (no group loaded whole)
         "PAYWATCH_REPLAY_WORKERS": str(workers),  # 1: the bulk phase in the job's process
     }
     with log.open("ab") as out:
