@@ -181,7 +181,8 @@ class Rebuild:
     async def run(self) -> None:
         """Bulk, catch-up and swap; the job ends `done` (or raises, left to resume)."""
         owner = await create_pool(self.dsn, min_size=1, max_size=2)
-        gen = await create_pool(with_search_path(self.dsn, self.job.schema), max_size=2)
+        workers = max(2, self.settings.replay_workers)  # as many ANALYZEs at once
+        gen = await create_pool(with_search_path(self.dsn, self.job.schema), max_size=workers)
         consumer = self._consumer()
         await consumer.start()
         self._owner = owner
@@ -210,9 +211,7 @@ class Rebuild:
             await self._bulk_in_processes(gen, targets, workers)
         else:
             await self._bulk_phase(consumer, gen, targets, writer)
-        async with gen.acquire() as conn:  # the planner's statistics, before readers come
-            for table in self.plan.tables:
-                await conn.execute(f"ANALYZE {quoted(table)}")
+        await asyncio.gather(*(_analyze(gen, t) for t in self.plan.tables))  # as the pool allows
         await self._catch_up(consumer, owner, gen, tps, writer)
         await self._swap(consumer, owner, tps, writer)
 
@@ -231,8 +230,13 @@ class Rebuild:
             for i, share in enumerate(shares(targets, workers))
         ]
         procs = [context.Process(target=bulk_worker, args=(p, results)) for p in parts]
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()  # a stop, or a worker gone: look at once
         for proc in procs:
             proc.start()
+            loop.add_reader(proc.sentinel, _exited, loop, proc.sentinel, wake)
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        stopping.add_done_callback(lambda _: wake.set())
         stopped = False
         try:
             while any(proc.exitcode is None for proc in procs):
@@ -242,15 +246,18 @@ class Rebuild:
                         if proc.exitcode is None and proc.pid is not None:
                             os.kill(proc.pid, signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(self.stopping.wait(), REPORT_EVERY_S)
+                    await asyncio.wait_for(wake.wait(), REPORT_EVERY_S)
                 except TimeoutError:
                     pass
+                wake.clear()
                 if stopped:
                     await asyncio.to_thread(_join, procs)
                 self._done = await self._written(gen, list(targets))
                 await self._progress("bulk")
         finally:
+            stopping.cancel()
             for proc in procs:  # cancelled (or failed above): no worker outlives the job
+                loop.remove_reader(proc.sentinel)
                 if proc.exitcode is None:
                     proc.terminate()
             await asyncio.to_thread(_join, procs)
@@ -310,19 +317,22 @@ class Rebuild:
         """Read the group whole and write it in one transaction; False (nothing written)
         when stopped meanwhile or when a row cannot be written (then it goes
         incrementally, where the record at fault is found and skipped)."""
-        records = bulk.Group()
         gc.disable()  # the group's history is a large young heap: the collector would scan
         try:  # it again and again (~1/3 of the decoding time), to find no cycles in it
-            async for entries in self._batches(consumer, {tp: at[tp] for tp in group}, group):
-                for entry in entries:
-                    records.add(entry.record, entry.at)
-                self._done += len(entries)
-                await self._progress("bulk")
-            if self.stopping.is_set():
-                return False
-            loaded = bulk.load(records, [m.name for m in self.plan.models])
+            return await self._load_group(consumer, conn, group, at)
         finally:
             gc.enable()
+
+    async def _load_group(self, consumer: Any, conn: Any, group: Offsets, at: Offsets) -> bool:
+        records = bulk.Group()
+        async for entries in self._batches(consumer, {tp: at[tp] for tp in group}, group):
+            for entry in entries:
+                records.add(entry.record, entry.at)
+            self._done += len(entries)
+            await self._progress("bulk")
+        if self.stopping.is_set():
+            return False
+        loaded = bulk.load(records, [m.name for m in self.plan.models])
         positions = {(tp.topic, tp.partition): end for tp, end in group.items()}
         try:
             await durably(lambda: bulk.write(conn, loaded, PROJECTION, positions), self.stopping)
@@ -549,6 +559,17 @@ def shares(targets: Offsets, workers: int) -> list[Offsets]:
     to the same worker: the records of one key)."""
     return [{tp: at for tp, at in targets.items() if tp.partition % workers == i}
             for i in range(workers)]  # fmt: skip
+
+
+async def _analyze(pool: Any, table: str) -> None:
+    """The planner's statistics of a new table, before readers come."""
+    async with pool.acquire() as conn:
+        await conn.execute(f"ANALYZE {quoted(table)}")
+
+
+def _exited(loop: asyncio.AbstractEventLoop, sentinel: int, wake: asyncio.Event) -> None:
+    loop.remove_reader(sentinel)  # readable for good once the process is gone
+    wake.set()
 
 
 def _join(procs: Sequence[Any]) -> None:
