@@ -20,8 +20,10 @@ and the evidence of how an invoice was recovered (`metrics_daily.LOOKUP`).
 
 A group is loaded this way only when none of its partitions has a checkpoint yet (a resumed
 job loaded it whole or not at all) and it holds at most ``PAYWATCH_REPLAY_BULK_RECORDS``
-records (its history is held in memory); otherwise, or when its COPY fails (a record that cannot be written, a
-key met in two groups), it goes through the incremental path as before.
+records (its history is held in memory); otherwise, or when its COPY fails (a record that
+cannot be written, a key met in two groups), it goes through the incremental path, after
+the tables' other indexes are built (`generation.drop_secondary_indexes`: while groups are
+loaded, the tables keep only their unique keys).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ MODELS = frozenset(
     {"event_log", "failures", "recovery_log", "recovery_workflows", "invoices", "metrics_daily"}
 )
 """Every read model of these topics: a group is loaded in bulk only if all of its models are."""
+TABLES = frozenset(MODELS - {"metrics_daily"}) | frozenset(metrics_daily.TABLES)
+"""Their tables."""
 
 Key = tuple[str, str]
 

@@ -17,6 +17,7 @@ the rest. Nothing is half swapped: any failure rolls all of it back.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,44 @@ async def create(conn: Any, schema: str, tables: Sequence[str]) -> None:
                 f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)}"
                 f" (LIKE {qualified(PUBLIC, table)} INCLUDING ALL)"
             )
+
+
+_INDEX_UNIQUE = (
+    "SELECT c.relname, i.indisunique FROM pg_index i"
+    " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass"
+)
+
+
+async def drop_secondary_indexes(conn: Any, schema: str, tables: Sequence[str]) -> None:
+    """Drop the copies' non-unique indexes: a bulk load then maintains only the keys, and
+    `restore_indexes` builds the rest once, sorted, after it (several times cheaper than
+    row by row). The unique ones stay: they are what refuses a key loaded twice."""
+    for table in tables:
+        for name, unique in await conn.fetch(_INDEX_UNIQUE, qualified(schema, table)):
+            if not unique:
+                await conn.execute(f"DROP INDEX {qualified(schema, name)}")
+
+
+async def restore_indexes(pool: Any, schema: str, tables: Sequence[str]) -> None:
+    """Build every index a live table has and its copy lacks (by shape, so after a resumed
+    job too), under the live index's name, as many at once as `pool` allows."""
+    missing = []
+    async with pool.acquire() as conn:
+        for table in tables:
+            have = {_shape(d) for _, d in await conn.fetch(_INDEXES, qualified(schema, table))}
+            for name, definition in await conn.fetch(_INDEXES, qualified(PUBLIC, table)):
+                if _shape(definition) not in have:
+                    unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
+                    rest = _INDEX_NAME.sub("", definition)
+                    missing.append(
+                        f"CREATE {unique}INDEX {quoted(name)} ON {qualified(schema, table)} {rest}"
+                    )
+
+    async def build(statement: str) -> None:
+        async with pool.acquire() as conn:
+            await conn.execute(statement)
+
+    await asyncio.gather(*(build(statement) for statement in missing))
 
 
 async def exists(conn: Any, schema: str) -> bool:

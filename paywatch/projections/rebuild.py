@@ -205,12 +205,21 @@ class Rebuild:
         self._first = first
         self._done = await self._written(gen, tps)
         self._clock = (time.monotonic(), self._done)
+        deferred = any(True for _ in self._groups(targets, await self._positions(gen, tps)))
+        if deferred:  # some groups load in bulk: their tables' other indexes are built after
+            loaded = [t for t in self.plan.tables if t in bulk.TABLES]
+            async with gen.acquire() as conn:
+                await generation.drop_secondary_indexes(conn, self.job.schema, loaded)
+        else:  # a resumed job whose groups are all loaded: its lookups need them now
+            await generation.restore_indexes(gen, self.job.schema, self.plan.tables)
         workers = min(self.settings.replay_workers, len({tp.partition for tp in tps}))
         if workers > 1:
             consumer.pause(*tps)  # the workers read; this consumer must not fetch meanwhile
-            await self._bulk_in_processes(gen, targets, workers)
+            later = await self._bulk_in_processes(gen, targets, workers, deferred)
         else:
-            await self._bulk_phase(consumer, gen, targets, writer)
+            later = await self._bulk_phase(consumer, gen, targets, writer, deferred)
+        await generation.restore_indexes(gen, self.job.schema, self.plan.tables)
+        await self._consume(consumer, gen, later, writer, "bulk")  # groups left for after them
         await asyncio.gather(*(_analyze(gen, t) for t in self.plan.tables))  # as the pool allows
         await self._catch_up(consumer, owner, gen, tps, writer)
         await self._swap(consumer, owner, tps, writer)
@@ -220,13 +229,16 @@ class Rebuild:
         at = await self._positions(gen, tps)
         return sum(max(0, at[tp] - self._first.get(tp, 0)) for tp in tps)
 
-    async def _bulk_in_processes(self, gen: Any, targets: Offsets, workers: int) -> None:
+    async def _bulk_in_processes(
+        self, gen: Any, targets: Offsets, workers: int, deferred: bool
+    ) -> Offsets:
         """The bulk phase in `workers` processes (:func:`bulk_worker`), progress read from
-        the generation's checkpoints; a stop is passed on to them as SIGTERM."""
+        the generation's checkpoints; a stop is passed on to them as SIGTERM. Returns the
+        partitions left for after the indexes (`_bulk_phase`)."""
         context = multiprocessing.get_context("spawn")  # no fork of a running event loop
         results = context.SimpleQueue()
         parts = [
-            Part(i, self.settings, self.bootstrap, self.dsn, self.job, share)
+            Part(i, self.settings, self.bootstrap, self.dsn, self.job, share, deferred)
             for i, share in enumerate(shares(targets, workers))
         ]
         procs = [context.Process(target=bulk_worker, args=(p, results)) for p in parts]
@@ -262,9 +274,11 @@ class Rebuild:
                     proc.terminate()
             await asyncio.to_thread(_join, procs)
         errors: dict[int, str] = {}
+        later: Offsets = {}
         while not results.empty():
-            index, skipped, error = results.get()
+            index, skipped, error, left = results.get()
             self.skipped += skipped
+            later.update(left)
             if error:
                 errors[index] = error
         codes = [proc.exitcode for proc in procs]
@@ -275,12 +289,18 @@ class Rebuild:
             i, code = failed[0]
             why = errors.get(i, f"exit code {code}")
             raise RuntimeError(f"replay {self.job.job_id}: bulk worker {i} failed: {why}")
+        return later
 
-    async def _bulk_phase(self, consumer: Any, gen: Any, goal: Offsets, w: BatchWriter) -> None:
+    async def _bulk_phase(
+        self, consumer: Any, gen: Any, goal: Offsets, w: BatchWriter, deferred: bool
+    ) -> Offsets:
         """`goal`'s partitions up to it: the groups that qualify loaded whole
-        (:mod:`paywatch.projections.bulk`), every other partition incrementally."""
+        (:mod:`paywatch.projections.bulk`), the other partitions incrementally, except,
+        returned, those that read the bulk tables while their indexes are `deferred`
+        (the lookups would scan): a group whose load failed, one too large or resumed."""
         at = await self._positions(gen, list(goal))
         rest = dict(goal)
+        later: Offsets = {}
         loader: asyncpg.Connection | None = None
         try:
             for group in self._groups(goal, at):
@@ -288,13 +308,19 @@ class Rebuild:
                     break
                 if loader is None:  # asyncpg's own jsonb codec: JSON text in binary COPY
                     loader = await asyncpg.connect(with_search_path(self.dsn, self.job.schema))
-                if await self._load(consumer, loader, group, at):
-                    for tp in group:
-                        del rest[tp]
+                for tp in group:
+                    del rest[tp]
+                if not await self._load(consumer, loader, group, at):
+                    later.update(group)
         finally:
             if loader is not None:
                 await loader.close()
+        if deferred:
+            topics = {self.settings.topic(t) for t in bulk.TOPICS}
+            later.update({tp: end for tp, end in rest.items() if tp.topic in topics})
+            rest = {tp: end for tp, end in rest.items() if tp.topic not in topics}
         await self._consume(consumer, gen, rest, w, "bulk")
+        return later
 
     def _groups(self, goal: Offsets, at: Offsets) -> Iterable[Offsets]:
         """The partition groups a bulk load may take: none of their partitions written yet,
@@ -552,6 +578,8 @@ class Part:
     dsn: str
     job: Job
     goal: Offsets
+    deferred: bool
+    """The bulk tables' secondary indexes are built after the bulk phase."""
 
 
 def shares(targets: Offsets, workers: int) -> list[Offsets]:
@@ -593,7 +621,7 @@ async def _bulk_share(part: Part, results: Any) -> int:
     parent = multiprocessing.parent_process()
     if parent is not None:  # the job's process killed (-9): finish the batch and go too
         loop.add_reader(parent.sentinel, runner.stop)
-    code, error = 0, ""
+    code, error, later = 0, "", {}
     try:
         gen = await create_pool(with_search_path(part.dsn, part.job.schema), max_size=2)
         consumer = runner._consumer()
@@ -601,7 +629,7 @@ async def _bulk_share(part: Part, results: Any) -> int:
         try:
             consumer.assign(list(part.goal))
             writer = BatchWriter(gen, PROJECTION, runner._skip, runner.plan.models, runner.stopping)
-            await runner._bulk_phase(consumer, gen, part.goal, writer)
+            later = await runner._bulk_phase(consumer, gen, part.goal, writer, part.deferred)
         finally:
             await consumer.stop()
             await gen.close()
@@ -610,7 +638,7 @@ async def _bulk_share(part: Part, results: Any) -> int:
     except Exception as exc:  # reported to the job's process, which fails the job
         log.exception("replay %s: bulk worker %s failed", part.job.job_id, part.index)
         code, error = 1, f"{type(exc).__name__}: {exc}"
-    results.put((part.index, runner.skipped, error))
+    results.put((part.index, runner.skipped, error, later))
     return code
 
 
