@@ -49,6 +49,7 @@ async def create(conn: Any, schema: str, tables: Sequence[str]) -> None:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)}"
                 f" (LIKE {qualified(PUBLIC, table)} INCLUDING ALL)"
+                " WITH (autovacuum_enabled = false)"  # analysed once, before the swap
             )
 
 
@@ -84,7 +85,8 @@ async def restore_indexes(pool: Any, schema: str, tables: Sequence[str]) -> None
                     )
 
     async def build(statement: str) -> None:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")  # sorts in memory
             await conn.execute(statement)
 
     await asyncio.gather(*(build(statement) for statement in missing))
@@ -174,6 +176,7 @@ async def _swap_one(conn: Any, schema: str, archive: str, table: str) -> None:
     grants = await conn.fetch(_GRANTS, live)
     await conn.execute(f"ALTER TABLE {live} SET SCHEMA {quoted(archive)}")
     await conn.execute(f"ALTER TABLE {qualified(schema, table)} SET SCHEMA {quoted(PUBLIC)}")
+    await conn.execute(f"ALTER TABLE {live} RESET (autovacuum_enabled)")
     for name, definition in await conn.fetch(_INDEXES, live):
         wanted = indexes.get(_shape(definition))
         if wanted is not None and wanted != name:

@@ -317,6 +317,10 @@ async def test_a_rebuild_equals_the_incremental_build_and_the_projector_carries_
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
     )
     assert sorted(map(tuple, after)) == sorted(map(tuple, indexes))  # same names, same shapes
+    assert not await owner.fetch(  # autovacuum was off in the generation only, not after
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        " AND array_to_string(reloptions, ',') LIKE '%autovacuum_enabled%'"
+    )
     assert not await owner.fetchval(
         "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", job.schema
     )
