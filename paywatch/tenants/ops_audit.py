@@ -25,37 +25,21 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from paywatch.kafka.appender import KafkaAppender
-from paywatch.kafka.codec import make_codec
-from paywatch.kafka.security import kafka_security
 from paywatch.recovery.tenant_policy import TenantPolicy
-from paywatch.schemas.codec import Codec
 from paywatch.schemas.coords import Coords
 from paywatch.schemas.models import OpsAudit
-from paywatch.schemas.topics import OPS_AUDIT, tenant_key
+from paywatch.schemas.topics import OPS_AUDIT
 from paywatch.settings import Settings
 from paywatch.tenants import policy_store
 from paywatch.tenants.policy_input import parse_policy
-from paywatch.tenants.policy_log import Appender, PolicyLog
+from paywatch.tenants.policy_log import PolicyLog
+from paywatch.tenants.tenant_log import TenantLog, open_tenant_log
 
 _POLICY_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
 
 
-@dataclass(frozen=True)
-class OpsLog:
+class OpsLog(TenantLog[OpsAudit]):
     """Where operator actions go: ``ops.audit``, keyed by tenant."""
-
-    appender: Appender
-    codec: Codec
-    topic: str
-
-    async def append(self, entry: OpsAudit) -> Coords:
-        """Append one record and wait for the broker ack (Retryable when Kafka is down)."""
-        value = self.codec.encode(entry, topic=self.topic)
-        partition, offset = await self.appender.append(
-            self.topic, tenant_key(entry.tenant).encode(), value
-        )
-        return Coords(self.topic, partition, offset)
 
 
 @dataclass(frozen=True)
@@ -71,17 +55,8 @@ class OpsEntry:
 @asynccontextmanager
 async def open_ops_log(settings: Settings, bootstrap: str) -> AsyncIterator[OpsLog]:
     """An OpsLog on its own idempotent producer (reconnecting while Kafka is down)."""
-    appender = KafkaAppender(
-        bootstrap,
-        settings.ingest_ack_timeout_s,
-        client_id="paywatch-ops-audit",
-        security=kafka_security(settings),
-    )
-    await appender.start()
-    try:
-        yield OpsLog(appender, make_codec(settings), settings.topic(OPS_AUDIT))
-    finally:
-        await appender.stop()
+    async with open_tenant_log(OpsLog, settings, bootstrap, OPS_AUDIT, "paywatch-ops-audit") as log:
+        yield log
 
 
 async def record_ops(
