@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     # Records a partition group of payments.events/recovery.* may hold to be loaded whole
     # (decoded in memory, ~1 kB each) by the bulk phase; a larger one, or 0: incrementally.
     replay_bulk_records: int = Field(300_000, ge=0)
+    # Archives of the tables a rebuild replaced (pw_archive_<job>) kept, newest first.
+    replay_keep_archives: int = Field(1, ge=0)
     # Limits (README "Configuration"): per-tenant token buckets, enforced by each ingest/API
     # process on its own; a rate of 0 turns that limit off. Ingest's default stays far above
     # the 1,000 webhooks/s design target for one tenant.

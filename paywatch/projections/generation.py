@@ -104,6 +104,22 @@ async def drop(conn: Any, schema: str) -> None:
     await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE")
 
 
+_OLD_ARCHIVES = (
+    "SELECT n.nspname FROM pg_namespace n JOIN replay_jobs j"
+    " ON n.nspname = 'pw_archive_' || j.job_id WHERE j.status = 'done'"
+    " ORDER BY j.finished_at DESC NULLS LAST, j.job_id DESC OFFSET $1"
+)
+
+
+async def prune_archives(conn: Any, keep: int) -> list[str]:
+    """Drop the archives of replaced tables but the `keep` newest (by when their job
+    finished); the schemas dropped."""
+    old = [row[0] for row in await conn.fetch(_OLD_ARCHIVES, keep)]
+    for schema in old:
+        await drop(conn, schema)
+    return old
+
+
 _COLUMNS = (
     "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
     " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"

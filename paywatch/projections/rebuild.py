@@ -527,6 +527,9 @@ class Rebuild:
                     continue
                 await replay_jobs.set_status(conn, self.job.job_id, "done")
                 await self._progress("swapped", force=True)
+                keep = self.settings.replay_keep_archives
+                for schema in await generation.prune_archives(conn, keep):
+                    log.info("replay %s: dropped the older archive %s", self.job.job_id, schema)
                 return
         raise RuntimeError(f"replay {self.job.job_id}: the swap failed {SWAP_ATTEMPTS} times")
 

@@ -266,6 +266,16 @@ class Live:
         await asyncio.wait_for(self.task, 60)
 
 
+async def projected(
+    settings: Settings, bootstrap: str, owner: asyncpg.Pool, records: list[Frozen]
+) -> None:
+    """Publish the records and let the live projector build the tables from them."""
+    await publish(settings, bootstrap, records)
+    live = Live(settings, bootstrap, owner)
+    await live.caught_up()
+    await live.stop()
+
+
 def _key(row: dict[str, Any]) -> str:
     return repr(sorted((k, repr(v)) for k, v in row.items()))
 
@@ -346,10 +356,7 @@ async def test_a_group_the_bulk_load_cannot_write_goes_incrementally(
     settings: Settings, kafka_bootstrap: str, owner: asyncpg.Pool, db: str, unique: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    await publish(settings, kafka_bootstrap, history(f"{unique}a", 60))
-    live = Live(settings, kafka_bootstrap, owner)
-    await live.caught_up()
-    await live.stop()
+    await projected(settings, kafka_bootstrap, owner, history(f"{unique}a", 60))
     built = await snapshot(owner)
     loads: list[int] = []
     load = bulk.write
@@ -366,6 +373,23 @@ async def test_a_group_the_bulk_load_cannot_write_goes_incrementally(
     await rebuild.run_job(rebuild.Rebuild(one, kafka_bootstrap, db, make_codec(settings), job))
     assert len(loads) >= 2 and loads[0] > 0  # the other groups were loaded whole
     assert await snapshot(owner) == built  # bulk groups and the incremental one together
+
+
+async def test_only_the_newest_archives_are_kept(
+    settings: Settings, kafka_bootstrap: str, owner: asyncpg.Pool, db: str, unique: str
+) -> None:
+    await projected(settings, kafka_bootstrap, owner, history(f"{unique}a", 8))
+    one = settings.model_copy(update={"replay_workers": 1})
+    archives = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'pw_archive_%'"
+    jobs = []
+    for keep in (1, 1, 2):
+        job = await _open(owner, ["all"])
+        kept = one.model_copy(update={"replay_keep_archives": keep})
+        await rebuild.run_job(rebuild.Rebuild(kept, kafka_bootstrap, db, make_codec(one), job))
+        jobs.append(job)
+    assert sorted(r[0] for r in await owner.fetch(archives)) == sorted(
+        [jobs[1].archive, jobs[2].archive]  # the first went when the second kept one
+    )
 
 
 async def _job(owner: asyncpg.Pool, job_id: str) -> replay_jobs.Job:
@@ -400,10 +424,7 @@ async def _progressing(owner: asyncpg.Pool, floor: int) -> replay_jobs.Job:
 async def test_interrupted_and_run_again_it_resumes(
     settings: Settings, kafka_bootstrap: str, owner: asyncpg.Pool, tmp_path: Path, unique: str
 ) -> None:
-    await publish(settings, kafka_bootstrap, history(f"{unique}a", 120))
-    live = Live(settings, kafka_bootstrap, owner)
-    await live.caught_up()
-    await live.stop()
+    await projected(settings, kafka_bootstrap, owner, history(f"{unique}a", 120))
     built = await snapshot(owner)
     log = tmp_path / "replay.log"
 
@@ -447,10 +468,7 @@ async def test_the_api_starts_a_job_and_serves_the_old_generation_until_the_swap
     unique: str,
 ) -> None:  # fmt: skip
     a, b = f"{unique}a", f"{unique}b"
-    await publish(settings, kafka_bootstrap, history(a, 120))
-    live = Live(settings, kafka_bootstrap, owner)
-    await live.caught_up()
-    await live.stop()
+    await projected(settings, kafka_bootstrap, owner, history(a, 120))
     # Mark the old generation: the rebuild must not carry this over, and must not hide it
     # before the swap either.
     await owner.execute("UPDATE invoices SET amount_minor = -1 WHERE invoice_ref = 'in_5'")
