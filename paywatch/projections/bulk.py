@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -67,6 +67,14 @@ TABLES = frozenset(MODELS - {"metrics_daily"}) | frozenset(metrics_daily.TABLES)
 """Their tables."""
 
 Key = tuple[str, str]
+
+
+class Folded(NamedTuple):
+    """One invoice folded: its row, its events (event_log's rows of it), its newest success."""
+
+    row: InvoiceRow
+    history: list[PaymentEvent]
+    success: PaymentEvent | None
 
 
 @dataclass
@@ -125,17 +133,17 @@ def load(group: Group, models: Iterable[str]) -> Load:
     if wanted & {"invoices", "metrics_daily"}:
         folded = _invoices(events, flows)
         if "invoices" in wanted:
-            tables["invoices"] = (INVOICE_COLUMNS, [row.values() for row, _ in folded.values()])
+            tables["invoices"] = (INVOICE_COLUMNS, [f.row.values() for f in folded.values()])
         if "metrics_daily" in wanted:
             exhausted_then_recovered = {
                 (t.tenant, t.invoice_ref)
                 for t, _ in group.transitions
                 if t.from_state is SagaState.exhausted and t.to_state is SagaState.recovered
             }
-            for key, (row, history) in folded.items():
+            for key, invoice in folded.items():
                 flow = flows.get(key)
                 closed_at = flow.closed_at if flow is not None else None
-                evidence = _evidence(row, history, closed_at, key in exhausted_then_recovered)
+                evidence = _evidence(invoice, closed_at, key in exhausted_then_recovered)
                 facts.append(metrics_daily.derive(evidence))
             tables["recovery_facts"] = (metrics_daily.COLUMNS, [f.values() for f in facts])
     return Load(tables, facts)
@@ -161,11 +169,10 @@ def _newest(events: Iterable[PaymentEvent]) -> PaymentEvent | None:
 
 def _invoices(
     events: Sequence[tuple[PaymentEvent, Coords]], flows: Mapping[Key, WorkflowRow]
-) -> dict[Key, tuple[InvoiceRow, list[PaymentEvent]]]:
+) -> dict[Key, Folded]:
     """Per invoice with a row: the row as `invoices.rows` leaves it after one batch holding
     the whole group (no stored row; success and saga state as its lookup would find them
-    once the batch's event_log and recovery_workflows rows are written), with the
-    invoice's events (event_log's rows of it)."""
+    once the batch's event_log and recovery_workflows rows are written)."""
     by_key: dict[Key, list[PaymentEvent]] = {}
     for event, _ in events:
         by_key.setdefault((event.tenant, event.invoice_ref), []).append(event)
@@ -180,16 +187,16 @@ def _invoices(
             continue
         flow = flows.get(key)
         saga = flow.state if flow is not None else None
-        out[key] = (row.but(status=invoices.decide_status(saga, row.status)), history)
+        decided = row.but(status=invoices.decide_status(saga, row.status))
+        out[key] = Folded(decided, history, success)
     return out
 
 
-def _evidence(
-    row: InvoiceRow, history: Sequence[PaymentEvent], closed_at: Any, after_exhaustion: bool
-) -> dict[str, Any]:
+def _evidence(invoice: Folded, closed_at: Any, after_exhaustion: bool) -> dict[str, Any]:
     """The `metrics_daily.LOOKUP` record of one invoice, from its rows and events."""
+    row, history = invoice.row, invoice.history
     recovered = row.status is SagaState.recovered
-    success = _newest(e for e in history if e.type in SUCCESS_TYPES) if recovered else None
+    success = invoice.success if recovered else None
     low, high = row.first_failed_at, row.recovered_at
     return {
         "key_tenant": row.tenant,

@@ -218,7 +218,8 @@ class Rebuild:
             later = await self._bulk_in_processes(gen, targets, workers, deferred)
         else:
             later = await self._bulk_phase(consumer, gen, targets, writer, deferred)
-        await generation.restore_indexes(gen, self.job.schema, self.plan.tables)
+        if deferred:
+            await generation.restore_indexes(gen, self.job.schema, self.plan.tables)
         await self._consume(consumer, gen, later, writer, "bulk")  # groups left for after them
         await asyncio.gather(*(_analyze(gen, t) for t in self.plan.tables))  # as the pool allows
         await self._catch_up(consumer, owner, gen, tps, writer)
