@@ -12,7 +12,6 @@ Malformed bytes raise :class:`~paywatch.errors.CodecError`; also
 
 from __future__ import annotations
 
-import io
 import struct
 from typing import Any
 
@@ -22,10 +21,10 @@ from paywatch.schemas.codec import (
     AvroSchema,
     M,
     SingleObjectCodec,
+    body_bytes,
     current_schema,
     default_codec,
     read_body,
-    write_body,
 )
 from paywatch.schemas.models import Frozen
 
@@ -55,10 +54,8 @@ class RegistryCodec:
         if topic is None:
             raise ValueError("RegistryCodec.encode needs the topic (subject <topic>-value)")
         schema = current_schema(type(model))
-        buf = io.BytesIO()
-        buf.write(CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, self._schema_id(topic, schema)))
-        write_body(buf, schema, model)
-        return buf.getvalue()
+        header = CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, self._schema_id(topic, schema))
+        return header + body_bytes(schema, model)
 
     def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
         """Decode Confluent-framed bytes (or single-object bytes written before)."""

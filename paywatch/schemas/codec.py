@@ -36,7 +36,8 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from pydantic import ValidationError
 
 from paywatch.errors import CodecError
-from paywatch.schemas.models import DeadLetter, Frozen
+from paywatch.schemas.models import DeadLetter, Frozen, RawWebhook
+from paywatch.schemas.raw_avro import raw_webhook_body
 from paywatch.schemas.topics import TOPIC_MODELS
 
 if TYPE_CHECKING:
@@ -158,10 +159,19 @@ def _to_avro(model: Frozen, schema: AvroSchema) -> dict[str, Any]:
     return _tag(model.model_dump(mode="python"), schema.tags)
 
 
-def write_body(buf: io.BytesIO, schema: AvroSchema, model: Frozen) -> None:
-    """Write the schemaless Avro body of ``model``; raises CodecError when it cannot."""
+def body_bytes(schema: AvroSchema, model: Frozen) -> bytes:
+    """The schemaless Avro body of ``model``; raises CodecError when it cannot be written.
+
+    A ``RawWebhook`` (ingest's hot path) is written by ``raw_avro``, same bytes.
+    """
     try:
+        if type(model) is RawWebhook:
+            written = raw_webhook_body(model)
+            if written is not None:
+                return written
+        buf = io.BytesIO()
         fastavro.schemaless_writer(buf, schema.parsed, _to_avro(model, schema))
+        return buf.getvalue()
     except _ENCODE_ERRORS as exc:
         raise CodecError(f"cannot encode {schema.name}: {_describe(exc)}") from exc
 
@@ -213,11 +223,7 @@ class SingleObjectCodec:
     def encode(self, model: Frozen, topic: str | None = None) -> bytes:
         """``C3 01`` + fingerprint + body."""
         schema = current_schema(type(model))
-        buf = io.BytesIO()
-        buf.write(MAGIC)
-        buf.write(schema.fingerprint)
-        write_body(buf, schema, model)
-        return buf.getvalue()
+        return MAGIC + schema.fingerprint + body_bytes(schema, model)
 
     def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
         """Check marker and fingerprint, resolve the writer schema to ``model_type``."""

@@ -84,3 +84,26 @@ def test_a_reply_naming_a_lone_surrogate_is_still_sent() -> None:
         "provider_event_id": "evt_\ud800",
     }
     assert json_reply(200, {"id": "é"})[1] == '{"id":"é"}'.encode()
+
+
+@given(st.dictionaries(st.text(), st.text() | st.integers(-(2**63), 2**63 - 1), max_size=5))
+def test_json_answers_are_starlettes_bytes_for_any_text(content: dict[str, object]) -> None:
+    from starlette.responses import JSONResponse
+
+    try:
+        expected = JSONResponse(content).body
+    except UnicodeEncodeError:  # a lone surrogate: the escaped answer, checked above
+        return
+    assert json_reply(200, content)[1] == expected
+
+
+def test_ingest_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from paywatch.api.ingest.webhooks import new_ingest_id
+
+    ids = [new_ingest_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from paywatch.api.ingest.body import BodyTimeout, read_body
 from paywatch.api.ingest.webhooks import valid_tenant
 from paywatch.api.ratelimit import TokenBuckets, retry_after
+from paywatch.deadlines import Deadlines
 from paywatch.errors import ConfigError, Retryable, VerificationError
 from paywatch.providers.paypal import CertFetcher
 from paywatch.tenants.cache import SecretCache
@@ -202,7 +203,7 @@ async def test_a_trickled_body_times_out_and_a_prompt_one_does_not() -> None:
         return {"type": "http.request", "body": b"x", "more_body": True}
 
     with pytest.raises(BodyTimeout):
-        await read_body("1000", trickle, 256 * 1024, 0.3)
+        await read_body("1000", trickle, 256 * 1024, Deadlines(0.3))
 
     parts = [b"ab", b"cd"]
 
@@ -210,7 +211,7 @@ async def test_a_trickled_body_times_out_and_a_prompt_one_does_not() -> None:
         chunk = parts.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
 
-    assert await read_body("4", prompt, 256 * 1024, 5.0) == b"abcd"
+    assert await read_body("4", prompt, 256 * 1024, Deadlines(5.0)) == b"abcd"
 
 
 # --- PayPal certificate fetches --------------------------------------------------------------

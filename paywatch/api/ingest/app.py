@@ -21,6 +21,7 @@ from paywatch.api.ingest.routes import router
 from paywatch.api.ingest.webhooks import WebhookEndpoint, webhook_target
 from paywatch.api.ratelimit import TokenBuckets
 from paywatch.db import create_pool
+from paywatch.deadlines import Deadlines
 from paywatch.kafka.appender import KafkaAppender
 from paywatch.kafka.codec import make_codec
 from paywatch.kafka.security import kafka_security
@@ -100,6 +101,7 @@ def create_app(
             codec=make_codec(settings),
             raw_topic=settings.topic(WEBHOOKS_RAW),
             providers=providers,
+            body_deadlines=Deadlines(settings.body_read_timeout_s),
             paypal_transmissions=_paypal_ledger(pool, providers),
             limits=_limits(settings),
         )

@@ -6,6 +6,8 @@ import asyncio
 
 from starlette.types import Receive
 
+from paywatch.deadlines import Deadlines
+
 
 class BodyTooLarge(Exception):
     """The body exceeds the cap (HTTP 413)."""
@@ -20,13 +22,20 @@ class ClientGone(Exception):
     """The client disconnected before its body was read: nobody is left to answer."""
 
 
-async def read_body(declared: str | None, receive: Receive, limit: int, within_s: float) -> bytes:
-    """``read_capped`` with one deadline for the whole body: BodyTimeout when it passes."""
+async def read_body(
+    declared: str | None, receive: Receive, limit: int, deadlines: Deadlines
+) -> bytes:
+    """``read_capped`` with one deadline (``deadlines.seconds``) for the whole body:
+    BodyTimeout when it passes."""
+    deadline = deadlines.arm()
     try:
-        async with asyncio.timeout(within_s):
-            return await read_capped(declared, receive, limit)
-    except TimeoutError as exc:
-        raise BodyTimeout from exc
+        return await read_capped(declared, receive, limit)
+    except asyncio.CancelledError:
+        if deadline.caused_cancel():
+            raise BodyTimeout from None
+        raise
+    finally:
+        deadline.disarm()
 
 
 async def read_capped(declared: str | None, receive: Receive, limit: int) -> bytes:
