@@ -52,6 +52,12 @@ def on_event(saga: Saga | None, event: PaymentEvent, run: Run) -> Saga:
     saga = saga or Saga(tenant=event.tenant, invoice_ref=event.invoice_ref)
     if event.event_id in saga.seen:
         return saga
+    handler = HANDLERS.get(event.type)
+    if handler is None:
+        # CARD_EXPIRING, OTHER: nothing for the saga, open or closed. Dropped before the
+        # closed-saga path: they never join ``seen``, so a redelivery after the first
+        # delivery's flush closed the saga would otherwise move ``closed_at`` (``_stale``).
+        return saga
     if saga.status in TERMINAL:
         if _late_payment(saga, event):
             seen = (*saga.seen, event.event_id)
@@ -65,8 +71,7 @@ def on_event(saga: Saga | None, event: PaymentEvent, run: Run) -> Saga:
         saga = _next_episode(saga)
     if saga.floor is not None and event.occurred_at <= saga.floor:
         return _stale(saga, event, run)
-    handler = HANDLERS.get(event.type)
-    if handler is None or (saga.status is None and event.type not in _STARTERS):
+    if saga.status is None and event.type not in _STARTERS:
         return saga
     last = max(saga.last_event_at or event.occurred_at, event.occurred_at)
     saga = saga.model_copy(update={"seen": (*saga.seen, event.event_id), "last_event_at": last})

@@ -482,6 +482,22 @@ def test_a_duplicate_event_changes_nothing_and_counts_nothing_twice() -> None:
     assert (again.commands, again.transitions, again.ledger_entries) == ((), (), ())
 
 
+def test_a_redelivered_card_expiring_after_the_deadline_changes_nothing() -> None:
+    # The first delivery is ignored, then its flush closes the saga at the deadline; the
+    # redelivery (Kafka is at-least-once) finds it closed and must not move ``closed_at``.
+    sh = shell(window_days=20, escalation=None)
+    sh.receive(ev(1, decline=visa("51")), T0)
+    fail_every_retry(sh, T0 + 19 * DAY, visa("51"))
+    late = T0 + 20 * DAY + HOUR
+    notice = ev(9, EventType.CARD_EXPIRING, at=late)
+    first = sh.receive(notice, late)
+    assert [t.to_state for t in first.transitions] == [SagaState.exhausted]
+    before = saga(sh)
+    again = sh.receive(notice, late)
+    assert saga(sh) == before and before.closed_at is not None and before.closed_at < late
+    assert (again.commands, again.transitions, again.ledger_entries) == ((), (), ())
+
+
 def test_same_input_gives_the_same_command_ids() -> None:
     a = decide(None, ev(1, decline=visa("54")), T0, TenantPolicy())
     b = decide(None, ev(1, decline=visa("54")), T0, TenantPolicy())
