@@ -5,9 +5,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from enum import Enum
 
 Loader = Callable[[str, str], Awaitable[list[dict[str, str]] | None]]
 Entry = tuple[float, list[dict[str, str]] | None]
+
+
+class Miss(Enum):
+    """No fresh entry in the cache (``SecretCache.cached``)."""
+
+    MISS = "miss"
+
+
+MISS = Miss.MISS
 
 SECRET_CACHE_TTL_S = 5.0
 """How long ingest keeps a tenant's secrets: the longest a value revoked with
@@ -49,14 +59,22 @@ class SecretCache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    async def get(self, tenant: str, provider: str) -> list[dict[str, str]] | None:
-        """Secrets for the tenant/provider, or None for an unknown tenant."""
+    def cached(self, tenant: str, provider: str) -> list[dict[str, str]] | Miss | None:
+        """The fresh entry, without awaiting anything (None: an unknown tenant; MISS: no
+        fresh entry, ``get`` loads one). Ingest's hot path skips a coroutine with it."""
         key = (tenant, provider)
-        now = self._clock()
         hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self._clock():
             self._entries.move_to_end(key)
             return hit[1]
+        return MISS
+
+    async def get(self, tenant: str, provider: str) -> list[dict[str, str]] | None:
+        """Secrets for the tenant/provider, or None for an unknown tenant."""
+        hit = self.cached(tenant, provider)
+        if hit is not MISS:
+            return hit
+        key = (tenant, provider)
         value = await self._loader(tenant, provider)
         self._entries[key] = (self._clock() + self._ttl, value)
         self._entries.move_to_end(key)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paywatch.kafka.appender import key_partition
+from paywatch.kafka.appender import key_partition, murmur2
 from paywatch.schemas.topics import raw_key
+
+
+@given(st.binary(max_size=300))
+def test_murmur2_is_aiokafkas(key: bytes) -> None:
+    assert murmur2(key) == aiokafka_murmur2(key)
 
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))

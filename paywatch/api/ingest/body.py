@@ -25,37 +25,32 @@ class ClientGone(Exception):
 async def read_body(
     declared: str | None, receive: Receive, limit: int, deadlines: Deadlines
 ) -> bytes:
-    """``read_capped`` with one deadline (``deadlines.seconds``) for the whole body:
-    BodyTimeout when it passes."""
-    deadline = deadlines.arm()
-    try:
-        return await read_capped(declared, receive, limit)
-    except asyncio.CancelledError:
-        if deadline.caused_cancel():
-            raise BodyTimeout from None
-        raise
-    finally:
-        deadline.disarm()
-
-
-async def read_capped(declared: str | None, receive: Receive, limit: int) -> bytes:
-    """The raw body, raising BodyTooLarge as soon as it passes ``limit`` bytes.
+    """The raw body, with one deadline (``deadlines.seconds``) for all of it: BodyTimeout
+    when it passes, BodyTooLarge as soon as it passes ``limit`` bytes.
 
     ``declared`` is the Content-Length header: a declared size over the cap is refused
     before a byte is read.
     """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    deadline = deadlines.arm()
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        if deadline.caused_cancel():
+            raise BodyTimeout from None
+        raise
+    finally:
+        deadline.disarm()

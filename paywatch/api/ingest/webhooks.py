@@ -51,6 +51,7 @@ from paywatch.providers.registry import get_provider
 from paywatch.schemas.models import RawWebhook
 from paywatch.schemas.topics import raw_key
 from paywatch.settings import BODY_LIMIT_BYTES
+from paywatch.tenants.cache import Miss
 from paywatch.tenants.store import TENANT_RE
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,11 @@ class WebhookEndpoint:
         started = time.perf_counter()
         ctx: IngestContext = scope["app"].state.ingest
         wait = 0
+        module: Provider | None = None
         try:
-            outcome, reply = await _handle(ctx, provider, tenant, scope, receive)
+            module = get_provider(provider, ctx.providers)
+            reply = await _accept(ctx, module, tenant, scope, receive)
+            outcome = "accepted"
         except ClientGone:
             return  # nobody left to answer; nothing was appended
         except RateLimited as exc:  # before the body: the cheapest refusal there is
@@ -173,6 +177,8 @@ class WebhookEndpoint:
                     429, "rate_limited", f"tenant {tenant!r} is over its rate limit; retry later"
                 ),
             )
+        except _REFUSALS as exc:
+            outcome, reply = _refusal(ctx, module, provider, tenant, exc)
         label = provider if outcome != "unknown_provider" else "-"
         count(label, outcome, time.perf_counter() - started)
         status, body, content_type = reply
@@ -189,42 +195,51 @@ class WebhookEndpoint:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _handle(
-    ctx: IngestContext, provider_name: str, tenant: str, scope: Scope, receive: Receive
+_REFUSALS = (
+    BodyTooLarge,
+    BodyTimeout,
+    UnknownProvider,
+    UnknownTenant,
+    VerificationError,
+    CardDataError,
+    PayloadError,
+    Retryable,
+)
+"""What `_accept` raises for a webhook it refuses; `_refusal` answers each."""
+
+
+def _refusal(
+    ctx: IngestContext, provider: Provider | None, name: str, tenant: str, exc: Exception
 ) -> tuple[str, Reply]:
-    provider: Provider | None = None
-    try:
-        provider = get_provider(provider_name, ctx.providers)
-        return "accepted", await _accept(ctx, provider, tenant, scope, receive)
-    except BodyTooLarge:
+    """The outcome label and answer of a refused webhook (checked in this order)."""
+    if isinstance(exc, BodyTooLarge):
         return "too_large", _error(413, "too_large", f"body exceeds {BODY_LIMIT_BYTES} bytes")
-    except BodyTimeout:
+    if isinstance(exc, BodyTimeout):
         seconds = ctx.settings.body_read_timeout_s
         return "body_timeout", _error(
             408, "body_timeout", f"the request body was not received within {seconds:g} s"
         )
-    except UnknownProvider as exc:
+    if isinstance(exc, UnknownProvider):
         return "unknown_provider", _error(404, "unknown_provider", str(exc))
-    except UnknownTenant:
+    if isinstance(exc, UnknownTenant):
         return "unknown_tenant", _error(404, "unknown_tenant", f"no tenant {tenant!r}")
-    except VerificationError as exc:
+    if isinstance(exc, VerificationError):
         if provider is not None and provider.empty_ack:  # Xero: 401 with no body (§2.5)
             return "bad_signature", _EMPTY_401
         return "bad_signature", _error(401, "bad_signature", str(exc))
-    except CardDataError:
+    if isinstance(exc, CardDataError):
         PAN_REJECTED.inc()
         return "card_data", _error(
             422,
             "card_data_rejected",
             "the body contains a card number (PAN); it was not stored. Send provider tokens only",
         )
-    except PayloadError as exc:
+    if isinstance(exc, PayloadError):
         return "malformed", _error(400, "malformed", str(exc))
-    except Retryable as exc:
-        log.warning("webhook for %s/%s not acknowledged: %s", tenant, provider_name, exc)
-        return "unavailable", _error(
-            503, "unavailable", "the webhook could not be verified or stored right now; retry"
-        )
+    log.warning("webhook for %s/%s not acknowledged: %s", tenant, name, exc)  # Retryable
+    return "unavailable", _error(
+        503, "unavailable", "the webhook could not be verified or stored right now; retry"
+    )
 
 
 async def tenant_secrets(ctx: IngestContext, tenant: str, provider: str) -> Secrets | None:
@@ -294,11 +309,15 @@ async def _accept(
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     declared = headers.get("content-length")
     body = await read_body(declared, receive, BODY_LIMIT_BYTES, ctx.body_deadlines)
-    secrets = await tenant_secrets(ctx, tenant, provider.name)
+    hit = ctx.secrets.cached(tenant, provider.name)  # no coroutine on a hit
+    secrets = await tenant_secrets(ctx, tenant, provider.name) if isinstance(hit, Miss) else hit
     if secrets is None:
         raise UnknownTenant(tenant)
     now = datetime.now(UTC)
-    await _verify(ctx, provider, tenant, body, headers, secrets, now)
+    if type(provider).verify_async is Provider.verify_async:
+        provider.verify(body, headers, secrets, now)  # what verify_async would call
+    else:  # PayPal calls out
+        await _verify(ctx, provider, tenant, body, headers, secrets, now)
     doc = provider.read(body)  # card numbers (422), then the one parse (400)
     if provider.handshake(doc):  # Xero intent-to-receive
         return _EMPTY_OK  # verified, nothing to store
