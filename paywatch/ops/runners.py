@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from paywatch.kafka.heartbeat import Heartbeat, serve_metrics
+from paywatch.ops.http_protocol import OneWriteHttpToolsProtocol
 from paywatch.ops.infra import Endpoints
 from paywatch.settings import Settings
 
@@ -55,6 +56,7 @@ def _serve(app: FastAPI, settings: Settings, port: int) -> None:
     tune_gc()
     config = uvicorn.Config(
         app,
+        http=OneWriteHttpToolsProtocol,  # an answer's head and body in one write
         host=settings.bind_host,
         port=port,
         log_level="info",
