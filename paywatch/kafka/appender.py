@@ -60,10 +60,13 @@ STOP_GRACE_S = 5.0
 
 
 class KafkaAppender:
-    """An idempotent, acks=all producer that (re)connects in the background.
+    """Idempotent, acks=all producers that (re)connect in the background.
 
     Ingest must keep answering while Kafka is down (503, so providers redeliver),
-    so a failed connect is retried instead of crashing the process.
+    so a failed connect is retried instead of crashing the process. With ``producers``
+    > 1, partition p is written by producer p % producers only (one producer per partition
+    keeps each partition's order and idempotence), so that many produce requests can be
+    in flight to a broker at once.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class KafkaAppender:
         *,
         client_id: str = "paywatch-ingest",
         security: KafkaSecurity = PLAINTEXT,
+        producers: int = 1,
     ) -> None:
         self._bootstrap = bootstrap
         self._security = security
@@ -80,6 +84,10 @@ class KafkaAppender:
         self._deadlines = Deadlines(ack_timeout)
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._client_id = client_id
+        if producers < 1:
+            raise ValueError("producers must be at least 1")
+        self._count = producers
+        self._producers: list[AIOKafkaProducer] = []
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -89,20 +97,26 @@ class KafkaAppender:
             self._connector = asyncio.create_task(self._connect_forever())
 
     async def _connect_once(self) -> bool:
-        producer = reliable_producer(
-            self._bootstrap,
-            client_id=self._client_id,
-            request_timeout_s=self._ack_timeout,
-            security=self._security,
-        )
+        producers = [
+            reliable_producer(
+                self._bootstrap,
+                client_id=self._client_id,
+                request_timeout_s=self._ack_timeout,
+                security=self._security,
+            )
+            for _ in range(self._count)
+        ]
         try:
-            await producer.start()
+            for producer in producers:
+                await producer.start()
         except KafkaError as exc:
             log.warning("Kafka not reachable at %s: %s", self._bootstrap, exc)
-            with contextlib.suppress(KafkaError):
-                await producer.stop()
+            for producer in producers:
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
             return False
-        self._producer = producer
+        self._producers = producers
+        self._producer = producers[0]
         log.info("connected to Kafka at %s", self._bootstrap)
         return True
 
@@ -118,12 +132,12 @@ class KafkaAppender:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
-        if self._producer is not None:
+        if self._producers:
             try:
                 # aiokafka's stop() flushes and waits for a broker that may be gone for good;
                 # what it still holds was never acknowledged to anyone (no 200 went out).
                 async with asyncio.timeout(self._ack_timeout + STOP_GRACE_S):
-                    await self._producer.stop()
+                    await asyncio.gather(*(producer.stop() for producer in self._producers))
             except TimeoutError:
                 log.warning("Kafka at %s did not take the last records: closed without them",
                             self._bootstrap)  # fmt: skip
@@ -136,7 +150,7 @@ class KafkaAppender:
         # ~4 us an append; wait_for an extra task on top): paywatch/deadlines.py.
         deadline = self._deadlines.arm()
         try:
-            meta = await (await self._enqueue(self._producer, topic, key, value))
+            meta = await (await self._enqueue(topic, key, value))
         except asyncio.CancelledError:
             if deadline.caused_cancel():
                 raise Retryable(
@@ -150,7 +164,7 @@ class KafkaAppender:
         return meta.partition, meta.offset
 
     async def _enqueue(
-        self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes
+        self, topic: str, key: bytes, value: bytes
     ) -> asyncio.Future[RecordMetadata]:
         """``producer.send`` for a keyed record, without its per-record overhead.
 
@@ -158,21 +172,22 @@ class KafkaAppender:
         for the partitioner, builds a TopicPartition and logs at debug level on every call:
         ~6 of ingest's ~105 µs per webhook under load. This is the same record in the same
         partition (``key_partition`` is aiokafka's default partitioner, checked against it
-        in tests/unit/test_appender_partition.py), handed to the producer's accumulator as
-        ``send`` hands it; aiokafka is pinned (pyproject.toml) because this reads two of its
-        private attributes.
+        in tests/unit/test_appender_partition.py), handed to the accumulator of the
+        partition's producer as ``send`` hands it; aiokafka is pinned (pyproject.toml)
+        because this reads two of its private attributes.
         """
-        partitions = producer._metadata.partitions_for_topic(topic)
-        if not partitions:  # first record of the topic, or its metadata is being refreshed
-            sent: asyncio.Future[RecordMetadata] = await producer.send(topic, value, key)
-            return sent
+        producers = self._producers
+        partitions = producers[0]._metadata.partitions_for_topic(topic)
+        if not partitions:  # the topic's first record: every producer learns the topic
+            for producer in producers:
+                partitions = await producer.partitions_for(topic)
         partition = key_partition(key, len(partitions))
         tp = self._tps.get((topic, partition))
         if tp is None:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
-        timeout = self._ack_timeout
-        future: asyncio.Future[RecordMetadata] = await producer._message_accumulator.add_message(
-            tp, key, value, timeout
+        accumulator = producers[partition % self._count]._message_accumulator
+        future: asyncio.Future[RecordMetadata] = await accumulator.add_message(
+            tp, key, value, self._ack_timeout
         )
         return future
 

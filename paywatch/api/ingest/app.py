@@ -39,6 +39,11 @@ from paywatch.tenants.transmissions import TransmissionLedger
 # Providers answer within seconds or the webhook is retried later (503): never hang ingest.
 PROVIDER_HTTP_TIMEOUT_S = 5.0
 WEBHOOK_PATH = "/webhooks/{provider}/{tenant}"
+INGEST_PRODUCERS = 2
+"""Producers behind ingest's appender, each owning the partitions p with p % 2 == its index.
+aiokafka keeps one produce request in flight per producer and broker, and every webhook
+waits for its ack: with one producer ingest's core sat idle 8 % of the time at 64
+connections; with two, 1 % (bench/RESULTS.md, "Ingest, fourth engine session")."""
 
 
 class IngestApp(FastAPI):
@@ -89,7 +94,10 @@ def create_app(
             transport=http_transport, timeout=PROVIDER_HTTP_TIMEOUT_S, follow_redirects=False
         )
         appender = KafkaAppender(
-            bootstrap, settings.ingest_ack_timeout_s, security=kafka_security(settings)
+            bootstrap,
+            settings.ingest_ack_timeout_s,
+            security=kafka_security(settings),
+            producers=INGEST_PRODUCERS,
         )
         await appender.start()
         providers = configured_providers(settings, http)
