@@ -55,7 +55,7 @@ class RegistryCodec:
             raise ValueError("RegistryCodec.encode needs the topic (subject <topic>-value)")
         schema = current_schema(type(model))
         header = CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, self._schema_id(topic, schema))
-        return header + body_bytes(schema, model)
+        return body_bytes(schema, model, header)
 
     def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
         """Decode Confluent-framed bytes (or single-object bytes written before)."""

@@ -159,17 +159,19 @@ def _to_avro(model: Frozen, schema: AvroSchema) -> dict[str, Any]:
     return _tag(model.model_dump(mode="python"), schema.tags)
 
 
-def body_bytes(schema: AvroSchema, model: Frozen) -> bytes:
-    """The schemaless Avro body of ``model``; raises CodecError when it cannot be written.
+def body_bytes(schema: AvroSchema, model: Frozen, header: bytes = b"") -> bytes:
+    """``header`` + the schemaless Avro body of ``model``; raises CodecError when it cannot
+    be written.
 
     A ``RawWebhook`` (ingest's hot path) is written by ``raw_avro``, same bytes.
     """
     try:
         if type(model) is RawWebhook:
-            written = raw_webhook_body(model)
+            written = raw_webhook_body(model, header)
             if written is not None:
                 return written
         buf = io.BytesIO()
+        buf.write(header)
         fastavro.schemaless_writer(buf, schema.parsed, _to_avro(model, schema))
         return buf.getvalue()
     except _ENCODE_ERRORS as exc:
@@ -223,7 +225,7 @@ class SingleObjectCodec:
     def encode(self, model: Frozen, topic: str | None = None) -> bytes:
         """``C3 01`` + fingerprint + body."""
         schema = current_schema(type(model))
-        return MAGIC + schema.fingerprint + body_bytes(schema, model)
+        return body_bytes(schema, model, MAGIC + schema.fingerprint)
 
     def decode(self, data: bytes, model_type: type[M], topic: str | None = None) -> M:
         """Check marker and fingerprint, resolve the writer schema to ``model_type``."""

@@ -41,9 +41,10 @@ def _long(value: int) -> bytes:
     return bytes(out)
 
 
-def raw_webhook_body(raw: RawWebhook) -> bytes | None:
-    """The schemaless Avro body of ``raw``, or None when it has a naive ``received_at``
-    (fastavro reads those in local time; the generic writer keeps that behaviour).
+def raw_webhook_body(raw: RawWebhook, prefix: bytes = b"") -> bytes | None:
+    """``prefix`` + the schemaless Avro body of ``raw`` (one copy of the body: the codec's
+    header goes in front here), or None when it has a naive ``received_at`` (fastavro
+    reads those in local time; the generic writer keeps that behaviour).
 
     Raises UnicodeEncodeError for a string UTF-8 cannot carry (a lone surrogate), as
     fastavro does; the codec turns it into a CodecError.
@@ -57,6 +58,7 @@ def raw_webhook_body(raw: RawWebhook) -> bytes | None:
     tenant = raw.tenant.encode()
     provider = raw.provider.encode()
     parts = [
+        prefix,
         _long(len(ingest_id)), ingest_id,
         _long(len(tenant)), tenant,
         _long(len(provider)), provider,

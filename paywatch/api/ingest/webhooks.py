@@ -306,7 +306,14 @@ async def _accept(
         if wait:
             raise RateLimited(retry_after(wait))
     # ASGI servers lowercase header names; lowered again so no transport can differ.
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    # One pass: every header for the checks, the ones the record may keep beside them.
+    headers: dict[str, str] = {}
+    kept: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = value
+        if name not in _DROP_HEADERS:
+            kept[name] = value
     declared = headers.get("content-length")
     body = await read_body(declared, receive, BODY_LIMIT_BYTES, ctx.body_deadlines)
     hit = ctx.secrets.cached(tenant, provider.name)  # no coroutine on a hit
@@ -327,7 +334,7 @@ async def _accept(
         tenant=tenant,
         provider=provider.name,
         received_at=now,
-        headers={k: v for k, v in headers.items() if k not in _DROP_HEADERS},
+        headers=kept,
         body=body,
         subject=subject,
     )
